@@ -1,0 +1,19 @@
+#pragma once
+
+#include <string>
+
+#include "berth/base/error.hpp"
+
+namespace berth::fs {
+
+/// Read a whole file. Errors name the path.
+[[nodiscard]] result<std::string> read_file(const std::string& path);
+/// Write a file atomically: write a temporary sibling, fsync, rename over `path`.
+[[nodiscard]] status write_file_atomic(const std::string& path, const std::string& content);
+/// Create a directory (and parents) and check that this process can write into it. `what`
+/// says what the directory is for, e.g. "node.data_dir".
+[[nodiscard]] status ensure_writable_dir(const std::string& path, const std::string& what);
+/// Remove a directory tree; missing is fine.
+void remove_tree(const std::string& path);
+
+}  // namespace berth::fs

@@ -1,0 +1,43 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "berth/base/error.hpp"
+
+namespace berth::process {
+
+/// How to start a child. The runtime never calls fork(): posix_spawn only, so the cost does not
+/// grow with the parent's memory.
+struct spawn_options {
+  std::string cwd;                                  ///< empty: inherit
+  std::optional<std::map<std::string, std::string>> env;  ///< nullopt: inherit the environment
+  int stdin_fd = -1;   ///< -1: /dev/null
+  int stdout_fd = -1;  ///< -1: /dev/null
+  int stderr_fd = -1;  ///< -1: /dev/null
+  bool new_process_group = true;  ///< the child leads its own group (killed as a group)
+  bool search_path = true;        ///< look argv[0] up in PATH
+};
+
+/// Start argv[0] with posix_spawn. Errors name the program; a missing binary is
+/// errc::not_found ("no such file: <argv0>").
+[[nodiscard]] result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& opts);
+
+/// Whether `pid` exists (and is not a zombie we have reaped).
+[[nodiscard]] bool alive(pid_t pid);
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), to tell a
+/// process from a later one that reused its pid. nullopt: no such process.
+[[nodiscard]] std::optional<unsigned long long> start_time(pid_t pid);
+
+/// Send `sig` to the process group `pgid` (ignores ESRCH).
+void kill_group(pid_t pgid, int sig);
+
+/// Look up an executable in PATH; nullopt when absent.
+[[nodiscard]] std::optional<std::string> find_executable(const std::string& name);
+
+}  // namespace berth::process

@@ -1,0 +1,69 @@
+#include "berth/base/fs.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace berth::fs {
+
+result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return error{errc::not_found, path + ": cannot open: " + std::strerror(errno)};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+status write_file_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return error{errc::io_error, tmp + ": cannot create: " + std::strerror(errno)};
+  std::size_t off = 0;
+  while (off < content.size()) {
+    auto n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return error{errc::io_error, tmp + ": write failed: " + std::strerror(e)};
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return error{errc::io_error, path + ": rename failed: " + std::strerror(e)};
+  }
+  return {};
+}
+
+status ensure_writable_dir(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec)
+    return error{errc::permission_denied, what + ": cannot create directory " + path + ": " + ec.message()};
+  std::string probe = path + "/.berth-write-probe." + std::to_string(::getpid());
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return error{errc::permission_denied,
+                 what + ": directory " + path + " is not writable: " + std::strerror(errno) +
+                     "; choose another directory or fix its permissions"};
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return {};
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+}  // namespace berth::fs

@@ -1,0 +1,183 @@
+#include "berth/base/json.hpp"
+
+#include <simdjson.h>
+
+#include <cmath>
+#include <cstdio>
+
+namespace berth::json {
+
+const value* value::find(std::string_view key) const {
+  if (!is_object()) return nullptr;
+  for (const auto& [k, v] : as_object())
+    if (k == key) return &v;
+  return nullptr;
+}
+
+std::string value::get_string(std::string_view key, std::string fallback) const {
+  const auto* v = find(key);
+  return v && v->is_string() ? v->as_string() : fallback;
+}
+
+std::int64_t value::get_int(std::string_view key, std::int64_t fallback) const {
+  const auto* v = find(key);
+  return v && v->is_int() ? v->as_int() : fallback;
+}
+
+bool value::get_bool(std::string_view key, bool fallback) const {
+  const auto* v = find(key);
+  return v && v->is_bool() ? v->as_bool() : fallback;
+}
+
+value& value::set(std::string_view key, value v) {
+  if (is_null()) v_ = object{};
+  auto& obj = as_object();
+  for (auto& [k, existing] : obj) {
+    if (k == key) {
+      existing = std::move(v);
+      return existing;
+    }
+  }
+  obj.emplace_back(std::string(key), std::move(v));
+  return obj.back().second;
+}
+
+value& value::push(value v) {
+  if (is_null()) v_ = array{};
+  auto& arr = as_array();
+  arr.push_back(std::move(v));
+  return arr.back();
+}
+
+void quote_to(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+std::string quote(std::string_view s) {
+  std::string out;
+  quote_to(out, s);
+  return out;
+}
+
+void value::dump_to(std::string& out) const {
+  switch (type()) {
+    case kind::null: out += "null"; break;
+    case kind::boolean: out += as_bool() ? "true" : "false"; break;
+    case kind::integer: out += std::to_string(as_int()); break;
+    case kind::number: {
+      double d = std::get<double>(v_);
+      if (!std::isfinite(d)) {
+        out += "null";
+      } else {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.17g", d);
+        out += buf;
+      }
+      break;
+    }
+    case kind::string: quote_to(out, as_string()); break;
+    case kind::array: {
+      out.push_back('[');
+      bool first = true;
+      for (const auto& v : as_array()) {
+        if (!first) out.push_back(',');
+        first = false;
+        v.dump_to(out);
+      }
+      out.push_back(']');
+      break;
+    }
+    case kind::object: {
+      out.push_back('{');
+      bool first = true;
+      for (const auto& [k, v] : as_object()) {
+        if (!first) out.push_back(',');
+        first = false;
+        quote_to(out, k);
+        out.push_back(':');
+        v.dump_to(out);
+      }
+      out.push_back('}');
+      break;
+    }
+  }
+}
+
+std::string value::dump() const {
+  std::string out;
+  dump_to(out);
+  return out;
+}
+
+const char* kind_name(value::kind k) {
+  switch (k) {
+    case value::kind::null: return "null";
+    case value::kind::boolean: return "boolean";
+    case value::kind::integer: return "integer";
+    case value::kind::number: return "number";
+    case value::kind::string: return "string";
+    case value::kind::array: return "array";
+    case value::kind::object: return "object";
+  }
+  return "?";
+}
+
+namespace {
+
+value convert(simdjson::dom::element e) {
+  using t = simdjson::dom::element_type;
+  switch (e.type()) {
+    case t::ARRAY: {
+      value::array a;
+      for (auto child : e.get_array().value_unsafe()) a.push_back(convert(child));
+      return value(std::move(a));
+    }
+    case t::OBJECT: {
+      value::object o;
+      for (auto field : e.get_object().value_unsafe())
+        o.emplace_back(std::string(field.key), convert(field.value));
+      return value(std::move(o));
+    }
+    case t::INT64: return value(e.get_int64().value_unsafe());
+    case t::UINT64: return value(static_cast<double>(e.get_uint64().value_unsafe()));
+    case t::DOUBLE: return value(e.get_double().value_unsafe());
+    case t::STRING: return value(std::string(e.get_string().value_unsafe()));
+    case t::BOOL: return value(e.get_bool().value_unsafe());
+    case t::NULL_VALUE: return value();
+  }
+  return value();
+}
+
+}  // namespace
+
+result<value> parse(std::string_view text) {
+  // One parser per thread: simdjson parsers are reusable but not thread-safe.
+  thread_local simdjson::dom::parser parser;
+  simdjson::padded_string padded(text);
+  simdjson::dom::element root;
+  auto err = parser.parse(padded).get(root);
+  if (err) return error{errc::invalid_argument, std::string("malformed JSON: ") + simdjson::error_message(err)};
+  return convert(root);
+}
+
+}  // namespace berth::json

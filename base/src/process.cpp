@@ -1,0 +1,122 @@
+#include "berth/base/process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+namespace berth::process {
+
+result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& opts) {
+  if (argv.empty() || argv[0].empty()) return error{errc::invalid_argument, "run: the command is empty"};
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+
+  auto redirect = [&](int fd, int target, int flags) {
+    if (fd >= 0) posix_spawn_file_actions_adddup2(&fa, fd, target);
+    else posix_spawn_file_actions_addopen(&fa, target, "/dev/null", flags, 0);
+  };
+  redirect(opts.stdin_fd, 0, O_RDONLY);
+  redirect(opts.stdout_fd, 1, O_WRONLY);
+  redirect(opts.stderr_fd, 2, O_WRONLY);
+  if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd.c_str());
+
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  if (opts.new_process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
+  posix_spawnattr_setflags(&attr, flags);
+
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<std::string> env_storage;
+  std::vector<char*> envp;
+  char** env = environ;
+  if (opts.env) {
+    for (const auto& [k, v] : *opts.env) env_storage.push_back(k + "=" + v);
+    for (auto& e : env_storage) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    env = envp.data();
+  }
+  pid_t pid = -1;
+  int rc = opts.search_path ? posix_spawnp(&pid, args[0], &fa, &attr, args.data(), env)
+                            : posix_spawn(&pid, args[0], &fa, &attr, args.data(), env);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    if (rc == ENOENT) return error{errc::not_found, "no such file or directory: " + argv[0]};
+    if (rc == EACCES) return error{errc::permission_denied, "permission denied: " + argv[0]};
+    return error{errc::io_error, "cannot start " + argv[0] + ": " + std::strerror(rc)};
+  }
+  return pid;
+}
+
+bool alive(pid_t pid) {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto rparen = line.rfind(')');
+  return rparen == std::string::npos || rparen + 2 >= line.size() || line[rparen + 2] != 'Z';
+}
+
+std::optional<unsigned long long> start_time(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return std::nullopt;
+  auto rparen = line.rfind(')');
+  if (rparen == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(rparen + 2));
+  std::string field;
+  // Fields after the command: state is field 3; starttime is field 22.
+  for (int i = 3; i <= 22; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  try {
+    return std::stoull(field);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+void kill_group(pid_t pgid, int sig) {
+  if (pgid > 1) ::kill(-pgid, sig);
+}
+
+std::optional<std::string> find_executable(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) == 0) return name;
+    return std::nullopt;
+  }
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::stringstream ss(p);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    std::string full = (dir.empty() ? "." : dir) + "/" + name;
+    struct stat st{};
+    if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(full.c_str(), X_OK) == 0) return full;
+  }
+  return std::nullopt;
+}
+
+}  // namespace berth::process

@@ -1,0 +1,94 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "berth/base/error.hpp"
+#include "berth/base/time.hpp"
+
+namespace berth::config {
+
+/// `[node]`: this process.
+struct node_section {
+  std::string id;                 ///< empty: generated once and kept in the data dir
+  std::string data_dir;
+  std::int64_t max_sessions = 0;  ///< sessions this node runs at once
+  std::vector<std::string> labels;
+  millis shutdown_grace{0};
+  std::int64_t io_threads = 0;
+};
+
+/// `[cluster]`: naming shared by the nodes of one cluster.
+struct cluster_section {
+  std::string name;
+  std::string subject_prefix;
+  std::vector<std::string> peers;
+};
+
+/// `[nats]`: an external NATS, or the embedded nats-server.
+struct nats_section {
+  std::vector<std::string> servers;  ///< empty: start an embedded nats-server -js
+  std::string creds;
+  std::int64_t replicas = 1;
+  std::string server_binary;
+  millis connect_timeout{0};
+  millis request_timeout{0};
+  millis duplicate_window{0};
+};
+
+/// `[session]`: defaults and limits for sessions.
+struct session_section {
+  millis default_timeout{0};
+  std::int64_t max_spec_bytes = 0;
+  std::int64_t output_chunk_bytes = 0;
+  std::int64_t max_output_bytes = 0;
+  millis kill_grace{0};
+};
+
+/// `[sandbox]`: how step commands are isolated.
+struct sandbox_section {
+  std::string mode;
+};
+
+/// `[log]`
+struct log_section {
+  std::string level;
+  std::string format;
+};
+
+/// The whole validated configuration.
+struct config {
+  node_section node;
+  cluster_section cluster;
+  nats_section nats;
+  session_section session;
+  sandbox_section sandbox;
+  log_section log;
+};
+
+/// Every key with its default.
+[[nodiscard]] config defaults();
+
+/// Parse and validate TOML text. `source` names the file in errors ("berth.toml:3:15: ...").
+/// Unknown sections and keys, wrong types and out-of-range values are errors.
+[[nodiscard]] result<config> parse(const std::string& text, const std::string& source);
+
+/// Read and parse a file.
+[[nodiscard]] result<config> load_file(const std::string& path);
+
+/// Apply `BERTH_<SECTION>_<KEY>` overrides from `env` (e.g. BERTH_NODE_MAX_SESSIONS=8).
+/// Lists are comma-separated. Errors name the variable.
+[[nodiscard]] status apply_env(config& cfg, const std::map<std::string, std::string>& env);
+
+/// The process environment as a map (for apply_env).
+[[nodiscard]] std::map<std::string, std::string> process_env();
+
+/// Every key, commented, with its default: `berth config print --defaults`.
+[[nodiscard]] std::string print_defaults_toml();
+
+/// The configuration reference as Markdown (docs/configuration.md is generated from this).
+[[nodiscard]] std::string reference_markdown();
+
+}  // namespace berth::config

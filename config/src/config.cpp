@@ -1,0 +1,392 @@
+#include "berth/config/config.hpp"
+
+#include "berth/base/ids.hpp"
+
+#include <toml++/toml.h>
+
+#include <functional>
+#include <sstream>
+#include <variant>
+
+#include "berth/base/fs.hpp"
+
+extern char** environ;
+
+namespace berth::config {
+namespace {
+
+enum class kind { string, integer, boolean, duration, string_list };
+
+using raw = std::variant<std::string, std::int64_t, bool, millis, std::vector<std::string>>;
+
+struct key_spec {
+  const char* section;
+  const char* key;
+  kind type;
+  const char* default_text;  // TOML literal
+  std::int64_t min = 0;      // integers: bounds; durations: bounds in ms
+  std::int64_t max = 0;
+  std::vector<std::string> choices;  // strings: allowed values (empty: any)
+  const char* description;
+  std::function<void(config&, const raw&)> apply;
+};
+
+template <class T>
+const T& as(const raw& r) {
+  return std::get<T>(r);
+}
+
+const std::vector<key_spec>& schema() {
+  static const std::vector<key_spec> table = {
+      {"node", "id", kind::string, R"("")", 0, 0, {},
+       "Node id ([A-Za-z0-9_-]). Empty: generated on first start and kept in the data dir.",
+       [](config& c, const raw& r) { c.node.id = as<std::string>(r); }},
+      {"node", "data_dir", kind::string, R"("/var/lib/berth")", 0, 0, {},
+       "Where the node keeps its RocksDB snapshots, session working directories, the embedded "
+       "nats-server store and node.json.",
+       [](config& c, const raw& r) { c.node.data_dir = as<std::string>(r); }},
+      {"node", "max_sessions", kind::integer, "100", 1, 100000, {},
+       "Sessions this node runs at once; further sessions wait in the placement queue.",
+       [](config& c, const raw& r) { c.node.max_sessions = as<std::int64_t>(r); }},
+      {"node", "labels", kind::string_list, "[]", 0, 0, {}, "Free-form labels reported in stats.",
+       [](config& c, const raw& r) { c.node.labels = as<std::vector<std::string>>(r); }},
+      {"node", "shutdown_grace", kind::duration, R"("10s")", 0, 3'600'000, {},
+       "On SIGTERM, how long running steps may take to finish before they are stopped and "
+       "recorded as interrupted.",
+       [](config& c, const raw& r) { c.node.shutdown_grace = as<millis>(r); }},
+      {"node", "io_threads", kind::integer, "8", 1, 256, {},
+       "Threads for blocking I/O (synced snapshot writes, JetStream round trips).",
+       [](config& c, const raw& r) { c.node.io_threads = as<std::int64_t>(r); }},
+      {"cluster", "name", kind::string, R"("berth")", 0, 0, {}, "Cluster name.",
+       [](config& c, const raw& r) { c.cluster.name = as<std::string>(r); }},
+      {"cluster", "subject_prefix", kind::string, R"("berth")", 0, 0, {},
+       "First token of every NATS subject Berth uses; stream names and KV buckets derive from it.",
+       [](config& c, const raw& r) { c.cluster.subject_prefix = as<std::string>(r); }},
+      {"cluster", "peers", kind::string_list, "[]", 0, 0, {},
+       "Route URLs of the other nodes' embedded nats-servers (nodes joined by config).",
+       [](config& c, const raw& r) { c.cluster.peers = as<std::vector<std::string>>(r); }},
+      {"nats", "servers", kind::string_list, "[]", 0, 0, {},
+       "URLs of an external NATS with JetStream. Empty: the node starts and supervises an "
+       "embedded nats-server -js on loopback with a random port.",
+       [](config& c, const raw& r) { c.nats.servers = as<std::vector<std::string>>(r); }},
+      {"nats", "creds", kind::string, R"("")", 0, 0, {}, "Path of a NATS .creds file (external NATS).",
+       [](config& c, const raw& r) { c.nats.creds = as<std::string>(r); }},
+      {"nats", "replicas", kind::integer, "1", 1, 5, {}, "Replicas of each stream and KV bucket.",
+       [](config& c, const raw& r) { c.nats.replicas = as<std::int64_t>(r); }},
+      {"nats", "server_binary", kind::string, R"("nats-server")", 0, 0, {},
+       "The nats-server executable used in embedded mode (looked up in PATH).",
+       [](config& c, const raw& r) { c.nats.server_binary = as<std::string>(r); }},
+      {"nats", "connect_timeout", kind::duration, R"("10s")", 100, 600'000, {},
+       "How long start-up waits for NATS and JetStream to answer.",
+       [](config& c, const raw& r) { c.nats.connect_timeout = as<millis>(r); }},
+      {"nats", "request_timeout", kind::duration, R"("5s")", 100, 600'000, {},
+       "Timeout of one JetStream API call or publish acknowledgement (retried on no responders).",
+       [](config& c, const raw& r) { c.nats.request_timeout = as<millis>(r); }},
+      {"nats", "duplicate_window", kind::duration, R"("24h")", 1000, 7 * 86'400'000LL, {},
+       "JetStream de-duplication window of the input stream: how long a repeated start with "
+       "the same idempotency key is recognised.",
+       [](config& c, const raw& r) { c.nats.duplicate_window = as<millis>(r); }},
+      {"session", "default_timeout", kind::duration, R"("1h")", 1000, 30LL * 86'400'000, {},
+       "Session timeout when the spec gives none.",
+       [](config& c, const raw& r) { c.session.default_timeout = as<millis>(r); }},
+      {"session", "max_spec_bytes", kind::integer, "262144", 1024, 4 * 1024 * 1024, {},
+       "Largest accepted session spec (JSON bytes).",
+       [](config& c, const raw& r) { c.session.max_spec_bytes = as<std::int64_t>(r); }},
+      {"session", "output_chunk_bytes", kind::integer, "16384", 512, 512 * 1024, {},
+       "Largest stdout/stderr chunk published to the log stream.",
+       [](config& c, const raw& r) { c.session.output_chunk_bytes = as<std::int64_t>(r); }},
+      {"session", "max_output_bytes", kind::integer, "67108864", 1024, 1LL << 40, {},
+       "Output kept per step and stream; past it the rest is dropped and a truncation marker "
+       "is published.",
+       [](config& c, const raw& r) { c.session.max_output_bytes = as<std::int64_t>(r); }},
+      {"session", "kill_grace", kind::duration, R"("2s")", 0, 600'000, {},
+       "Between SIGTERM and SIGKILL when a step's process group is stopped.",
+       [](config& c, const raw& r) { c.session.kill_grace = as<millis>(r); }},
+      {"sandbox", "mode", kind::string, R"("none")", 0, 0, {"none"},
+       "How step commands are isolated. \"none\": plain child processes in their own process "
+       "group and working directory (no isolation; the bubblewrap sandbox is not built yet).",
+       [](config& c, const raw& r) { c.sandbox.mode = as<std::string>(r); }},
+      {"log", "level", kind::string, R"("info")", 0, 0,
+       {"trace", "debug", "info", "warn", "error", "off"}, "Log level.",
+       [](config& c, const raw& r) { c.log.level = as<std::string>(r); }},
+      {"log", "format", kind::string, R"("text")", 0, 0, {"text", "json"},
+       "Log format: text lines or one JSON object per line.",
+       [](config& c, const raw& r) { c.log.format = as<std::string>(r); }},
+  };
+  return table;
+}
+
+const char* kind_name(kind k) {
+  switch (k) {
+    case kind::string: return "a string";
+    case kind::integer: return "an integer";
+    case kind::boolean: return "a boolean";
+    case kind::duration: return "a duration string such as \"30s\"";
+    case kind::string_list: return "an array of strings";
+  }
+  return "?";
+}
+
+const char* toml_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+std::string where(const std::string& source, const toml::source_region& r) {
+  return source + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+}
+
+// Check bounds and choices of an already-typed value.
+status check_value(const key_spec& k, const raw& v, const std::string& at) {
+  std::string name = std::string(k.section) + "." + k.key;
+  if (k.type == kind::integer) {
+    auto i = as<std::int64_t>(v);
+    if (i < k.min || i > k.max)
+      return error{errc::invalid_argument, at + name + ": " + std::to_string(i) + " is out of range [" +
+                                               std::to_string(k.min) + ", " + std::to_string(k.max) + "]"};
+  }
+  if (k.type == kind::duration) {
+    auto d = as<millis>(v).count();
+    if (d < k.min || d > k.max)
+      return error{errc::invalid_argument, at + name + ": " + format_duration(millis(d)) +
+                                               " is out of range [" + format_duration(millis(k.min)) +
+                                               ", " + format_duration(millis(k.max)) + "]"};
+  }
+  if (k.type == kind::string && !k.choices.empty()) {
+    const auto& s = as<std::string>(v);
+    bool found = false;
+    std::string list;
+    for (const auto& c : k.choices) {
+      found = found || c == s;
+      list += (list.empty() ? "\"" : ", \"") + c + "\"";
+    }
+    if (!found)
+      return error{errc::invalid_argument, at + name + ": \"" + s + "\" is not one of " + list};
+  }
+  if (std::string_view(k.key) == "subject_prefix" || (std::string_view(k.key) == "id" && !as<std::string>(v).empty())) {
+    BERTH_TRY(validate_id(as<std::string>(v), at + name));
+  }
+  return {};
+}
+
+result<raw> from_toml(const key_spec& k, const toml::node& n, const std::string& source) {
+  std::string at = where(source, n.source()) + ": ";
+  std::string name = std::string(k.section) + "." + k.key;
+  auto wrong = [&] {
+    return error{errc::invalid_argument,
+                 at + name + ": expected " + kind_name(k.type) + ", got " + toml_type_name(n)};
+  };
+  switch (k.type) {
+    case kind::string:
+      if (!n.is_string()) return wrong();
+      return raw(*n.value<std::string>());
+    case kind::integer:
+      if (!n.is_integer()) return wrong();
+      return raw(*n.value<std::int64_t>());
+    case kind::boolean:
+      if (!n.is_boolean()) return wrong();
+      return raw(*n.value<bool>());
+    case kind::duration: {
+      if (!n.is_string()) return wrong();
+      auto d = parse_duration(*n.value<std::string>(), at + name);
+      if (!d) return d.err();
+      return raw(*d);
+    }
+    case kind::string_list: {
+      if (!n.is_array()) return wrong();
+      std::vector<std::string> out;
+      std::size_t idx = 0;
+      for (const auto& e : *n.as_array()) {
+        if (!e.is_string())
+          return error{errc::invalid_argument, where(source, e.source()) + ": " + name + "[" + std::to_string(idx) +
+                                                   "]: expected a string, got " + toml_type_name(e)};
+        out.push_back(*e.value<std::string>());
+        ++idx;
+      }
+      return raw(std::move(out));
+    }
+  }
+  return wrong();
+}
+
+config build_defaults() {
+  config c;
+  for (const auto& k : schema()) {
+    auto tbl = toml::parse(std::string("v = ") + k.default_text);
+    auto r = from_toml(k, *tbl.get("v"), "default");
+    BERTH_ASSERT(r.ok(), "bad default for " + std::string(k.key));
+    k.apply(c, *r);
+  }
+  return c;
+}
+
+}  // namespace
+
+config defaults() {
+  static const config d = build_defaults();
+  return d;
+}
+
+result<config> parse(const std::string& text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return error{errc::invalid_argument, where(source, e.source()) + ": invalid TOML: " + std::string(e.description())};
+  }
+  config c = defaults();
+  for (auto&& [section_key, section_node] : root) {
+    std::string section(section_key.str());
+    std::string at = where(source, section_key.source()) + ": ";
+    bool known_section = false;
+    for (const auto& k : schema()) known_section = known_section || section == k.section;
+    if (!known_section)
+      return error{errc::invalid_argument, at + "unknown section [" + section +
+                                               "]; see `berth config print --defaults` for every key"};
+    if (!section_node.is_table())
+      return error{errc::invalid_argument, at + section + ": expected a table, got " + toml_type_name(section_node)};
+    for (auto&& [key, value] : *section_node.as_table()) {
+      std::string kat = where(source, key.source()) + ": ";
+      const key_spec* spec = nullptr;
+      for (const auto& k : schema())
+        if (section == k.section && key.str() == k.key) spec = &k;
+      if (!spec)
+        return error{errc::invalid_argument, kat + "unknown key " + section + "." + std::string(key.str()) +
+                                                 "; see `berth config print --defaults` for every key"};
+      auto v = from_toml(*spec, value, source);
+      if (!v) return v.err();
+      BERTH_TRY(check_value(*spec, *v, where(source, value.source()) + ": "));
+      spec->apply(c, *v);
+    }
+  }
+  return c;
+}
+
+result<config> load_file(const std::string& path) {
+  auto text = fs::read_file(path);
+  if (!text) return error{errc::not_found, "config file " + path + ": cannot be read: " + text.err().message};
+  return parse(*text, path);
+}
+
+status apply_env(config& cfg, const std::map<std::string, std::string>& env) {
+  for (const auto& k : schema()) {
+    std::string var = "BERTH_";
+    for (const char* p = k.section; *p; ++p) var.push_back(static_cast<char>(std::toupper(*p)));
+    var.push_back('_');
+    for (const char* p = k.key; *p; ++p) var.push_back(static_cast<char>(std::toupper(*p)));
+    auto it = env.find(var);
+    if (it == env.end()) continue;
+    const std::string& s = it->second;
+    std::string at = "environment variable " + var + ": ";
+    raw v;
+    switch (k.type) {
+      case kind::string: v = s; break;
+      case kind::integer: {
+        try {
+          std::size_t used = 0;
+          v = static_cast<std::int64_t>(std::stoll(s, &used));
+          if (used != s.size()) throw std::invalid_argument("trailing");
+        } catch (const std::exception&) {
+          return error{errc::invalid_argument, at + "\"" + s + "\" is not an integer"};
+        }
+        break;
+      }
+      case kind::boolean:
+        if (s == "true" || s == "1") v = true;
+        else if (s == "false" || s == "0") v = false;
+        else return error{errc::invalid_argument, at + "\"" + s + "\" is not true or false"};
+        break;
+      case kind::duration: {
+        auto d = parse_duration(s, var);
+        if (!d) return d.err();
+        v = *d;
+        break;
+      }
+      case kind::string_list: {
+        std::vector<std::string> items;
+        std::stringstream ss(s);
+        std::string item;
+        while (std::getline(ss, item, ','))
+          if (!item.empty()) items.push_back(item);
+        v = items;
+        break;
+      }
+    }
+    BERTH_TRY(check_value(k, v, at));
+    k.apply(cfg, v);
+  }
+  return {};
+}
+
+std::map<std::string, std::string> process_env() {
+  std::map<std::string, std::string> out;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string_view::npos && kv.substr(0, 6) == "BERTH_")
+      out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return out;
+}
+
+namespace {
+std::string bounds_text(const key_spec& k) {
+  if (k.type == kind::integer) return std::to_string(k.min) + " to " + std::to_string(k.max);
+  if (k.type == kind::duration) return format_duration(millis(k.min)) + " to " + format_duration(millis(k.max));
+  if (!k.choices.empty()) {
+    std::string s;
+    for (const auto& c : k.choices) s += (s.empty() ? "" : ", ") + ("\"" + c + "\"");
+    return "one of " + s;
+  }
+  return "";
+}
+}  // namespace
+
+std::string print_defaults_toml() {
+  std::string out = "# Berth configuration: every key with its default.\n"
+                    "# Each key can be overridden by BERTH_<SECTION>_<KEY> in the environment.\n";
+  std::string section;
+  for (const auto& k : schema()) {
+    if (section != k.section) {
+      section = k.section;
+      out += "\n[" + section + "]\n";
+    }
+    out += "# " + std::string(k.description);
+    auto b = bounds_text(k);
+    if (!b.empty()) out += " (" + b + ")";
+    out += "\n" + std::string(k.key) + " = " + k.default_text + "\n";
+  }
+  return out;
+}
+
+std::string reference_markdown() {
+  std::string out =
+      "# Configuration reference\n\n"
+      "Generated from the config schema (`berth config print --markdown`); do not edit by hand.\n"
+      "A config file is TOML. Unknown sections and keys are errors, reported as "
+      "`file:line:column`. Durations are strings such as `\"500ms\"`, `\"30s\"`, `\"10m\"`, "
+      "`\"1h30m\"`. Every key can be overridden from the environment as "
+      "`BERTH_<SECTION>_<KEY>` (lists comma-separated), e.g. `BERTH_NODE_MAX_SESSIONS=8`.\n\n"
+      "`berth config check FILE` validates a file; `berth config print --defaults` prints every "
+      "key with its default.\n";
+  std::string section;
+  for (const auto& k : schema()) {
+    if (section != k.section) {
+      section = k.section;
+      out += "\n## [" + section + "]\n\n| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
+    }
+    std::string t = kind_name(k.type);
+    out += "| `" + std::string(k.key) + "` | " + t + " | `" + k.default_text + "` | " + bounds_text(k) +
+           " | " + k.description + " |\n";
+  }
+  return out;
+}
+
+}  // namespace berth::config
