@@ -149,12 +149,14 @@ value convert(simdjson::dom::element e) {
   switch (e.type()) {
     case t::ARRAY: {
       value::array a;
-      for (auto child : e.get_array().value_unsafe()) a.push_back(convert(child));
+      simdjson::dom::array arr = e.get_array().value_unsafe();  // keep it alive while iterating
+      for (auto child : arr) a.push_back(convert(child));
       return value(std::move(a));
     }
     case t::OBJECT: {
       value::object o;
-      for (auto field : e.get_object().value_unsafe())
+      simdjson::dom::object obj = e.get_object().value_unsafe();
+      for (auto field : obj)
         o.emplace_back(std::string(field.key), convert(field.value));
       return value(std::move(o));
     }

@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -79,12 +80,22 @@ struct client::impl {
   jsCtx* js = nullptr;
   std::mutex kv_mu;
   std::map<std::string, kvStore*> kvs;
+  std::atomic<bool> closing{false};
+  std::mutex closed_mu;
+  std::condition_variable closed_cv;
+  bool closed = false;
 
   ~impl() {
     for (auto& [_, kv] : kvs) kvStore_Destroy(kv);
     if (js) jsCtx_Destroy(js);
     if (nc) {
+      closing = true;
       natsConnection_Close(nc);
+      // The connection callbacks run on nats.c's own thread; wait for the last one (closed)
+      // so that none of them touches this object after it is gone.
+      std::unique_lock lock(closed_mu);
+      closed_cv.wait_for(lock, std::chrono::seconds(5), [&] { return closed; });
+      lock.unlock();
       natsConnection_Destroy(nc);
     }
   }
@@ -120,8 +131,15 @@ client::client(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 client::~client() = default;
 
 namespace {
+void on_closed(natsConnection*, void* closure) {
+  auto* i = static_cast<client::impl*>(closure);
+  std::lock_guard lock(i->closed_mu);
+  i->closed = true;
+  i->closed_cv.notify_all();
+}
 void on_disconnected(natsConnection*, void* closure) {
   auto* i = static_cast<client::impl*>(closure);
+  if (i->closing) return;
   logger()->warn("disconnected from NATS; reconnecting");
   if (i->opts.on_connection_change) i->opts.on_connection_change(false);
 }
@@ -155,6 +173,7 @@ result<std::unique_ptr<client>> client::connect(options o) {
   natsOptions_SetSendAsap(nopts, i->opts.send_asap);
   natsOptions_SetDisconnectedCB(nopts, on_disconnected, i.get());
   natsOptions_SetReconnectedCB(nopts, on_reconnected, i.get());
+  natsOptions_SetClosedCB(nopts, on_closed, i.get());
   if (!i->opts.creds.empty()) {
     auto s = natsOptions_SetUserCredentialsFromFiles(nopts, i->opts.creds.c_str(), nullptr);
     if (s != NATS_OK) {
@@ -171,6 +190,7 @@ result<std::unique_ptr<client>> client::connect(options o) {
   }
   natsOptions_Destroy(nopts);
   if (s != NATS_OK) {
+    i->nc = nullptr;  // nothing to close
     std::string list;
     for (const auto& u : i->opts.servers) list += (list.empty() ? "" : ", ") + u;
     auto e = translate(s, static_cast<jsErrCode>(0), "connect to NATS at " + list);
@@ -318,8 +338,20 @@ result<pub_ack> client::publish(const std::string& subject, const std::string& d
   return out;
 }
 
-status client::publish_core(const std::string& subject, const std::string& data) {
-  auto s = natsConnection_Publish(impl_->nc, subject.c_str(), data.data(), static_cast<int>(data.size()));
+status client::publish_core(const std::string& subject, const std::string& data,
+                            const std::map<std::string, std::string>& headers) {
+  natsStatus s = NATS_OK;
+  if (headers.empty()) {
+    s = natsConnection_Publish(impl_->nc, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  } else {
+    natsMsg* m = nullptr;
+    s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+    if (s == NATS_OK) {
+      for (const auto& [k, v] : headers) natsMsgHeader_Set(m, k.c_str(), v.c_str());
+      s = natsConnection_PublishMsg(impl_->nc, m);
+      natsMsg_Destroy(m);
+    }
+  }
   if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "publish to " + subject);
   return {};
 }
@@ -569,9 +601,9 @@ result<std::unique_ptr<pull_consumer>> client::pull(const std::string& stream, c
 result<std::vector<fetched_message>> pull_consumer::fetch(int batch, millis timeout) {
   natsMsgList list{};
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  auto s = natsSubscription_Fetch(&list, impl_->sub, batch, timeout.count(), &jerr);
+  auto s = natsSubscription_Fetch(&list, impl_->sub, batch, std::max<std::int64_t>(1, timeout.count()), &jerr);
   std::vector<fetched_message> out;
-  if (s == NATS_TIMEOUT) {
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
     return out;
   }
   if (s != NATS_OK) return translate(s, jerr, "fetch from " + impl_->what);

@@ -86,7 +86,8 @@ class client {
   [[nodiscard]] result<pub_ack> publish(const std::string& subject, const std::string& data,
                                         const publish_options& opts = {});
   /// Core NATS publish, no ack (log chunks, replies). Non-blocking.
-  [[nodiscard]] status publish_core(const std::string& subject, const std::string& data);
+  [[nodiscard]] status publish_core(const std::string& subject, const std::string& data,
+                                    const std::map<std::string, std::string>& headers = {});
   /// Request-reply on core NATS.
   [[nodiscard]] result<message> request(const std::string& subject, const std::string& data, millis timeout);
 

@@ -1,0 +1,352 @@
+#include "api.hpp"
+
+#include "berth/base/ids.hpp"
+#include "berth/base/log.hpp"
+#include "berth/session/machine.hpp"
+#include "berth/session/spec.hpp"
+
+namespace berth::node {
+
+namespace {
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("api");
+  return l;
+}
+
+status only_fields(const json::value& req, std::initializer_list<const char*> known) {
+  if (!req.is_object()) return error{errc::invalid_argument, "request: expected a JSON object"};
+  for (const auto& [k, _] : req.as_object()) {
+    bool ok = false;
+    for (const char* n : known) ok = ok || k == n;
+    if (!ok) return error{errc::invalid_argument, k + ": unknown field"};
+  }
+  return {};
+}
+
+result<std::string> required_id(const json::value& req) {
+  const auto* id = req.find("id");
+  if (!id) return error{errc::invalid_argument, "id: is required"};
+  if (!id->is_string()) return error{errc::invalid_argument, std::string("id: expected a string, got ") + json::kind_name(id->type())};
+  BERTH_TRY(validate_id(id->as_string(), "id"));
+  return id->as_string();
+}
+
+// The spec without its id: two starts are "the same" when everything else matches.
+json::value without_id(json::value spec) {
+  if (spec.is_object()) {
+    auto& o = spec.as_object();
+    for (auto it = o.begin(); it != o.end(); ++it)
+      if (it->first == "id") {
+        o.erase(it);
+        break;
+      }
+  }
+  return spec;
+}
+}  // namespace
+
+std::string code_name(const std::error_code& c) {
+  if (c.category() != berth_category()) return "internal";
+  switch (static_cast<errc>(c.value())) {
+    case errc::invalid_argument: return "invalid_argument";
+    case errc::not_found: return "not_found";
+    case errc::conflict: return "conflict";
+    case errc::timeout: return "timeout";
+    case errc::unavailable: return "unavailable";
+    case errc::too_large: return "too_large";
+    case errc::permission_denied: return "permission_denied";
+    case errc::fenced: return "fenced";
+    case errc::corrupt: return "corrupt";
+    case errc::unsupported: return "unsupported";
+    default: return "internal";
+  }
+}
+
+std::string error_reply(const error& e) {
+  json::value v = json::value::make_object();
+  json::value err = json::value::make_object();
+  err.set("code", code_name(e.code));
+  err.set("message", e.message);
+  v.set("error", std::move(err));
+  return v.dump();
+}
+
+api_service::api_service(std::shared_ptr<session::runtime> rt) : rt_(std::move(rt)) {}
+
+std::string api_service::handle(const std::string& verb, const std::string& payload) {
+  auto max = rt_->cfg.session.max_spec_bytes + 4096;
+  if (static_cast<std::int64_t>(payload.size()) > max)
+    return error_reply(error{errc::too_large, "spec: request of " + std::to_string(payload.size()) +
+                                                  " bytes is larger than the limit of " +
+                                                  std::to_string(rt_->cfg.session.max_spec_bytes) +
+                                                  " (session.max_spec_bytes)"});
+  json::value req = json::value::make_object();
+  if (!payload.empty()) {
+    auto parsed = json::parse(payload);
+    if (!parsed) return error_reply(error{errc::invalid_argument, "request: " + parsed.err().message});
+    req = std::move(*parsed);
+  }
+  result<json::value> r = error{errc::not_found, "unknown API verb \"" + verb + "\"; known: session.start, "
+                                                 "session.get, session.list, session.cancel, session.input, stats"};
+  if (verb == "session.start") r = start(req);
+  else if (verb == "session.get") r = get(req);
+  else if (verb == "session.list") r = list(req);
+  else if (verb == "session.cancel") r = cancel_or_input(req, true);
+  else if (verb == "session.input") r = cancel_or_input(req, false);
+  else if (verb == "stats") r = stats(req);
+  if (!r) {
+    if (!r.err().is(errc::invalid_argument) && !r.err().is(errc::not_found) && !r.err().is(errc::conflict) &&
+        !r.err().is(errc::too_large))
+      logger()->warn("{} failed: {}", verb, r.err().message);
+    return error_reply(r.err());
+  }
+  return r->dump();
+}
+
+result<json::value> api_service::start(const json::value& req) {
+  BERTH_TRY(only_fields(req, {"spec", "idempotency_key"}));
+  const auto* spec_json = req.find("spec");
+  if (!spec_json) return error{errc::invalid_argument, "spec: is required"};
+  session::spec_limits limits;
+  limits.max_spec_bytes = rt_->cfg.session.max_spec_bytes;
+  auto spec = session::parse_spec(*spec_json, limits);
+  if (!spec) return spec.err();
+  std::string key;
+  if (const auto* k = req.find("idempotency_key"); k && !k->is_null()) {
+    if (!k->is_string()) return error{errc::invalid_argument, "idempotency_key: expected a string"};
+    key = k->as_string();
+    if (key.empty() || key.size() > 256)
+      return error{errc::invalid_argument, "idempotency_key: must be 1 to 256 characters"};
+  }
+  bool id_given = !spec->id.empty();
+  if (!id_given) spec->id = new_ulid();
+  if (key.empty()) key = spec->id;
+  auto canonical = session::to_json(*spec);
+  auto& rt = *rt_;
+
+  auto existing_reply = [&](const std::string& id, const bus::message& first) -> result<json::value> {
+    auto prev = json::parse(first.data);
+    json::value prev_spec = prev ? (prev->find("spec") ? *prev->find("spec") : json::value()) : json::value();
+    if (without_id(prev_spec) != without_id(canonical))
+      return error{errc::conflict, "idempotency_key: \"" + key + "\" was already used for session " + id +
+                                       " with a different spec; use a new key or the same spec"};
+    auto s = summary_of(id);
+    json::value v = json::value::make_object();
+    v.set("id", id);
+    v.set("status", s ? s->get_string("status", "pending") : std::string("pending"));
+    v.set("accepted_seq", first.seq);
+    v.set("existing", true);
+    return v;
+  };
+
+  // An explicit id that already has a session: same spec -> the same session, else conflict.
+  if (id_given) {
+    auto first = rt.bus->next_message(rt.names.stream_in(), rt.names.input(spec->id), 1);
+    if (!first) return first.err();
+    if (first->has_value()) return existing_reply(spec->id, **first);
+  }
+
+  json::value input = json::value::make_object();
+  input.set("type", "start");
+  input.set("spec", canonical);
+  input.set("idempotency_key", key);
+  bus::publish_options po;
+  po.msg_id = "start:" + key;
+  auto ack = rt.bus->publish(rt.names.input(spec->id), input.dump(), po);
+  if (!ack) return ack.err();
+  std::optional<json::value> existing;
+  if (ack->duplicate) {
+    auto first = rt.bus->message_at(rt.names.stream_in(), ack->seq);
+    if (!first) return first.err();
+    if (!first->has_value()) return error{errc::internal, "idempotency_key: original start message vanished"};
+    auto id = std::string(bus::subjects::last_token((*first)->subject));
+    auto r = existing_reply(id, **first);
+    if (!r) return r;
+    existing = std::move(*r);
+    spec->id = id;  // go on: make sure accepted + placement exist (both idempotent)
+  }
+
+  // session.accepted is event n=1: written once (the fence makes a repeat a no-op).
+  session::event accepted;
+  accepted.session = spec->id;
+  accepted.n = 1;
+  accepted.type = "session.accepted";
+  accepted.ts_ms = now_unix_ms();
+  json::value data = json::value::make_object();
+  data.set("spec", canonical);
+  data.set("accepted_seq", ack->seq);
+  data.set("idempotency_key", key);
+  data.set("timeout_ms", spec->timeout ? spec->timeout->count() : rt.cfg.session.default_timeout.count());
+  accepted.data = std::move(data);
+  bus::publish_options apo;
+  apo.msg_id = spec->id + ":1";
+  apo.expected_last_subject_seq = 0;
+  auto aack = rt.bus->publish(rt.names.journal(spec->id), accepted.envelope().dump(), apo);
+  if (!aack && !aack.err().is(errc::fenced)) return aack.err();
+
+  json::value place = json::value::make_object();
+  place.set("session", spec->id);
+  place.set("priority", spec->priority);
+  bus::publish_options ppo;
+  ppo.msg_id = "place:" + spec->id;
+  auto pack = rt.bus->publish(rt.names.work(static_cast<int>(spec->priority)), place.dump(), ppo);
+  if (!pack) return pack.err();
+
+  if (existing) return std::move(*existing);
+  json::value v = json::value::make_object();
+  v.set("id", spec->id);
+  v.set("status", "pending");
+  v.set("accepted_seq", ack->seq);
+  logger()->info("accepted session {} ({} step(s), priority {})", spec->id, spec->steps.size(), spec->priority);
+  return v;
+}
+
+result<json::value> api_service::summary_of(const std::string& id) {
+  auto& rt = *rt_;
+  session::machine m(id, rt.cfg.session.default_timeout.count());
+  auto subject = rt.names.journal(id);
+  std::uint64_t seq = 1;
+  std::uint64_t last_seq = 0;
+  for (;;) {
+    auto msg = rt.bus->next_message(rt.names.stream_ev(), subject, seq);
+    if (!msg) return msg.err();
+    if (!msg->has_value()) break;
+    auto parsed = json::parse((*msg)->data);
+    if (parsed) {
+      auto ev = session::event::from_envelope(*parsed);
+      if (ev && ev->n == m.state().n + 1) (void)m.apply(*ev);
+    }
+    last_seq = (*msg)->seq;
+    seq = last_seq + 1;
+  }
+  if (m.state().status.empty()) return error{errc::not_found, "session " + id + " not found"};
+  auto v = m.state().summary();
+  v.set("journal_seq", last_seq);
+  return v;
+}
+
+result<json::value> api_service::get(const json::value& req) {
+  BERTH_TRY(only_fields(req, {"id"}));
+  auto id = required_id(req);
+  if (!id) return id.err();
+  return summary_of(*id);
+}
+
+result<json::value> api_service::list(const json::value& req) {
+  BERTH_TRY(only_fields(req, {"status", "limit"}));
+  std::string status_filter = req.get_string("status");
+  if (const auto* s = req.find("status"); s && !s->is_string())
+    return error{errc::invalid_argument, "status: expected a string"};
+  if (!status_filter.empty()) {
+    bool ok = status_filter == "pending" || status_filter == "running" || status_filter == "waiting" ||
+              session::is_terminal(status_filter);
+    if (!ok)
+      return error{errc::invalid_argument, "status: \"" + status_filter +
+                                               "\" is not one of pending, running, waiting, succeeded, failed, "
+                                               "cancelled, timed_out"};
+  }
+  std::int64_t limit = 100;
+  if (const auto* l = req.find("limit")) {
+    if (!l->is_int() || l->as_int() < 1 || l->as_int() > 10000)
+      return error{errc::invalid_argument, "limit: expected an integer from 1 to 10000"};
+    limit = l->as_int();
+  }
+  auto& rt = *rt_;
+  auto subjects = rt.bus->stream_subjects(rt.names.stream_ev(), rt.names.journal_wildcard());
+  if (!subjects) return subjects.err();
+  json::value arr = json::value::make_array();
+  // Newest first: ULIDs sort by creation time.
+  std::vector<std::string> ids;
+  for (const auto& [subject, _] : *subjects) ids.emplace_back(bus::subjects::last_token(subject));
+  std::sort(ids.rbegin(), ids.rend());
+  for (const auto& id : ids) {
+    if (static_cast<std::int64_t>(arr.as_array().size()) >= limit) break;
+    auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
+    if (!last || !last->has_value()) continue;
+    auto parsed = json::parse((*last)->data);
+    if (!parsed) continue;
+    auto type = parsed->get_string("type");
+    std::string status = "running";
+    if (type == "session.accepted") status = "pending";
+    else if (type.rfind("session.", 0) == 0 && type != "session.started") status = type.substr(8);
+    if (!status_filter.empty() && status != status_filter) continue;
+    json::value row = json::value::make_object();
+    row.set("id", id);
+    row.set("status", status);
+    row.set("events", parsed->get_int("n"));
+    row.set("updated_at", parsed->get_string("ts"));
+    if (session::is_terminal(status)) {
+      if (const auto* d = parsed->find("data")) {
+        auto reason = d->get_string("reason");
+        if (!reason.empty()) row.set("reason", reason);
+      }
+    }
+    arr.push(std::move(row));
+  }
+  json::value v = json::value::make_object();
+  v.set("sessions", std::move(arr));
+  return v;
+}
+
+result<json::value> api_service::cancel_or_input(const json::value& req, bool cancel) {
+  if (cancel) BERTH_TRY(only_fields(req, {"id"}));
+  else BERTH_TRY(only_fields(req, {"id", "data"}));
+  auto id = required_id(req);
+  if (!id) return id.err();
+  auto& rt = *rt_;
+  auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(*id));
+  if (!last) return last.err();
+  if (!last->has_value()) return error{errc::not_found, "session " + *id + " not found"};
+  auto parsed = json::parse((*last)->data);
+  std::string type = parsed ? parsed->get_string("type") : std::string();
+  json::value v = json::value::make_object();
+  v.set("id", *id);
+  if (type.rfind("session.", 0) == 0 && session::is_terminal(type.substr(8))) {
+    if (!cancel) return error{errc::conflict, "session " + *id + " is already " + type.substr(8) + "; it takes no input"};
+    v.set("status", type.substr(8));
+    v.set("note", "session already finished; nothing to cancel");
+    return v;
+  }
+  json::value input = json::value::make_object();
+  input.set("type", cancel ? "cancel" : "input");
+  if (!cancel) {
+    const auto* data = req.find("data");
+    if (!data) return error{errc::invalid_argument, "data: is required"};
+    input.set("data", *data);
+  }
+  auto ack = rt.bus->publish(rt.names.input(*id), input.dump());
+  if (!ack) return ack.err();
+  v.set("status", cancel ? "cancelling" : "accepted");
+  v.set("input_seq", ack->seq);
+  return v;
+}
+
+result<json::value> api_service::stats(const json::value& req) {
+  BERTH_TRY(only_fields(req, {}));
+  auto& rt = *rt_;
+  json::value v = json::value::make_object();
+  v.set("node", rt.node_id);
+  v.set("runner", rt.runner->name());
+  v.set("max_sessions", rt.cfg.node.max_sessions);
+  v.set("sessions", rt.counters.sessions.load());
+  v.set("steps_running", rt.counters.steps_running.load());
+  v.set("steps_started", rt.counters.steps_started.load());
+  v.set("sessions_finished", rt.counters.sessions_finished.load());
+  v.set("restarts", rt.counters.restarts.load());
+  v.set("escalations", rt.counters.escalations.load());
+  v.set("uptime_ms", now_unix_ms() - rt.started_ms);
+  auto pending = rt.bus->stream_subjects(rt.names.stream_work(), rt.names.work_wildcard());
+  if (pending) {
+    json::value by = json::value::make_object();
+    std::int64_t total = 0;
+    for (const auto& [subject, n] : *pending) {
+      by.set(std::string(bus::subjects::last_token(subject)), static_cast<std::int64_t>(n));
+      total += static_cast<std::int64_t>(n);
+    }
+    v.set("pending", total);
+    v.set("pending_by_priority", std::move(by));
+  }
+  return v;
+}
+
+}  // namespace berth::node

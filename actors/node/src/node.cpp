@@ -1,0 +1,416 @@
+#include "berth/node/node.hpp"
+
+#include <caf/all.hpp>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "api.hpp"
+#include "berth/base/crash.hpp"
+#include "berth/base/fs.hpp"
+#include "berth/base/ids.hpp"
+#include "berth/base/log.hpp"
+#include "berth/bus/embedded_server.hpp"
+#include "berth/session/atoms.hpp"
+#include "berth/session/session_actor.hpp"
+#include "berth/supervision/supervisor.hpp"
+
+namespace berth::node {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("node");
+  return l;
+}
+
+struct placement {
+  std::vector<std::shared_ptr<bus::pull_consumer>> by_priority;  // index = priority
+};
+
+struct node_state {
+  std::shared_ptr<session::runtime> rt;
+  std::shared_ptr<placement> place;
+  caf::actor sup;
+  std::shared_ptr<std::atomic<std::int64_t>> pending_spawns = std::make_shared<std::atomic<std::int64_t>>(0);
+  bool placing = false;
+  bool place_again = false;
+  bool stopping = false;
+  caf::actor stop_waiter;
+  static inline const char* name = "berth.node";
+};
+
+using node_actor_t = caf::stateful_actor<node_state>;
+
+// Fetch placement messages, highest priority first, and claim each session (io thread).
+void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placement> place,
+                   std::shared_ptr<std::atomic<std::int64_t>> pending, caf::actor node) {
+  auto free = rt->cfg.node.max_sessions - rt->counters.sessions.load() - pending->load();
+  // One request tells which priorities have work; fetch only from those (a fetch from an
+  // empty consumer would wait for its timeout).
+  auto counts = rt->bus->stream_subjects(rt->names.stream_work(), rt->names.work_wildcard());
+  if (!counts) {
+    logger()->warn("placement: reading the queue failed: {}", counts.err().message);
+    caf::anon_send(node, place_atom::value, true);
+    return;
+  }
+  for (int p = 9; p >= 0 && free > 0; --p) {
+    auto it = counts->find(rt->names.work(p));
+    if (it == counts->end() || it->second == 0) continue;
+    auto batch = static_cast<int>(std::min<std::int64_t>({free, 64, static_cast<std::int64_t>(it->second)}));
+    auto msgs = place->by_priority[static_cast<std::size_t>(p)]->fetch(batch, millis(100));
+    if (!msgs) {
+      logger()->warn("placement fetch (priority {}) failed: {}", p, msgs.err().message);
+      continue;
+    }
+    for (auto& fm : *msgs) {
+      auto body = json::parse(fm.msg().data);
+      std::string id = body ? body->get_string("session") : std::string();
+      if (!validate_id(id, "session").ok()) {
+        logger()->error("dropping malformed placement message on {}", fm.msg().subject);
+        (void)fm.term();
+        continue;
+      }
+      std::uint64_t epoch = 0;
+      auto claim = rt->bus->kv_create(rt->names.bucket_owners(), id, rt->node_id);
+      if (claim) {
+        epoch = *claim;
+      } else if (claim.err().is(errc::conflict)) {
+        auto owner = rt->bus->kv_get(rt->names.bucket_owners(), id);
+        if (owner && owner->has_value() && (*owner)->value == rt->node_id) {
+          epoch = (*owner)->revision;  // ours already (a redelivery after a crash)
+        } else {
+          logger()->info("{}: owned by {}; not placing it here", id,
+                         owner && owner->has_value() ? (*owner)->value : std::string("?"));
+          (void)fm.ack();
+          continue;
+        }
+      } else {
+        logger()->warn("{}: claiming ownership failed: {}; retrying later", id, claim.err().message);
+        (void)fm.nak(millis(1000));
+        continue;
+      }
+      auto existing = rt->store->get_session(id);
+      if (existing && !existing->has_value()) {
+        persistence::write_set w;
+        w.sessions.emplace_back(id, session::placement_snapshot(rt->node_id, epoch));
+        auto st = rt->store->commit(w);
+        if (!st) {
+          logger()->error("{}: cannot record placement: {}", id, st.err().message);
+          (void)fm.nak(millis(1000));
+          continue;
+        }
+      }
+      crash_point("before_ack");
+      auto acked = fm.ack();
+      if (!acked) logger()->warn("{}: placement ack failed: {}", id, acked.err().message);
+      ++*pending;
+      caf::anon_send(node, placed_atom::value, id);
+      --free;
+    }
+  }
+  caf::anon_send(node, place_atom::value, true);
+}
+
+// Resume every session this node holds a snapshot of (io thread).
+void resume_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<std::atomic<std::int64_t>> pending,
+                caf::actor node) {
+  std::vector<std::string> ids;
+  auto st = rt->store->for_each_session([&](std::string_view id, std::string_view) { ids.emplace_back(id); });
+  if (!st) {
+    logger()->error("scanning snapshots failed: {}", st.err().message);
+    return;
+  }
+  for (const auto& id : ids) {
+    auto owner = rt->bus->kv_get(rt->names.bucket_owners(), id);
+    if (!owner) {
+      logger()->warn("{}: cannot read its owner ({}); resuming it anyway (the journal fence protects it)", id,
+                     owner.err().message);
+    } else if (owner->has_value() && (*owner)->value != rt->node_id) {
+      logger()->warn("{}: now owned by {}; dropping the local snapshot", id, (*owner)->value);
+      persistence::write_set w;
+      w.deleted_sessions.push_back(id);
+      (void)rt->store->commit(w);
+      continue;
+    }
+    ++*pending;
+    caf::anon_send(node, placed_atom::value, id);
+  }
+  if (!ids.empty()) logger()->info("resuming {} session(s) from snapshots", ids.size());
+}
+
+void heartbeat_job(std::shared_ptr<session::runtime> rt) {
+  json::value v = json::value::make_object();
+  v.set("node", rt->node_id);
+  v.set("pid", static_cast<std::int64_t>(::getpid()));
+  v.set("sessions", rt->counters.sessions.load());
+  v.set("max_sessions", rt->cfg.node.max_sessions);
+  v.set("ts", now_timestamp());
+  auto st = rt->bus->kv_put(rt->names.bucket_nodes(), rt->node_id, v.dump());
+  if (!st) logger()->debug("heartbeat failed: {}", st.err().message);
+}
+
+caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime> rt, std::shared_ptr<placement> place) {
+  auto& s = self->state;
+  s.rt = rt;
+  s.place = std::move(place);
+  auto& sys = self->system();
+  s.sup = supervision::spawn_supervisor(
+      sys, supervision::restart_policy{},
+      [rt, &sys](const std::string& id, const std::string& fail_reason) {
+        return session::spawn_session(sys, rt, id, fail_reason);
+      },
+      [rt](const std::string&, const std::string& what) {
+        if (what == "restart") rt->counters.restarts++;
+        else rt->counters.escalations++;
+      });
+  {
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    auto pending = s.pending_spawns;
+    rt->io->post([rt, pending, me] { resume_job(rt, pending, me); });
+  }
+  self->send(self, place_atom::value, false);
+  self->send(self, beat_atom::value);
+  self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+  return {
+      [=](place_atom, bool job_done) {
+        auto& st = self->state;
+        if (job_done) st.placing = false;
+        if (st.stopping) return;
+        if (st.placing) {
+          st.place_again = true;
+          return;
+        }
+        if (job_done && !st.place_again) return;
+        st.place_again = false;
+        auto free = st.rt->cfg.node.max_sessions - st.rt->counters.sessions.load() - st.pending_spawns->load();
+        if (free <= 0) return;
+        st.placing = true;
+        caf::actor me = caf::actor_cast<caf::actor>(self);
+        st.rt->io->post([rt = st.rt, pl = st.place, pending = st.pending_spawns, me] {
+          placement_job(rt, pl, pending, me);
+        });
+      },
+      [=](placed_atom, const std::string& id) {
+        auto& st = self->state;
+        --*st.pending_spawns;
+        if (st.stopping) return;
+        self->send(st.sup, spawn_atom::value, id);
+      },
+      [=](wake_atom, const std::string& id) { self->send(self->state.sup, wake_atom::value, id); },
+      [=](tick_atom) {
+        // Periodic sweep: placements whose wake-up was missed, and capacity freed by
+        // finished sessions.
+        if (self->state.stopping) return;
+        self->send(self, place_atom::value, false);
+        self->state.place_again = true;
+        self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+      },
+      [=](beat_atom) {
+        auto& st = self->state;
+        if (st.stopping) return;
+        st.rt->io->post([rt = st.rt] { heartbeat_job(rt); });
+        self->delayed_send(self, std::chrono::seconds(5), beat_atom::value);
+      },
+      [=](stop_atom) {
+        auto& st = self->state;
+        if (st.stopping) return;
+        st.stopping = true;
+        st.stop_waiter = caf::actor_cast<caf::actor>(self->current_sender());
+        logger()->info("stopping: no new sessions; {} session(s) reach a checkpoint", st.rt->counters.sessions.load());
+        self->send(st.sup, stop_atom::value);
+      },
+      [=](stopped_atom) {
+        auto& st = self->state;
+        if (st.stop_waiter) self->send(st.stop_waiter, stopped_atom::value);
+        self->quit();
+      },
+  };
+}
+
+// Node id: the configured one, else the one kept in the store, else a new one (kept).
+result<std::string> node_identity(const config::config& cfg, persistence::snapshot_store& store) {
+  auto kept = store.get_meta("node_id");
+  if (!kept) return kept.err();
+  if (!cfg.node.id.empty()) {
+    if (!kept->has_value() || **kept != cfg.node.id) {
+      persistence::write_set w;
+      w.meta.emplace_back("node_id", cfg.node.id);
+      BERTH_TRY(store.commit(w));
+    }
+    return cfg.node.id;
+  }
+  if (kept->has_value()) return **kept;
+  auto id = "node-" + new_ulid().substr(16);
+  persistence::write_set w;
+  w.meta.emplace_back("node_id", id);
+  BERTH_TRY(store.commit(w));
+  return id;
+}
+
+}  // namespace
+
+std::string last_node_pointer_path() {
+  const char* state = std::getenv("XDG_STATE_HOME");
+  std::string base;
+  if (state && *state) base = state;
+  else base = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.local/state";
+  return base + "/berth/last-node";
+}
+
+int run_node(const config::config& cfg) {
+  log::setup(cfg.log.level, cfg.log.format);
+  auto lg = logger();
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto dir = std::filesystem::absolute(cfg.node.data_dir).lexically_normal().string();
+  if (auto st = fs::ensure_writable_dir(dir, "node.data_dir"); !st) {
+    lg->error("{}", st.err().message);
+    return 1;
+  }
+  auto store = persistence::snapshot_store::open(dir + "/snapshots");
+  if (!store) {
+    lg->error("{}", store.err().message);
+    return 1;
+  }
+  auto rt = std::make_shared<session::runtime>();
+  rt->cfg = cfg;
+  rt->cfg.node.data_dir = dir;
+  rt->store = std::shared_ptr<persistence::snapshot_store>(std::move(*store));
+  auto id = node_identity(cfg, *rt->store);
+  if (!id) {
+    lg->error("{}", id.err().message);
+    return 1;
+  }
+  rt->node_id = *id;
+  rt->names = bus::subjects(cfg.cluster.subject_prefix);
+  rt->work_root = dir + "/work";
+  rt->started_ms = now_unix_ms();
+  if (auto st = fs::ensure_writable_dir(rt->work_root, "session working directories"); !st) {
+    lg->error("{}", st.err().message);
+    return 1;
+  }
+
+  std::unique_ptr<bus::embedded_server> embedded;
+  std::vector<std::string> servers = cfg.nats.servers;
+  if (servers.empty()) {
+    bus::embedded_server::options eo;
+    eo.binary = cfg.nats.server_binary;
+    eo.dir = dir + "/nats";
+    eo.server_name = rt->node_id;
+    eo.cluster_name = cfg.cluster.name;
+    eo.routes = cfg.cluster.peers;
+    auto es = bus::embedded_server::start(eo);
+    if (!es) {
+      lg->error("{}", es.err().message);
+      return 1;
+    }
+    embedded = std::move(*es);
+    servers = {embedded->url()};
+  }
+  bus::client::options co;
+  co.servers = servers;
+  co.creds = cfg.nats.creds;
+  co.name = "berth-node " + rt->node_id;
+  co.connect_timeout = cfg.nats.connect_timeout;
+  co.request_timeout = cfg.nats.request_timeout;
+  co.send_asap = true;
+  auto client = bus::client::connect(co);
+  if (!client) {
+    lg->error("{}", client.err().message);
+    return 1;
+  }
+  rt->bus = std::shared_ptr<bus::client>(std::move(*client));
+  bus::provision_options po;
+  po.replicas = cfg.nats.replicas;
+  po.duplicate_window = cfg.nats.duplicate_window;
+  if (auto st = rt->bus->provision(rt->names, po); !st) {
+    lg->error("{}", st.err().message);
+    return 1;
+  }
+  auto place = std::make_shared<placement>();
+  for (int p = 0; p <= 9; ++p) {
+    auto c = rt->bus->pull(rt->names.stream_work(), "placement-" + std::to_string(p), rt->names.work(p),
+                           std::chrono::seconds(30));
+    if (!c) {
+      lg->error("{}", c.err().message);
+      return 1;
+    }
+    place->by_priority.push_back(std::shared_ptr<bus::pull_consumer>(std::move(*c)));
+  }
+  rt->runner = sandbox::make_process_runner();
+  lg->warn("sandbox.mode = \"none\": step commands run as plain processes without isolation");
+  rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
+
+  int exit_code = 0;
+  {
+    caf::actor_system_config acfg;
+    acfg.set("logger.verbosity", caf::atom("quiet"));
+    caf::actor_system sys{acfg};
+    auto node = sys.spawn(node_behavior, rt, place);
+    api_service api(rt);
+
+    auto api_sub = rt->bus->subscribe(rt->names.api_wildcard(), "berth", [rt, &api](bus::message m) {
+      auto verb = m.subject.substr(rt->names.api("").size());
+      rt->io->post([rt, &api, verb, m = std::move(m)] {
+        auto reply = api.handle(verb, m.data);
+        if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
+      });
+    });
+    auto in_sub = rt->bus->subscribe(rt->names.input_wildcard(), "", [node, rt](bus::message m) {
+      caf::anon_send(node, wake_atom::value, std::string(bus::subjects::last_token(m.subject)));
+    });
+    auto work_sub = rt->bus->subscribe(rt->names.work_wildcard(), "", [node](bus::message) {
+      caf::anon_send(node, place_atom::value, false);
+    });
+    std::vector<std::unique_ptr<bus::subscription>> subs;
+    for (auto* sub : {&api_sub, &in_sub, &work_sub})
+      if (*sub) subs.push_back(std::move(**sub));
+    if (subs.size() != 3) {
+      lg->error("subscribing failed: {}", !api_sub ? api_sub.err().message
+                                                    : (!in_sub ? in_sub.err().message : work_sub.err().message));
+      caf::anon_send_exit(node, caf::exit_reason::kill);
+      exit_code = 1;
+    } else {
+      json::value info = json::value::make_object();
+      info.set("node", rt->node_id);
+      info.set("pid", static_cast<std::int64_t>(::getpid()));
+      info.set("nats_url", embedded ? embedded->url() : servers.front());
+      info.set("started_at", format_timestamp(rt->started_ms));
+      info.set("data_dir", dir);
+      auto node_json = dir + "/node.json";
+      if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n"); !st) lg->error("{}", st.err().message);
+      auto pointer = last_node_pointer_path();
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(pointer).parent_path(), ec);
+      (void)fs::write_file_atomic(pointer, node_json + "\n");
+      lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, info.get_string("nats_url"), dir);
+
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      lg->info("received {}; stopping gracefully", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      caf::scoped_actor waiter{sys};
+      waiter->send(node, stop_atom::value);
+      waiter->receive([](stopped_atom) {});
+      std::filesystem::remove(node_json, ec);
+    }
+    subs.clear();  // no callback runs after this
+    rt->io->shutdown();
+  }
+  rt->bus.reset();
+  if (embedded) embedded->stop();
+  lg->info("stopped");
+  return exit_code;
+}
+
+}  // namespace berth::node

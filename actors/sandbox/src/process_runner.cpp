@@ -1,0 +1,211 @@
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "berth/base/process.hpp"
+#include "berth/sandbox/runner.hpp"
+
+namespace berth::sandbox {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+class process_command final : public running_command {
+ public:
+  process_command(pid_t pid, int out_fd, int err_fd, command cmd, output_fn fn)
+      : pid_(pid), out_fd_(out_fd), err_fd_(err_fd), cmd_(std::move(cmd)), fn_(std::move(fn)), start_(clock::now()) {
+    pidfd_ = pidfd_open(pid);
+  }
+
+  ~process_command() override {
+    // A command must not outlive its owner: stop it, then reap.
+    if (!reaped_) {
+      process::kill_group(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : {out_fd_, err_fd_, pidfd_})
+      if (fd >= 0) ::close(fd);
+  }
+
+  pid_t pid() const override { return pid_; }
+
+  void stop(millis grace) override {
+    std::lock_guard lock(mu_);
+    if (reaped_ || stop_requested_) return;
+    stop_requested_ = true;
+    process::kill_group(pid_, SIGTERM);
+    kill_at_ = clock::now() + grace;
+  }
+
+  outcome wait() override {
+    outcome out;
+    std::uint64_t bytes[3] = {0, 0, 0};
+    bool marked[3] = {false, false, false};
+    std::string buf(cmd_.chunk_bytes, '\0');
+    bool exited = false;
+    int status = 0;
+    auto drain_deadline = clock::time_point::max();
+    while (true) {
+      pollfd fds[3];
+      int n = 0;
+      int idx_out = -1, idx_err = -1, idx_pid = -1;
+      if (out_fd_ >= 0) { fds[n] = {out_fd_, POLLIN, 0}; idx_out = n++; }
+      if (err_fd_ >= 0) { fds[n] = {err_fd_, POLLIN, 0}; idx_err = n++; }
+      if (!exited && pidfd_ >= 0) { fds[n] = {pidfd_, POLLIN, 0}; idx_pid = n++; }
+      if (n == 0) break;
+      int timeout_ms = 100;
+      ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
+      auto read_stream = [&](int idx, int& fd, int stream) {
+        if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) return;
+        auto r = ::read(fd, buf.data(), buf.size());
+        if (r > 0) {
+          auto len = static_cast<std::uint64_t>(r);
+          auto before = bytes[stream];
+          bytes[stream] += len;
+          auto cap = static_cast<std::uint64_t>(cmd_.max_output_bytes);
+          if (before < cap) {
+            auto keep = std::min<std::uint64_t>(len, cap - before);
+            fn_(stream, std::string_view(buf.data(), keep), false);
+          }
+          if (bytes[stream] > cap && !marked[stream]) {
+            marked[stream] = true;
+            out.truncated = true;
+            fn_(stream, std::string_view(), true);
+          }
+        } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+          ::close(fd);
+          fd = -1;
+        }
+      };
+      read_stream(idx_out, out_fd_, 1);
+      read_stream(idx_err, err_fd_, 2);
+      if (!exited && (idx_pid >= 0 ? (fds[idx_pid].revents & POLLIN) : true)) {
+        // WNOWAIT: keep the zombie (and so the pid and process group id) until the group is
+        // killed, so no later process can be hit by mistake.
+        siginfo_t info{};
+        if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid_) {
+          exited = true;
+          // Whatever the command left running in its group goes with it.
+          process::kill_group(pid_, SIGKILL);
+          drain_deadline = clock::now() + std::chrono::seconds(2);
+        }
+      }
+      {
+        std::lock_guard lock(mu_);
+        if (stop_requested_ && !exited && clock::now() >= kill_at_) process::kill_group(pid_, SIGKILL);
+      }
+      if (exited && clock::now() >= drain_deadline) break;  // a grandchild escaped the group
+    }
+    {
+      std::lock_guard lock(mu_);
+      ::waitpid(pid_, &status, 0);
+      reaped_ = true;
+    }
+    if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
+    out.stdout_bytes = bytes[1];
+    out.stderr_bytes = bytes[2];
+    out.duration_ms = std::chrono::duration_cast<millis>(clock::now() - start_).count();
+    return out;
+  }
+
+ private:
+  pid_t pid_;
+  int out_fd_;
+  int err_fd_;
+  int pidfd_ = -1;
+  command cmd_;
+  output_fn fn_;
+  clock::time_point start_;
+  std::mutex mu_;
+  bool reaped_ = false;
+  bool stop_requested_ = false;
+  clock::time_point kill_at_ = clock::time_point::max();
+};
+
+class process_runner final : public step_runner {
+ public:
+  result<std::unique_ptr<running_command>> start(const command& cmd, output_fn on_output) override {
+    if (cmd.argv.empty()) return error{errc::invalid_argument, "run: the command is empty"};
+    // Resolve the program against the command's own PATH, so a missing binary is a clear
+    // error before anything starts.
+    std::string program = cmd.argv[0];
+    if (program.find('/') == std::string::npos) {
+      auto it = cmd.env.find("PATH");
+      std::string saved = std::getenv("PATH") ? std::getenv("PATH") : "";
+      // find_executable reads the process PATH; look up with the command's PATH instead.
+      std::string path = it != cmd.env.end() ? it->second : saved;
+      std::optional<std::string> found;
+      std::size_t start = 0;
+      while (start <= path.size() && !found) {
+        auto end = path.find(':', start);
+        std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        auto candidate = (dir.empty() ? std::string(".") : dir) + "/" + program;
+        if (::access(candidate.c_str(), X_OK) == 0) found = candidate;
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+      if (!found) return error{errc::not_found, "no such program in PATH: " + program};
+      program = *found;
+    } else if (::access(program.c_str(), X_OK) != 0) {
+      return error{errc::not_found, "cannot execute " + program + ": " + std::strerror(errno)};
+    }
+    int out[2];
+    int err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      ::close(out[0]);
+      ::close(out[1]);
+      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
+    }
+    process::spawn_options so;
+    so.cwd = cmd.cwd;
+    so.env = cmd.env;
+    so.stdout_fd = out[1];
+    so.stderr_fd = err[1];
+    so.new_process_group = true;
+    so.search_path = false;
+    auto argv = cmd.argv;
+    argv[0] = program;
+    auto pid = process::spawn(argv, so);
+    ::close(out[1]);
+    ::close(err[1]);
+    if (!pid) {
+      ::close(out[0]);
+      ::close(err[0]);
+      return pid.err();
+    }
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    return std::unique_ptr<running_command>(new process_command(*pid, out[0], err[0], cmd, std::move(on_output)));
+  }
+
+  std::string name() const override { return "process"; }
+};
+
+}  // namespace
+
+std::unique_ptr<step_runner> make_process_runner() { return std::make_unique<process_runner>(); }
+
+bool kill_leftover(pid_t pid, unsigned long long start_time) {
+  auto st = process::start_time(pid);
+  if (!st || *st != start_time) return false;
+  process::kill_group(pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  return true;
+}
+
+}  // namespace berth::sandbox

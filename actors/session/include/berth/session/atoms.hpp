@@ -1,0 +1,28 @@
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace berth {
+
+// CAF 0.17 atoms: at most 10 characters from [A-Za-z0-9_]; unique across the project.
+using loaded_atom = caf::atom_constant<caf::atom("loaded")>;
+using commit_atom = caf::atom_constant<caf::atom("committed")>;
+using exited_atom = caf::atom_constant<caf::atom("exited")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using inputs_atom = caf::atom_constant<caf::atom("inputs")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using stopnow_atom = caf::atom_constant<caf::atom("stop_now")>;
+using steptmo_atom = caf::atom_constant<caf::atom("step_tmo")>;
+using final_atom = caf::atom_constant<caf::atom("finalized")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+using placed_atom = caf::atom_constant<caf::atom("placed")>;
+using spawn_atom = caf::atom_constant<caf::atom("spawn")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using resumed_atom = caf::atom_constant<caf::atom("resumed")>;
+using beat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+using count_atom = caf::atom_constant<caf::atom("count")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+
+}  // namespace berth

@@ -1,0 +1,136 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/session/spec.hpp"
+
+namespace berth::session {
+
+/// One journal entry (DESIGN.md "Event envelope").
+struct event {
+  std::string session;
+  std::int64_t n = 0;  ///< 1, 2, 3, ... without gaps
+  std::string type;
+  std::int64_t ts_ms = 0;
+  json::value data;
+
+  [[nodiscard]] json::value envelope() const;
+  [[nodiscard]] static result<event> from_envelope(const json::value& v);
+};
+
+enum class step_status { pending, running, succeeded, failed, skipped };
+[[nodiscard]] const char* to_string(step_status s);
+
+struct step_state {
+  std::string id;
+  step_status status = step_status::pending;
+  std::int64_t attempt = 0;   ///< attempts started so far
+  std::int64_t failures = 0;  ///< attempts that failed (interrupted ones do not count)
+  std::optional<std::int64_t> exit_code;
+  std::string reason;
+  std::int64_t retry_due_ms = 0;
+  std::int64_t started_ms = 0;
+  std::int64_t finished_ms = 0;
+};
+
+/// Session states (DESIGN.md).
+inline constexpr const char* terminal_states[] = {"succeeded", "failed", "cancelled", "timed_out"};
+[[nodiscard]] bool is_terminal(const std::string& status);
+
+/// The folded state of one session.
+struct session_state {
+  std::string id;
+  session_spec spec;
+  json::value spec_json;
+  std::string status;  ///< "" before session.accepted
+  std::int64_t n = 0;
+  std::uint64_t accepted_seq = 0;
+  std::uint64_t last_input_seq = 0;
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+  std::int64_t timeout_ms = 0;  ///< effective session timeout
+  bool cancel_requested = false;
+  std::string reason;
+  std::string node;
+  std::uint64_t epoch = 0;
+  std::vector<step_state> steps;
+
+  [[nodiscard]] std::int64_t deadline_ms() const { return created_ms + timeout_ms; }
+  [[nodiscard]] step_state* step(const std::string& id);
+  [[nodiscard]] step_state* running_step();
+  /// `berth session show` summary.
+  [[nodiscard]] json::value summary() const;
+  /// Snapshot form (RocksDB) and back.
+  [[nodiscard]] json::value to_json() const;
+  [[nodiscard]] static result<session_state> from_json(const json::value& v);
+};
+
+/// How a step's command ended.
+struct exit_result {
+  int exit_code = -1;
+  int signal = 0;
+  bool start_failed = false;  ///< could not be started (e.g. no such binary)
+  bool timed_out = false;
+  bool interrupted = false;   ///< stopped by a node shutdown
+  std::string error;
+  std::int64_t duration_ms = 0;
+  bool truncated = false;
+  [[nodiscard]] bool success() const { return !start_failed && !timed_out && !interrupted && signal == 0 && exit_code == 0; }
+};
+
+/// What the owner should do after `advance`.
+struct action {
+  enum class kind { idle, launch, kill, wait_until } what = kind::idle;
+  std::string step;
+  std::int64_t attempt = 0;
+  std::int64_t until_ms = 0;
+  std::string kill_reason;
+};
+
+/// The session's logic as a pure state machine: it folds events into state and decides the
+/// next events. No I/O, no clocks of its own (callers pass `now_ms`), so a resumed session
+/// decides exactly what the original would have.
+class machine {
+ public:
+  explicit machine(std::string id, std::int64_t default_timeout_ms = 3'600'000);
+  explicit machine(session_state s, std::int64_t default_timeout_ms = 3'600'000);
+
+  [[nodiscard]] const session_state& state() const { return state_; }
+
+  /// Fold one journal event; it must be number n+1 (contiguity is checked).
+  [[nodiscard]] status apply(const event& e);
+
+  /// Events emitted since the last call (in order), for the outbox.
+  [[nodiscard]] std::vector<event> take_emitted();
+
+  /// After a restart or takeover: a step that was running is recorded as interrupted.
+  void resume(std::int64_t now_ms, const std::string& why);
+  /// Decide what happens next; may emit events (session.started, step.started, terminal).
+  [[nodiscard]] action advance(std::int64_t now_ms);
+  /// A step's command ended.
+  void step_exited(const std::string& step, std::int64_t attempt, const exit_result& r, std::int64_t now_ms);
+  /// An input message from berth.in.<id> (stream sequence `seq`). Bad inputs are journaled
+  /// as rejected, never dropped silently.
+  void input(std::uint64_t seq, const json::value& msg, std::int64_t now_ms);
+  /// Escalation from the supervisor: fail the session with `reason`.
+  void fail(const std::string& reason, std::int64_t now_ms);
+  /// Record ownership (session.started carries it).
+  void set_owner(const std::string& node, std::uint64_t epoch);
+
+ private:
+  void emit(const std::string& type, json::value data, std::int64_t now_ms);
+  void finish(const std::string& status, const std::string& reason, std::int64_t now_ms);
+
+  session_state state_;
+  std::int64_t default_timeout_ms_;
+  std::vector<event> emitted_;
+  std::string owner_node_;
+  std::uint64_t owner_epoch_ = 0;
+};
+
+}  // namespace berth::session

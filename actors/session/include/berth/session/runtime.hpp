@@ -1,0 +1,42 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "berth/base/worker_pool.hpp"
+#include "berth/bus/client.hpp"
+#include "berth/bus/subjects.hpp"
+#include "berth/config/config.hpp"
+#include "berth/persistence/snapshot_store.hpp"
+#include "berth/sandbox/runner.hpp"
+
+namespace berth::session {
+
+/// Counters a node reports in `stats`. Updated by session actors, read by the API.
+struct node_counters {
+  std::atomic<std::int64_t> sessions{0};        ///< session actors alive on this node
+  std::atomic<std::int64_t> steps_running{0};
+  std::atomic<std::int64_t> steps_started{0};
+  std::atomic<std::int64_t> sessions_finished{0};
+  std::atomic<std::int64_t> restarts{0};
+  std::atomic<std::int64_t> escalations{0};
+};
+
+/// What every actor of a node shares: the plain mechanisms it wraps. Owned by the node; lives
+/// longer than every actor (the node joins the actor system before destroying it).
+struct runtime {
+  std::string node_id;
+  config::config cfg;
+  bus::subjects names;
+  std::shared_ptr<bus::client> bus;
+  std::shared_ptr<persistence::snapshot_store> store;
+  std::shared_ptr<sandbox::step_runner> runner;
+  std::shared_ptr<worker_pool> io;
+  std::string work_root;  ///< <data_dir>/work: one directory per session
+  std::int64_t started_ms = 0;
+  node_counters counters;
+};
+
+}  // namespace berth::session

@@ -1,0 +1,617 @@
+#include "berth/session/session_actor.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+#include <thread>
+
+#include "berth/base/crash.hpp"
+#include "berth/base/fs.hpp"
+#include "berth/base/log.hpp"
+#include "berth/base/process.hpp"
+#include "berth/session/atoms.hpp"
+#include "berth/session/machine.hpp"
+#include "berth/session/runtime.hpp"
+
+namespace berth::session {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("session");
+  return l;
+}
+
+// What a load job hands back to the actor.
+struct load_box {
+  std::optional<machine> m;
+  std::vector<event> outbox;
+  std::uint64_t journal_seq = 0;
+  std::uint64_t epoch = 0;
+  std::optional<error> failure;
+  bool takeover = false;  // state rebuilt from the journal
+};
+
+// What a commit job hands back.
+struct commit_box {
+  std::size_t published = 0;
+  std::uint64_t journal_seq = 0;
+  std::optional<error> failure;
+};
+
+struct inputs_box {
+  std::vector<bus::message> msgs;
+  std::optional<error> failure;
+};
+
+struct running_step {
+  std::string step;
+  std::int64_t attempt = 0;
+  std::shared_ptr<sandbox::running_command> cmd;
+  std::shared_ptr<sandbox::outcome> result;
+  std::string kill_reason;  // why we stopped it, if we did
+  bool timed_out = false;
+  bool interrupted = false;
+  pid_t pid = -1;
+  unsigned long long start_time = 0;
+};
+
+struct session_state_actor {
+  std::shared_ptr<runtime> rt;
+  std::string id;
+  std::uint64_t epoch = 0;
+  std::string fail_reason;
+  std::optional<machine> m;
+  std::vector<event> outbox;          // decided, not yet acknowledged by JetStream
+  std::uint64_t journal_seq = 0;      // stream sequence of the last journal message
+  bool busy = false;                  // a commit job is in flight
+  std::optional<action> after_commit;
+  std::optional<running_step> running;
+  bool stopping = false;
+  bool finalizing = false;
+  bool reading_inputs = false;
+  bool inputs_dirty = false;
+  std::uint64_t input_cursor = 0;     // highest input sequence read
+  std::shared_ptr<load_box> load;
+  std::shared_ptr<commit_box> commit;
+  std::shared_ptr<inputs_box> inputs;
+  int publish_failures = 0;
+  std::int64_t tick_ms = 0;           // when the pending tick fires
+  static inline const char* name = "berth.session";
+};
+
+using actor_t = caf::stateful_actor<session_state_actor>;
+
+std::string workdir(const runtime& rt, const std::string& id) { return rt.work_root + "/" + id; }
+
+json::value snapshot_json(const session_state_actor& s) {
+  json::value v = json::value::make_object();
+  v.set("v", 1);
+  v.set("node", s.rt->node_id);
+  v.set("epoch", s.epoch);
+  v.set("journal_seq", s.journal_seq);
+  if (s.m) v.set("state", s.m->state().to_json());
+  json::value ob = json::value::make_array();
+  for (const auto& e : s.outbox) ob.push(e.envelope());
+  v.set("outbox", std::move(ob));
+  if (s.running && s.running->pid > 0) {
+    json::value p = json::value::make_object();
+    p.set("pid", s.running->pid);
+    p.set("start_time", static_cast<std::int64_t>(s.running->start_time));
+    v.set("proc", std::move(p));
+  }
+  return v;
+}
+
+// --- load (io thread) ------------------------------------------------------------------------
+
+// Fold the whole journal of a session from JetStream.
+result<std::pair<machine, std::uint64_t>> fold_journal(runtime& rt, const std::string& id) {
+  machine m(id, rt.cfg.session.default_timeout.count());
+  std::uint64_t seq = 1;
+  std::uint64_t last = 0;
+  auto subject = rt.names.journal(id);
+  for (;;) {
+    auto msg = rt.bus->next_message(rt.names.stream_ev(), subject, seq);
+    if (!msg) return msg.err();
+    if (!msg->has_value()) break;
+    auto parsed = json::parse((*msg)->data);
+    if (!parsed) return error{errc::corrupt, subject + " sequence " + std::to_string((*msg)->seq) + ": " + parsed.err().message};
+    auto ev = event::from_envelope(*parsed);
+    if (!ev) return ev.err();
+    if (ev->n <= m.state().n) {
+      // A duplicate that slipped past the de-duplication window: the fence makes this
+      // impossible for our own writes; skip it rather than fold twice.
+      logger()->warn("{}: journal holds event n={} twice (sequence {}); ignoring the repeat", id, ev->n, (*msg)->seq);
+    } else {
+      BERTH_TRY(m.apply(*ev));
+    }
+    last = (*msg)->seq;
+    seq = last + 1;
+  }
+  return std::make_pair(std::move(m), last);
+}
+
+void load_job(runtime& rt, const std::string& id, load_box& box) {
+  auto snap = rt.store->get_session(id);
+  if (!snap) {
+    box.failure = snap.err();
+    return;
+  }
+  std::optional<json::value> doc;
+  if (snap->has_value()) {
+    auto parsed = json::parse(**snap);
+    if (!parsed) {
+      box.failure = error{errc::corrupt, "snapshot of session " + id + ": " + parsed.err().message};
+      return;
+    }
+    doc = std::move(*parsed);
+  }
+  if (doc) box.epoch = static_cast<std::uint64_t>(doc->get_int("epoch"));
+  // A step process left over by a crashed node is killed before anything else runs.
+  if (doc) {
+    if (const auto* p = doc->find("proc"); p && p->is_object()) {
+      auto pid = static_cast<pid_t>(p->get_int("pid"));
+      auto st = static_cast<unsigned long long>(p->get_int("start_time"));
+      if (sandbox::kill_leftover(pid, st)) logger()->warn("{}: killed leftover step process group {}", id, pid);
+    }
+  }
+  auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
+  if (!last) {
+    box.failure = last.err();
+    return;
+  }
+  std::int64_t journal_n = 0;
+  std::uint64_t journal_seq = 0;
+  if (last->has_value()) {
+    auto parsed = json::parse((*last)->data);
+    if (parsed) journal_n = parsed->get_int("n");
+    journal_seq = (*last)->seq;
+  }
+  const json::value* state = doc ? doc->find("state") : nullptr;
+  if (state && state->is_object()) {
+    auto st = session_state::from_json(*state);
+    if (!st) {
+      box.failure = st.err();
+      return;
+    }
+    if (journal_n <= st->n) {
+      // Normal resume: the snapshot is at or ahead of the journal. Events the journal already
+      // has leave the outbox; the rest are published again (same Nats-Msg-Id).
+      box.m.emplace(std::move(*st), rt.cfg.session.default_timeout.count());
+      if (const auto* ob = doc->find("outbox"); ob && ob->is_array()) {
+        for (const auto& e : ob->as_array()) {
+          auto ev = event::from_envelope(e);
+          if (ev && ev->n > journal_n) box.outbox.push_back(std::move(*ev));
+        }
+      }
+      box.journal_seq = journal_seq;
+      return;
+    }
+    logger()->warn("{}: journal (n={}) is ahead of the snapshot (n={}); rebuilding from the journal", id, journal_n,
+                   st->n);
+  }
+  auto folded = fold_journal(rt, id);
+  if (!folded) {
+    box.failure = folded.err();
+    return;
+  }
+  box.m.emplace(std::move(folded->first));
+  box.journal_seq = folded->second;
+  box.takeover = true;
+}
+
+// --- commit (io thread) ----------------------------------------------------------------------
+
+void commit_job(runtime& rt, const std::string& id, const std::string& snapshot, std::vector<event> outbox,
+                std::uint64_t journal_seq, commit_box& box) {
+  persistence::write_set w;
+  w.sessions.emplace_back(id, snapshot);
+  auto st = rt.store->commit(w);
+  if (!st) {
+    box.failure = st.err();
+    return;
+  }
+  crash_point("after_snapshot");
+  auto subject = rt.names.journal(id);
+  for (const auto& e : outbox) {
+    bus::publish_options po;
+    po.msg_id = id + ":" + std::to_string(e.n);
+    po.expected_last_subject_seq = journal_seq;
+    auto ack = rt.bus->publish(subject, e.envelope().dump(), po);
+    if (!ack) {
+      box.failure = ack.err();
+      break;
+    }
+    journal_seq = ack->seq;
+    ++box.published;
+  }
+  box.journal_seq = journal_seq;
+  if (!box.failure) crash_point("after_publish");
+}
+
+// --- the actor -------------------------------------------------------------------------------
+
+void pump(actor_t* self);
+
+// One pending tick at a time: the earliest one wanted.
+void schedule_tick(actor_t* self, std::int64_t until_ms) {
+  auto& s = self->state;
+  auto now = now_unix_ms();
+  if (s.tick_ms > now && s.tick_ms <= until_ms) return;
+  s.tick_ms = until_ms;
+  auto delay = std::max<std::int64_t>(0, until_ms - now);
+  self->delayed_send(self, std::chrono::milliseconds(delay + 1), tick_atom::value);
+}
+
+void start_commit(actor_t* self) {
+  auto& s = self->state;
+  s.busy = true;
+  s.commit = std::make_shared<commit_box>();
+  auto snapshot = snapshot_json(s).dump();
+  auto box = s.commit;
+  auto rt = s.rt;
+  auto id = s.id;
+  auto outbox = s.outbox;
+  auto seq = s.journal_seq;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  rt->io->post([rt, id, snapshot = std::move(snapshot), outbox = std::move(outbox), seq, box, me] {
+    commit_job(*rt, id, snapshot, outbox, seq, *box);
+    caf::anon_send(me, commit_atom::value);
+  });
+}
+
+void finalize(actor_t* self) {
+  auto& s = self->state;
+  if (s.finalizing) return;
+  s.finalizing = true;
+  auto rt = s.rt;
+  auto id = s.id;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  rt->io->post([rt, id, me] {
+    // Release ownership only if it is still ours; then forget the snapshot and the workdir.
+    auto owner = rt->bus->kv_get(rt->names.bucket_owners(), id);
+    if (owner && owner->has_value() && (*owner)->value == rt->node_id) {
+      auto st = rt->bus->kv_delete(rt->names.bucket_owners(), id);
+      if (!st) logger()->warn("{}: releasing ownership failed: {}", id, st.err().message);
+    }
+    persistence::write_set w;
+    w.deleted_sessions.push_back(id);
+    auto st = rt->store->commit_unsynced(w);
+    if (!st) logger()->warn("{}: deleting snapshot failed: {}", id, st.err().message);
+    fs::remove_tree(rt->work_root + "/" + id);
+    caf::anon_send(me, final_atom::value);
+  });
+}
+
+void launch(actor_t* self, const action& a) {
+  auto& s = self->state;
+  auto& rt = *s.rt;
+  const step_spec* spec = nullptr;
+  for (const auto& sp : s.m->state().spec.steps)
+    if (sp.id == a.step) spec = &sp;
+  BERTH_ASSERT(spec != nullptr, "launch of unknown step " + a.step);
+  auto dir = workdir(rt, s.id);
+  sandbox::command cmd;
+  cmd.argv = spec->run;
+  cmd.cwd = dir;
+  const char* path = std::getenv("PATH");
+  cmd.env = {{"PATH", path ? path : "/usr/local/bin:/usr/bin:/bin"},
+             {"HOME", dir},
+             {"LANG", "C.UTF-8"},
+             {"BERTH_SESSION", s.id},
+             {"BERTH_STEP", a.step},
+             {"BERTH_ATTEMPT", std::to_string(a.attempt)}};
+  if (!s.m->state().spec.goal.empty()) cmd.env["BERTH_GOAL"] = s.m->state().spec.goal;
+  for (const auto& [k, v] : spec->env) cmd.env[k] = v;
+  cmd.max_output_bytes = rt.cfg.session.max_output_bytes;
+  cmd.chunk_bytes = static_cast<std::size_t>(rt.cfg.session.output_chunk_bytes);
+
+  auto fail_start = [&](const std::string& why) {
+    exit_result r;
+    r.start_failed = true;
+    r.error = why;
+    s.m->step_exited(a.step, a.attempt, r, now_unix_ms());
+  };
+  auto dir_ok = fs::ensure_writable_dir(dir, "session working directory");
+  if (!dir_ok) {
+    fail_start(dir_ok.err().message);
+    return;
+  }
+  auto bus = rt.bus;
+  auto subject = rt.names.log(s.id, a.step);
+  auto attempt = std::to_string(a.attempt);
+  auto on_output = [bus, subject, attempt](int stream, std::string_view chunk, bool truncated) {
+    std::map<std::string, std::string> h = {{"Berth-Stream", stream == 1 ? "stdout" : "stderr"},
+                                            {"Berth-Attempt", attempt}};
+    if (truncated) h["Berth-Truncated"] = "true";
+    (void)bus->publish_core(subject, std::string(chunk), h);
+  };
+  auto started = rt.runner->start(cmd, on_output);
+  if (!started) {
+    fail_start(started.err().message);
+    return;
+  }
+  running_step r;
+  r.step = a.step;
+  r.attempt = a.attempt;
+  r.cmd = std::shared_ptr<sandbox::running_command>(std::move(*started));
+  r.result = std::make_shared<sandbox::outcome>();
+  r.pid = r.cmd->pid();
+  r.start_time = process::start_time(r.pid).value_or(0);
+  s.running = r;
+  // Record the pid (unsynced: no commit job is in flight here, so this cannot overtake a newer
+  // snapshot) so that a restarted node can kill what a crash left behind.
+  {
+    persistence::write_set w;
+    w.sessions.emplace_back(s.id, snapshot_json(s).dump());
+    auto st = rt.store->commit_unsynced(w);
+    if (!st) logger()->warn("{}: recording the step pid failed: {}", s.id, st.err().message);
+  }
+  rt.counters.steps_running++;
+  rt.counters.steps_started++;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  std::thread([cmd = r.cmd, out = r.result, me, step = a.step, att = a.attempt] {
+    *out = cmd->wait();
+    caf::anon_send(me, exited_atom::value, step, att);
+  }).detach();
+  if (spec->timeout)
+    self->delayed_send(self, *spec->timeout, steptmo_atom::value, a.step, a.attempt);
+  schedule_tick(self, s.m->state().deadline_ms());
+}
+
+void execute(actor_t* self, const action& a) {
+  auto& s = self->state;
+  switch (a.what) {
+    case action::kind::idle: break;
+    case action::kind::wait_until: schedule_tick(self, a.until_ms); break;
+    case action::kind::launch:
+      if (s.stopping) break;  // step.started is journaled; the next owner records it interrupted
+      launch(self, a);
+      break;
+    case action::kind::kill:
+      if (s.running && s.running->kill_reason.empty()) {
+        s.running->kill_reason = a.kill_reason;
+        s.running->cmd->stop(s.rt->cfg.session.kill_grace);
+      }
+      break;
+  }
+}
+
+// Commit what the machine decided, then act. The heart of the durability argument: snapshot
+// (synced) -> publish the outbox -> act / take the next input.
+void pump(actor_t* self) {
+  auto& s = self->state;
+  if (!s.m || s.busy || s.finalizing) return;
+  action next;
+  if (!s.stopping) next = s.m->advance(now_unix_ms());
+  auto emitted = s.m->take_emitted();
+  for (auto& e : emitted) s.outbox.push_back(std::move(e));
+  if (!s.outbox.empty()) {
+    s.after_commit = next;
+    start_commit(self);
+    return;
+  }
+  if (is_terminal(s.m->state().status)) {
+    if (!s.running) finalize(self);
+    return;
+  }
+  if (s.stopping) {
+    if (!s.running) self->quit();
+    return;
+  }
+  execute(self, next);
+  // A step that could not start is decided at once: run the machine again.
+  if (next.what == action::kind::launch && !s.running) pump(self);
+}
+
+void read_inputs(actor_t* self) {
+  auto& s = self->state;
+  if (!s.m) return;
+  if (s.reading_inputs) {
+    s.inputs_dirty = true;
+    return;
+  }
+  s.reading_inputs = true;
+  s.inputs_dirty = false;
+  s.inputs = std::make_shared<inputs_box>();
+  auto box = s.inputs;
+  auto rt = s.rt;
+  auto id = s.id;
+  auto from = std::max(s.input_cursor, s.m->state().last_input_seq) + 1;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  rt->io->post([rt, id, from, box, me] {
+    auto subject = rt->names.input(id);
+    auto seq = from;
+    for (;;) {
+      auto msg = rt->bus->next_message(rt->names.stream_in(), subject, seq);
+      if (!msg) {
+        box->failure = msg.err();
+        break;
+      }
+      if (!msg->has_value()) break;
+      seq = (*msg)->seq + 1;
+      box->msgs.push_back(std::move(**msg));
+    }
+    caf::anon_send(me, inputs_atom::value);
+  });
+}
+
+void loaded(actor_t* self) {
+  auto& s = self->state;
+  auto box = std::move(s.load);
+  if (box->failure) {
+    logger()->error("{}: cannot load: {}", s.id, box->failure->message);
+    self->quit(caf::make_error(caf::sec::runtime_error, box->failure->message));
+    return;
+  }
+  s.m = std::move(box->m);
+  s.epoch = box->epoch;
+  s.m->set_owner(s.rt->node_id, s.epoch);
+  s.outbox = std::move(box->outbox);
+  s.journal_seq = box->journal_seq;
+  s.input_cursor = s.m->state().last_input_seq;
+  const auto& st = s.m->state();
+  if (st.status.empty()) {
+    logger()->error("{}: placed but its journal has no session.accepted event; giving it up", s.id);
+    finalize(self);
+    return;
+  }
+  logger()->info("{}: {} at n={} ({}){}", s.id, box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
+                 s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
+  if (!s.fail_reason.empty()) {
+    s.m->resume(now_unix_ms(), "session actor failed");
+    s.m->fail(s.fail_reason, now_unix_ms());
+  } else {
+    s.m->resume(now_unix_ms(), "node restarted while the step was running");
+  }
+  pump(self);
+  read_inputs(self);
+}
+
+caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason) {
+  auto& s = self->state;
+  s.rt = std::move(rt);
+  s.id = std::move(id);
+  s.fail_reason = std::move(fail_reason);
+  s.rt->counters.sessions++;
+  self->attach_functor([rt = s.rt] { rt->counters.sessions--; });
+  s.load = std::make_shared<load_box>();
+  {
+    auto box = s.load;
+    auto r = s.rt;
+    auto sid = s.id;
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    r->io->post([r, sid, box, me] {
+      load_job(*r, sid, *box);
+      caf::anon_send(me, loaded_atom::value);
+    });
+  }
+  return {
+      [=](loaded_atom) { loaded(self); },
+      [=](commit_atom) {
+        auto& st = self->state;
+        auto box = std::move(st.commit);
+        st.busy = false;
+        st.outbox.erase(st.outbox.begin(), st.outbox.begin() + static_cast<std::ptrdiff_t>(box->published));
+        st.journal_seq = box->journal_seq;
+        if (box->failure) {
+          if (box->failure->is(errc::fenced)) {
+            logger()->error("{}: lost ownership (journal moved under us): {}; stopping without touching it", st.id,
+                            box->failure->message);
+            if (st.running) st.running->cmd->stop(millis(0));
+            self->quit(caf::exit_reason::user_shutdown);
+            return;
+          }
+          // NATS or disk trouble: keep the outbox (it is in the snapshot) and try again.
+          auto delay = std::min(5000, 100 << std::min(st.publish_failures, 6));
+          ++st.publish_failures;
+          logger()->warn("{}: commit failed ({}); retrying in {} ms", st.id, box->failure->message, delay);
+          self->delayed_send(self, std::chrono::milliseconds(delay), retry_atom::value);
+          return;
+        }
+        st.publish_failures = 0;
+        if (auto a = std::exchange(st.after_commit, std::nullopt)) execute(self, *a);
+        pump(self);
+      },
+      [=](retry_atom) {
+        auto& st = self->state;
+        if (!st.busy && !st.outbox.empty()) start_commit(self);
+      },
+      [=](exited_atom, const std::string& step, std::int64_t attempt) {
+        auto& st = self->state;
+        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
+        auto r = std::move(*st.running);
+        st.running.reset();
+        st.rt->counters.steps_running--;
+        exit_result x;
+        x.exit_code = r.result->exit_code;
+        x.signal = r.result->signal;
+        x.duration_ms = r.result->duration_ms;
+        x.truncated = r.result->truncated;
+        if (r.interrupted) {
+          x.interrupted = true;
+        } else if (r.timed_out) {
+          x.timed_out = true;
+          x.error = r.kill_reason;
+        } else if (!r.kill_reason.empty()) {
+          x.error = r.kill_reason;
+          x.timed_out = r.kill_reason == "session timeout";
+        }
+        st.m->step_exited(step, attempt, x, now_unix_ms());
+        pump(self);
+      },
+      [=](steptmo_atom, const std::string& step, std::int64_t attempt) {
+        auto& st = self->state;
+        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
+        if (!st.running->kill_reason.empty()) return;
+        const step_spec* spec = nullptr;
+        for (const auto& sp : st.m->state().spec.steps)
+          if (sp.id == step) spec = &sp;
+        st.running->timed_out = true;
+        st.running->kill_reason = "timed out after " + format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
+        st.running->cmd->stop(st.rt->cfg.session.kill_grace);
+      },
+      [=](tick_atom) {
+        if (self->state.tick_ms <= now_unix_ms()) self->state.tick_ms = 0;
+        pump(self);
+      },
+      [=](wake_atom) { read_inputs(self); },
+      [=](inputs_atom) {
+        auto& st = self->state;
+        auto box = std::move(st.inputs);
+        st.reading_inputs = false;
+        if (box->failure) logger()->warn("{}: reading inputs failed: {}", st.id, box->failure->message);
+        for (const auto& msg : box->msgs) {
+          st.input_cursor = std::max(st.input_cursor, msg.seq);
+          auto parsed = json::parse(msg.data);
+          json::value v = parsed ? *parsed : json::value();
+          if (!parsed) v.set("type", "malformed");
+          if (!is_terminal(st.m->state().status)) st.m->input(msg.seq, v, now_unix_ms());
+        }
+        pump(self);
+        if (st.inputs_dirty || box->failure) {
+          if (box->failure) self->delayed_send(self, std::chrono::seconds(1), wake_atom::value);
+          else read_inputs(self);
+        }
+      },
+      [=](stop_atom) {
+        auto& st = self->state;
+        if (st.stopping) return;
+        st.stopping = true;
+        if (st.running) {
+          self->delayed_send(self, st.rt->cfg.node.shutdown_grace, stopnow_atom::value);
+        }
+        pump(self);
+      },
+      [=](stopnow_atom) {
+        auto& st = self->state;
+        if (st.running && st.running->kill_reason.empty()) {
+          st.running->interrupted = true;
+          st.running->kill_reason = "node shutting down";
+          st.running->cmd->stop(st.rt->cfg.session.kill_grace);
+        }
+      },
+      [=](final_atom) {
+        self->state.rt->counters.sessions_finished++;
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason) {
+  return sys.spawn(session_behavior, std::move(rt), std::move(id), std::move(fail_reason));
+}
+
+std::string placement_snapshot(const std::string& node, std::uint64_t epoch) {
+  json::value v = json::value::make_object();
+  v.set("v", 1);
+  v.set("node", node);
+  v.set("epoch", epoch);
+  v.set("outbox", json::value::make_array());
+  return v.dump();
+}
+
+}  // namespace berth::session

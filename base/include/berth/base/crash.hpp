@@ -1,0 +1,12 @@
+#pragma once
+
+#include <string_view>
+
+namespace berth {
+
+/// Deterministic crash points for tests: when the environment variable BERTH_CRASH_AT names
+/// `point` (e.g. "after_snapshot", "after_publish", "before_ack"), the process aborts there.
+/// BERTH_CRASH_AFTER=N lets the point pass N times first. Costs one branch when unset.
+void crash_point(std::string_view point);
+
+}  // namespace berth

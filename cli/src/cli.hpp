@@ -1,0 +1,58 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/bus/client.hpp"
+
+namespace berth::cli {
+
+/// Exit codes (the CLI contract): 0 ok, 1 error, 2 usage, 3 not found, 4 timeout.
+enum exit_code : int { ok = 0, failure = 1, usage = 2, not_found = 3, timed_out = 4 };
+
+/// Options every command shares.
+struct globals {
+  std::string server;    ///< --server / BERTH_SERVER
+  std::string data_dir;  ///< --data-dir / BERTH_DATA_DIR: where node.json is
+  std::string output = "text";  ///< -o text|json|jsonl
+  std::string timeout = "30s";
+  std::string prefix = "berth";
+};
+
+/// A connection to the node's NATS plus the API on top.
+class api_client {
+ public:
+  static result<api_client> connect(const globals& g);
+  /// Request berth.api.v1.<verb>; an {"error": ...} reply becomes an error value.
+  result<json::value> call(const std::string& verb, const json::value& body);
+  bus::client& bus() { return *bus_; }
+  const bus::subjects& names() const { return names_; }
+  millis timeout() const { return timeout_; }
+
+ private:
+  std::shared_ptr<bus::client> bus_;
+  bus::subjects names_;
+  millis timeout_{30'000};
+};
+
+/// Print an error ("berth: <message>") and map it to an exit code.
+int report(const error& e);
+
+/// Read a workflow file (TOML: optional [session], a list of [[steps]]) into a spec object.
+/// Errors carry file:line:column.
+result<json::value> load_workflow(const std::string& path);
+
+/// One line for an event in the live view.
+std::string event_line(const json::value& envelope, std::uint64_t seq, bool color);
+
+int run_demo(const globals& g);
+int run_bench(const globals& g, const std::string& scenario, int n);
+
+/// The path of this executable.
+std::string self_exe();
+
+}  // namespace berth::cli

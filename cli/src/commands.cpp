@@ -1,0 +1,437 @@
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+
+#include "berth/base/fs.hpp"
+#include "berth/base/log.hpp"
+#include "berth/node/node.hpp"
+#include "cli.hpp"
+#include "commands.hpp"
+
+namespace berth::cli {
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("berth") : p.string();
+}
+
+int report(const error& e) {
+  std::fprintf(stderr, "berth: %s\n", e.message.c_str());
+  if (e.is(errc::not_found)) return not_found;
+  if (e.is(errc::timeout)) return timed_out;
+  if (e.is(errc::invalid_argument) || e.is(errc::too_large)) return usage;
+  return failure;
+}
+
+namespace {
+
+// Where the node is: --server, BERTH_SERVER, node.json of --data-dir / BERTH_DATA_DIR, the node
+// started last on this machine, the default data dir.
+result<std::string> resolve_server(const globals& g) {
+  if (!g.server.empty()) return g.server;
+  std::vector<std::string> candidates;
+  if (!g.data_dir.empty()) {
+    candidates.push_back(g.data_dir + "/node.json");
+  } else {
+    auto pointer = fs::read_file(node::last_node_pointer_path());
+    if (pointer) {
+      auto p = *pointer;
+      while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
+      candidates.push_back(p);
+    }
+    candidates.push_back(config::defaults().node.data_dir + "/node.json");
+  }
+  for (const auto& c : candidates) {
+    auto text = fs::read_file(c);
+    if (!text) continue;
+    auto v = json::parse(*text);
+    if (v && !v->get_string("nats_url").empty()) return v->get_string("nats_url");
+  }
+  return error{errc::unavailable, "no node to talk to: none is running with " +
+                                      (g.data_dir.empty() ? std::string("the default data dir")
+                                                          : "--data-dir " + g.data_dir) +
+                                      "; start one with `berth node`, or pass --server URL (or BERTH_SERVER)"};
+}
+
+}  // namespace
+
+result<api_client> api_client::connect(const globals& g) {
+  auto url = resolve_server(g);
+  if (!url) return url.err();
+  auto to = parse_duration(g.timeout, "--timeout");
+  if (!to) return to.err();
+  bus::client::options o;
+  o.servers = {*url};
+  o.name = "berth-cli";
+  o.connect_timeout = std::min(*to, millis(5000));
+  o.request_timeout = *to;
+  auto c = bus::client::connect(o);
+  if (!c) return c.err();
+  api_client a;
+  a.bus_ = std::shared_ptr<bus::client>(std::move(*c));
+  a.names_ = bus::subjects(g.prefix);
+  a.timeout_ = *to;
+  return a;
+}
+
+result<json::value> api_client::call(const std::string& verb, const json::value& body) {
+  auto reply = bus_->request(names_.api(verb), body.dump(), timeout_);
+  if (!reply) {
+    if (reply.err().is(errc::unavailable))
+      return error{errc::unavailable, "no berth node answers on " + names_.api(verb) + " (is `berth node` running?)"};
+    return reply.err();
+  }
+  auto v = json::parse(reply->data);
+  if (!v) return error{errc::internal, "malformed reply from node: " + v.err().message};
+  if (const auto* e = v->find("error")) {
+    auto code = e->get_string("code");
+    errc c = errc::internal;
+    if (code == "invalid_argument") c = errc::invalid_argument;
+    else if (code == "not_found") c = errc::not_found;
+    else if (code == "conflict") c = errc::conflict;
+    else if (code == "timeout") c = errc::timeout;
+    else if (code == "too_large") c = errc::too_large;
+    else if (code == "unavailable") c = errc::unavailable;
+    return error{c, e->get_string("message")};
+  }
+  return std::move(*v);
+}
+
+std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
+  auto type = ev.get_string("type");
+  auto ts = ev.get_string("ts");
+  std::string time = ts.size() >= 23 ? ts.substr(11, 12) : ts;
+  const json::value* d = ev.find("data");
+  std::string details;
+  auto add = [&](const std::string& k, const std::string& v) { details += (details.empty() ? "" : " ") + k + "=" + v; };
+  if (d && d->is_object()) {
+    if (auto s = d->get_string("step"); !s.empty()) add("step", s);
+    if (auto a = d->get_int("attempt", -1); a >= 0) add("attempt", std::to_string(a));
+    if (const auto* ec = d->find("exit_code"); ec && ec->is_int()) add("exit", std::to_string(ec->as_int()));
+    if (const auto* sig = d->find("signal"); sig && sig->is_int()) add("signal", std::to_string(sig->as_int()));
+    if (auto ms = d->get_int("duration_ms", -1); ms >= 0) add("took", format_duration(millis(ms)));
+    if (auto ms = d->get_int("delay_ms", -1); ms >= 0) add("in", format_duration(millis(ms)));
+    if (auto k = d->get_string("kind"); !k.empty()) add("input", k);
+    if (auto n = d->get_string("node"); !n.empty()) add("node", n);
+    if (auto r = d->get_string("reason"); !r.empty()) details += (details.empty() ? "" : " ") + std::string("— ") + r;
+  }
+  const char* c = "";
+  const char* reset = "";
+  if (color) {
+    reset = "\033[0m";
+    if (type == "session.succeeded" || type == "step.finished") c = "\033[32m";
+    else if (type == "session.failed" || type == "step.failed" || type == "session.timed_out") c = "\033[31m";
+    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled") c = "\033[33m";
+    else if (type == "step.started" || type == "session.started") c = "\033[36m";
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%5lld  %s  ", static_cast<long long>(ev.get_int("n")), time.c_str());
+  (void)seq;
+  return std::string(buf) + c + type + reset + (details.empty() ? "" : "  " + details);
+}
+
+namespace {
+
+bool terminal_type(const std::string& type) {
+  return type == "session.succeeded" || type == "session.failed" || type == "session.cancelled" ||
+         type == "session.timed_out";
+}
+
+// Messages from one or more follow subscriptions, consumed on the main thread.
+struct feed {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::pair<int, bus::message>> q;  // 0: journal, 1: log
+  void push(int kind, bus::message m) {
+    {
+      std::lock_guard lock(mu);
+      q.emplace_back(kind, std::move(m));
+    }
+    cv.notify_one();
+  }
+  std::optional<std::pair<int, bus::message>> pop(millis wait) {
+    std::unique_lock lock(mu);
+    if (!cv.wait_for(lock, wait, [&] { return !q.empty(); })) return std::nullopt;
+    auto v = std::move(q.front());
+    q.pop_front();
+    return v;
+  }
+};
+
+void print_event(const globals& g, const json::value& ev, std::uint64_t seq) {
+  if (g.output == "text") {
+    std::printf("%s\n", event_line(ev, seq, ::isatty(1)).c_str());
+  } else {
+    json::value out = ev;
+    out.set("seq", seq);
+    std::printf("%s\n", out.dump().c_str());
+  }
+  std::fflush(stdout);
+}
+
+void print_log(const globals& g, const bus::message& m, bool prefixed) {
+  auto stream = m.header("Berth-Stream");
+  auto step = std::string(bus::subjects::last_token(m.subject));
+  if (g.output != "text") {
+    json::value out = json::value::make_object();
+    out.set("step", step);
+    out.set("attempt", m.header("Berth-Attempt"));
+    out.set("stream", stream);
+    out.set("data", m.data);
+    if (m.header("Berth-Truncated") == "true") out.set("truncated", true);
+    out.set("seq", m.seq);
+    std::printf("%s\n", out.dump().c_str());
+    std::fflush(stdout);
+    return;
+  }
+  FILE* f = stream == "stderr" ? stderr : stdout;
+  if (m.header("Berth-Truncated") == "true") {
+    std::fprintf(f, "%s[output truncated: the rest of this %s was dropped]\n",
+                 prefixed ? ("        │ " + step + ": ").c_str() : "", stream.c_str());
+    return;
+  }
+  if (!prefixed) {
+    std::fwrite(m.data.data(), 1, m.data.size(), f);
+  } else {
+    std::size_t start = 0;
+    while (start < m.data.size()) {
+      auto nl = m.data.find('\n', start);
+      auto line = m.data.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      std::fprintf(f, "        %s│ %s:%s %s\n", ::isatty(1) ? "\033[2m" : "", step.c_str(), ::isatty(1) ? "\033[0m" : "",
+                   line.c_str());
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+  }
+  std::fflush(f);
+}
+
+}  // namespace
+
+int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since, bool with_logs,
+                   bool quiet, std::string* final_status) {
+  feed f;
+  auto ev_sub = api.bus().follow(api.names().stream_ev(), api.names().journal(id), since,
+                                 [&f](bus::message m) { f.push(0, std::move(m)); });
+  if (!ev_sub) return report(ev_sub.err());
+  std::unique_ptr<bus::subscription> log_sub;
+  if (with_logs) {
+    auto ls = api.bus().follow(api.names().stream_log(), api.names().log_wildcard(id), 0,
+                               [&f](bus::message m) { f.push(1, std::move(m)); });
+    if (!ls) return report(ls.err());
+    log_sub = std::move(*ls);
+  }
+  std::string status;
+  for (;;) {
+    auto item = f.pop(millis(250));
+    if (!item) {
+      if (!status.empty()) break;  // terminal and quiet for a moment: all output is in
+      continue;
+    }
+    auto& [kind, m] = *item;
+    if (kind == 1) {
+      if (!quiet) print_log(g, m, true);
+      continue;
+    }
+    auto ev = json::parse(m.data);
+    if (!ev) continue;
+    if (!quiet) print_event(g, *ev, m.seq);
+    auto type = ev->get_string("type");
+    if (terminal_type(type)) {
+      status = type.substr(8);
+      if (!with_logs) break;
+    }
+  }
+  if (final_status) *final_status = status;
+  return status == "succeeded" ? ok : failure;
+}
+
+int cmd_session_events(const globals& g, const std::string& id, bool follow, std::uint64_t since) {
+  auto api = api_client::connect(g);
+  if (!api) return report(api.err());
+  // Not found: no journal at all.
+  auto last = api->bus().last_message(api->names().stream_ev(), api->names().journal(id));
+  if (!last) return report(last.err());
+  if (!last->has_value()) return report(error{errc::not_found, "session " + id + " not found"});
+  if (follow) {
+    std::string status;
+    follow_session(g, *api, id, since, false, false, &status);
+    return ok;
+  }
+  auto seq = since == 0 ? 1 : since;
+  for (;;) {
+    auto m = api->bus().next_message(api->names().stream_ev(), api->names().journal(id), seq);
+    if (!m) return report(m.err());
+    if (!m->has_value()) break;
+    auto ev = json::parse((*m)->data);
+    if (ev) print_event(g, *ev, (*m)->seq);
+    seq = (*m)->seq + 1;
+  }
+  return ok;
+}
+
+int cmd_session_logs(const globals& g, const std::string& id, bool follow, const std::string& step) {
+  auto api = api_client::connect(g);
+  if (!api) return report(api.err());
+  auto last = api->bus().last_message(api->names().stream_ev(), api->names().journal(id));
+  if (!last) return report(last.err());
+  if (!last->has_value()) return report(error{errc::not_found, "session " + id + " not found"});
+  auto subject = step.empty() ? api->names().log_wildcard(id) : api->names().log(id, step);
+  if (!follow) {
+    auto seq = std::uint64_t{1};
+    for (;;) {
+      auto m = api->bus().next_message(api->names().stream_log(), subject, seq);
+      if (!m) return report(m.err());
+      if (!m->has_value()) break;
+      print_log(g, **m, false);
+      seq = (*m)->seq + 1;
+    }
+    return ok;
+  }
+  feed f;
+  auto sub = api->bus().follow(api->names().stream_log(), subject, 0, [&f](bus::message m) { f.push(1, std::move(m)); });
+  if (!sub) return report(sub.err());
+  auto ev_sub = api->bus().follow(api->names().stream_ev(), api->names().journal(id), 0,
+                                  [&f](bus::message m) { f.push(0, std::move(m)); });
+  if (!ev_sub) return report(ev_sub.err());
+  bool done = false;
+  for (;;) {
+    auto item = f.pop(millis(300));
+    if (!item) {
+      if (done) break;
+      continue;
+    }
+    if (item->first == 1) {
+      print_log(g, item->second, false);
+    } else {
+      auto ev = json::parse(item->second.data);
+      if (ev && terminal_type(ev->get_string("type"))) done = true;
+    }
+  }
+  return ok;
+}
+
+void print_summary(const globals& g, const json::value& v) {
+  if (g.output != "text") {
+    std::printf("%s\n", v.dump().c_str());
+    return;
+  }
+  std::printf("session  %s\nstatus   %s\nrepo     %s\n", v.get_string("id").c_str(), v.get_string("status").c_str(),
+              v.get_string("repo").c_str());
+  if (!v.get_string("ref").empty()) std::printf("ref      %s\n", v.get_string("ref").c_str());
+  if (!v.get_string("goal").empty()) std::printf("goal     %s\n", v.get_string("goal").c_str());
+  if (!v.get_string("reason").empty()) std::printf("reason   %s\n", v.get_string("reason").c_str());
+  if (!v.get_string("node").empty()) std::printf("node     %s\n", v.get_string("node").c_str());
+  std::printf("created  %s\nupdated  %s\nevents   %lld\nsteps\n", v.get_string("created_at").c_str(),
+              v.get_string("updated_at").c_str(), static_cast<long long>(v.get_int("events")));
+  if (const auto* steps = v.find("steps"); steps && steps->is_array()) {
+    for (const auto& s : steps->as_array()) {
+      std::string extra;
+      if (const auto* ec = s.find("exit_code"); ec && ec->is_int()) extra += " exit=" + std::to_string(ec->as_int());
+      if (!s.get_string("reason").empty()) extra += " — " + s.get_string("reason");
+      std::printf("  %-20s %-10s attempt %lld%s\n", s.get_string("id").c_str(), s.get_string("status").c_str(),
+                  static_cast<long long>(s.get_int("attempt")), extra.c_str());
+    }
+  }
+}
+
+int cmd_session_start(const globals& g, const start_args& a) {
+  json::value spec = json::value::make_object();
+  if (!a.workflow.empty()) {
+    auto wf = load_workflow(a.workflow);
+    if (!wf) return report(wf.err());
+    spec = std::move(*wf);
+  }
+  if (!a.repo.empty()) spec.set("repo", a.repo);
+  if (!a.ref.empty()) spec.set("ref", a.ref);
+  if (!a.goal.empty()) spec.set("goal", a.goal);
+  if (!a.id.empty()) spec.set("id", a.id);
+  if (!a.timeout.empty()) spec.set("timeout", a.timeout);
+  if (a.priority >= 0) spec.set("priority", a.priority);
+  if (!a.run.empty()) {
+    json::value step = json::value::make_object();
+    step.set("id", "run");
+    json::value argv = json::value::make_array();
+    for (const auto& s : a.run) argv.push(s);
+    step.set("run", std::move(argv));
+    json::value steps = json::value::make_array();
+    steps.push(std::move(step));
+    spec.set("steps", std::move(steps));
+  }
+  // Check locally first, so a bad workflow fails fast and clearly.
+  session::spec_limits limits;
+  limits.max_spec_bytes = config::defaults().session.max_spec_bytes;
+  auto parsed = session::parse_spec(spec, limits);
+  if (!parsed) {
+    auto e = parsed.err();
+    if (!a.workflow.empty()) e.message = a.workflow + ": " + e.message;
+    return report(e);
+  }
+  auto api = api_client::connect(g);
+  if (!api) return report(api.err());
+  json::value req = json::value::make_object();
+  req.set("spec", spec);
+  if (!a.idempotency_key.empty()) req.set("idempotency_key", a.idempotency_key);
+  auto r = api->call("session.start", req);
+  if (!r) return report(r.err());
+  auto id = r->get_string("id");
+  if (a.follow) {
+    if (g.output == "text") std::printf("session %s accepted (input sequence %lld)\n", id.c_str(),
+                                        static_cast<long long>(r->get_int("accepted_seq")));
+    else std::printf("%s\n", r->dump().c_str());
+    std::fflush(stdout);
+    std::string status;
+    int rc = follow_session(g, *api, id, 0, true, false, &status);
+    if (g.output == "text") std::printf("session %s %s\n", id.c_str(), status.c_str());
+    return rc;
+  }
+  if (a.wait) {
+    std::string status;
+    int rc = follow_session(g, *api, id, 0, false, true, &status);
+    json::value body = json::value::make_object();
+    body.set("id", id);
+    auto s = api->call("session.get", body);
+    if (s) print_summary(g, *s);
+    return rc;
+  }
+  if (g.output == "text") std::printf("%s\n", id.c_str());
+  else std::printf("%s\n", r->dump().c_str());
+  return ok;
+}
+
+int cmd_simple(const globals& g, const std::string& verb, const json::value& body) {
+  auto api = api_client::connect(g);
+  if (!api) return report(api.err());
+  auto r = api->call(verb, body);
+  if (!r) return report(r.err());
+  if (verb == "session.get") {
+    print_summary(g, *r);
+  } else if (verb == "session.list") {
+    const auto* rows = r->find("sessions");
+    if (g.output == "jsonl") {
+      for (const auto& row : rows->as_array()) std::printf("%s\n", row.dump().c_str());
+    } else if (g.output == "json") {
+      std::printf("%s\n", r->dump().c_str());
+    } else {
+      std::printf("%-28s %-10s %6s  %-24s %s\n", "ID", "STATUS", "EVENTS", "UPDATED", "REASON");
+      for (const auto& row : rows->as_array())
+        std::printf("%-28s %-10s %6lld  %-24s %s\n", row.get_string("id").c_str(), row.get_string("status").c_str(),
+                    static_cast<long long>(row.get_int("events")), row.get_string("updated_at").c_str(),
+                    row.get_string("reason").c_str());
+    }
+  } else if (g.output == "text") {
+    for (const auto& [k, v] : r->as_object())
+      std::printf("%-20s %s\n", k.c_str(), v.is_string() ? v.as_string().c_str() : v.dump().c_str());
+  } else {
+    std::printf("%s\n", r->dump().c_str());
+  }
+  return ok;
+}
+
+}  // namespace berth::cli

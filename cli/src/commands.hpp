@@ -1,0 +1,27 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "berth/session/spec.hpp"
+#include "cli.hpp"
+
+namespace berth::cli {
+
+struct start_args {
+  std::string repo, ref, goal, workflow, id, idempotency_key, timeout;
+  std::int64_t priority = -1;
+  std::vector<std::string> run;
+  bool wait = false;
+  bool follow = false;
+};
+
+int cmd_session_start(const globals& g, const start_args& a);
+int cmd_session_events(const globals& g, const std::string& id, bool follow, std::uint64_t since);
+int cmd_session_logs(const globals& g, const std::string& id, bool follow, const std::string& step);
+int cmd_simple(const globals& g, const std::string& verb, const json::value& body);
+int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since, bool with_logs,
+                   bool quiet, std::string* final_status);
+void print_summary(const globals& g, const json::value& v);
+
+}  // namespace berth::cli

@@ -1,0 +1,202 @@
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "berth/base/fs.hpp"
+#include "berth/config/config.hpp"
+#include "berth/node/node.hpp"
+#include "cli.hpp"
+#include "commands.hpp"
+
+using namespace berth;
+using namespace berth::cli;
+
+namespace {
+
+int cmd_node(const globals& g, const std::string& config_file) {
+  config::config cfg = config::defaults();
+  if (!config_file.empty()) {
+    auto loaded = config::load_file(config_file);
+    if (!loaded) {
+      std::fprintf(stderr, "berth: %s\n", loaded.err().message.c_str());
+      return failure;
+    }
+    cfg = std::move(*loaded);
+  }
+  if (auto st = config::apply_env(cfg, config::process_env()); !st) {
+    std::fprintf(stderr, "berth: %s\n", st.err().message.c_str());
+    return failure;
+  }
+  if (!g.data_dir.empty()) cfg.node.data_dir = g.data_dir;
+  return node::run_node(cfg);
+}
+
+int cmd_config_check(const std::string& file) {
+  auto cfg = config::load_file(file);
+  if (!cfg) {
+    std::fprintf(stderr, "berth: %s\n", cfg.err().message.c_str());
+    return failure;
+  }
+  auto st = config::apply_env(*cfg, config::process_env());
+  if (!st) {
+    std::fprintf(stderr, "berth: %s\n", st.err().message.c_str());
+    return failure;
+  }
+  std::printf("%s: ok\n", file.c_str());
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"berth: a self-hosted runtime for coding-agent sessions"};
+  app.fallthrough();
+  app.require_subcommand(1);
+  globals g;
+  if (const char* s = std::getenv("BERTH_SERVER")) g.server = s;
+  if (const char* d = std::getenv("BERTH_DATA_DIR")) g.data_dir = d;
+  app.add_option("--server", g.server, "NATS URL of the cluster (env BERTH_SERVER; default: the local node's)");
+  app.add_option("--data-dir", g.data_dir, "node data dir (env BERTH_DATA_DIR); the CLI finds node.json there");
+  app.add_option("-o,--output", g.output, "output format")->check(CLI::IsMember({"text", "json", "jsonl"}));
+  app.add_option("--timeout", g.timeout, "how long to wait for the node to answer (e.g. 30s)");
+
+  // node
+  std::string config_file;
+  auto* node_cmd = app.add_subcommand("node", "run a node (embedded nats-server when [nats] servers is empty)");
+  node_cmd->add_option("--config", config_file, "TOML config file");
+
+  auto* demo_cmd = app.add_subcommand("demo", "start a local node and run one sample session, live");
+
+  // session
+  auto* session = app.add_subcommand("session", "start, watch and steer sessions");
+  session->require_subcommand(1);
+  start_args sa;
+  auto* start = session->add_subcommand("start", "start a session");
+  start->add_option("--repo", sa.repo, "git repository URL");
+  start->add_option("--ref", sa.ref, "branch, tag or commit");
+  start->add_option("--goal", sa.goal, "what the session is for");
+  start->add_option("--workflow", sa.workflow, "workflow file (TOML: [[steps]] with id, run, timeout, retry)");
+  start->add_option("--id", sa.id, "session id ([A-Za-z0-9_-]; default: a new ULID)");
+  start->add_option("--idempotency-key", sa.idempotency_key, "repeat-safe start key (default: the session id)");
+  start->add_option("--priority", sa.priority, "0..9, higher placed first (default 5)");
+  start->add_option("--session-timeout", sa.timeout, "session timeout, e.g. 45m");
+  start->add_option("--run", sa.run, "a one-step session running this command")->expected(1, -1);
+  auto* wait_flag = start->add_flag("--wait", sa.wait, "wait until the session ends; exit non-zero unless it succeeded");
+  start->add_flag("--follow,-f", sa.follow, "show events and output live until the session ends")->excludes(wait_flag);
+
+  std::string sid;
+  auto* list = session->add_subcommand("list", "list sessions, newest first");
+  std::string status_filter;
+  std::int64_t limit = 100;
+  list->add_option("--status", status_filter, "only sessions in this state");
+  list->add_option("--limit", limit, "at most this many");
+  auto* show = session->add_subcommand("show", "a session's summary with per-step state");
+  show->add_option("id", sid)->required();
+  bool follow = false;
+  std::uint64_t since = 0;
+  auto* events = session->add_subcommand("events", "the session's journal");
+  events->add_option("id", sid)->required();
+  events->add_flag("-f,--follow", follow, "keep printing new events until the session ends");
+  events->add_option("--since", since, "start at this JetStream sequence (the resume cursor)");
+  std::string step;
+  auto* logs = session->add_subcommand("logs", "the output of the session's commands");
+  logs->add_option("id", sid)->required();
+  logs->add_flag("-f,--follow", follow, "keep printing until the session ends");
+  logs->add_option("--step", step, "only this step");
+  auto* cancel = session->add_subcommand("cancel", "cancel a session");
+  cancel->add_option("id", sid)->required();
+  std::string data;
+  auto* input = session->add_subcommand("input", "send input (JSON) to a session");
+  input->add_option("id", sid)->required();
+  input->add_option("--data", data, "the input as JSON")->required();
+
+  auto* stats = app.add_subcommand("stats", "node and queue statistics");
+  auto* version = app.add_subcommand("version", "print the version");
+
+  auto* cfg_cmd = app.add_subcommand("config", "check and print configuration");
+  cfg_cmd->require_subcommand(1);
+  std::string cfg_file;
+  auto* check = cfg_cmd->add_subcommand("check", "validate a config file");
+  check->add_option("file", cfg_file)->required();
+  auto* print = cfg_cmd->add_subcommand("print", "print configuration");
+  bool defaults = false;
+  bool markdown = false;
+  print->add_flag("--defaults", defaults, "every key with its default");
+  print->add_flag("--markdown", markdown, "the configuration reference as Markdown (docs/configuration.md)");
+
+  std::string scenario;
+  int bench_n = 0;
+  auto* bench = app.add_subcommand("bench", "measure Berth against its peer in one run (step, sessions, resume)");
+  bench->add_option("scenario", scenario)->required()->check(CLI::IsMember({"step", "sessions", "resume"}));
+  bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return usage;
+  }
+
+  if (*node_cmd) return cmd_node(g, config_file);
+  if (*demo_cmd) return run_demo(g);
+  if (*version) {
+    std::printf("berth %s\n", BERTH_VERSION);
+    return ok;
+  }
+  if (*stats) return cmd_simple(g, "stats", json::value::make_object());
+  if (*check) return cmd_config_check(cfg_file);
+  if (*print) {
+    if (markdown) std::printf("%s", config::reference_markdown().c_str());
+    else if (defaults) std::printf("%s", config::print_defaults_toml().c_str());
+    else {
+      std::fprintf(stderr, "berth: config print: say --defaults or --markdown\n");
+      return usage;
+    }
+    return ok;
+  }
+  if (*bench) return run_bench(g, scenario, bench_n);
+  if (*start) {
+    if (sa.repo.empty() && sa.workflow.empty()) {
+      std::fprintf(stderr, "berth: session start: --repo is required (or a --workflow with [session] repo)\n");
+      return usage;
+    }
+    if (sa.workflow.empty() && sa.run.empty()) {
+      std::fprintf(stderr, "berth: session start: give --workflow FILE or --run COMMAND...\n");
+      return usage;
+    }
+    return cmd_session_start(g, sa);
+  }
+  json::value body = json::value::make_object();
+  if (*list) {
+    if (!status_filter.empty()) body.set("status", status_filter);
+    body.set("limit", limit);
+    return cmd_simple(g, "session.list", body);
+  }
+  if (*show) {
+    body.set("id", sid);
+    return cmd_simple(g, "session.get", body);
+  }
+  if (*events) return cmd_session_events(g, sid, follow, since);
+  if (*logs) return cmd_session_logs(g, sid, follow, step);
+  if (*cancel) {
+    body.set("id", sid);
+    return cmd_simple(g, "session.cancel", body);
+  }
+  if (*input) {
+    auto parsed = json::parse(data);
+    if (!parsed) {
+      std::fprintf(stderr, "berth: --data: %s\n", parsed.err().message.c_str());
+      return usage;
+    }
+    body.set("id", sid);
+    body.set("data", *parsed);
+    return cmd_simple(g, "session.input", body);
+  }
+  std::fprintf(stderr, "berth: nothing to do\n");
+  return usage;
+}
