@@ -124,7 +124,7 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
-  if (!id->empty()) BERTH_TRY(validate_id(*id, "id"));
+  if (const auto* given = v.find("id"); given && !given->is_null()) BERTH_TRY(validate_id(*id, "id"));
   s.id = *id;
   auto repo = get_string(v, "repo", "repo", true);
   if (!repo) return repo.err();

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Shared by scripts/quickstart and scripts/test: install exactly the Debian packages that are
+# missing, then configure and build a preset.
+set -euo pipefail
+
+BERTH_PACKAGES=(
+  g++ cmake ninja-build ccache pkg-config git
+  libcaf-dev libnats-dev nats-server libgit2-dev librocksdb-dev libsimdjson-dev libspdlog-dev
+  libgtest-dev libgmock-dev libboost-dev libtomlplusplus-dev libcli11-dev libssl-dev
+  libseccomp-dev bubblewrap lighttpd
+)
+
+berth_missing_packages() {
+  local missing=()
+  for p in "${BERTH_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  echo "${missing[@]:-}"
+}
+
+berth_install_packages() {
+  local missing
+  missing=$(berth_missing_packages)
+  if [ -z "$missing" ]; then
+    echo "==> all ${#BERTH_PACKAGES[@]} Debian packages are installed"
+    return 0
+  fi
+  if [ "$(id -u)" != "0" ]; then
+    echo "error: these Debian packages are missing: $missing" >&2
+    echo "       run this script as root, or install them: sudo apt-get install -y $missing" >&2
+    exit 1
+  fi
+  echo "==> installing missing Debian packages: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing
+}
+
+berth_build() {
+  local preset=$1
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  echo "==> configuring ($preset)"
+  cmake --preset "$preset" >/dev/null
+  echo "==> building ($preset, $(nproc) jobs)"
+  cmake --build --preset "$preset" -j "$(nproc)"
+}

@@ -1,0 +1,259 @@
+#include "harness.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+#include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
+
+namespace berth::test {
+
+namespace sfs = std::filesystem;
+
+temp_dir::temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/berth-test-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  sfs::remove_all(path_, ec);
+}
+
+void write_file(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+}
+
+// --- nats_server ---------------------------------------------------------------------------------
+
+nats_server::nats_server(const std::string& dir) : dir_(dir) { sfs::create_directories(dir_ + "/ports"); }
+
+nats_server::~nats_server() { kill(SIGKILL); }
+
+void nats_server::start(int port) {
+  sfs::remove_all(dir_ + "/ports");
+  sfs::create_directories(dir_ + "/ports");
+  process::spawn_options so;
+  std::string log = dir_ + "/nats.log";
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  so.stdout_fd = fd;
+  so.stderr_fd = fd;
+  auto pid = process::spawn({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir_ + "/store",
+                             "--ports_file_dir", dir_ + "/ports"},
+                            so);
+  ::close(fd);
+  if (!pid) throw std::runtime_error("nats-server: " + pid.err().message);
+  pid_ = *pid;
+  for (int i = 0; i < 300; ++i) {
+    for (const auto& e : sfs::directory_iterator(dir_ + "/ports")) {
+      auto text = fs::read_file(e.path().string());
+      if (!text) continue;
+      auto p = text->find("nats://");
+      if (p == std::string::npos) continue;
+      url_ = text->substr(p, text->find('"', p) - p);
+      port_ = std::stoi(url_.substr(url_.rfind(':') + 1));
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error("nats-server did not write its ports file");
+}
+
+void nats_server::kill(int sig) {
+  if (pid_ <= 0) return;
+  ::kill(pid_, sig);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+// --- running the CLI -----------------------------------------------------------------------------
+
+std::optional<json::value> run_result::json() const {
+  auto v = json::parse(out);
+  if (!v) return std::nullopt;
+  return *v;
+}
+
+run_result run_berth(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                     std::chrono::seconds timeout) {
+  int out[2];
+  int err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  std::vector<std::string> argv = {BERTH_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process::spawn_options so;
+  so.stdout_fd = out[1];
+  so.stderr_fd = err[1];
+  so.search_path = false;
+  if (!env.empty()) {
+    std::map<std::string, std::string> full;
+    for (char** e = environ; *e; ++e) {
+      std::string kv(*e);
+      auto eq = kv.find('=');
+      if (eq != std::string::npos) full[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    for (const auto& [k, v] : env) full[k] = v;
+    so.env = full;
+  }
+  auto pid = process::spawn(argv, so);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (!pid) throw std::runtime_error("spawn berth: " + pid.err().message);
+  run_result r;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open = 2;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  while (open > 0 && std::chrono::steady_clock::now() < deadline) {
+    ::poll(fds, 2, 100);
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      auto n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+      else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  if (open > 0) ::kill(*pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  int status = 0;
+  ::waitpid(*pid, &status, 0);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+// --- node_process --------------------------------------------------------------------------------
+
+node_process::node_process(std::string data_dir, std::vector<std::string> extra_args,
+                           std::map<std::string, std::string> env)
+    : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)), env_(std::move(env)) {}
+
+node_process::~node_process() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  kill_embedded_server();
+}
+
+void node_process::start() {
+  sfs::create_directories(data_dir_);
+  std::error_code ec;
+  sfs::remove(data_dir_ + "/node.json", ec);
+  std::vector<std::string> argv = {BERTH_BINARY, "node", "--data-dir", data_dir_};
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  std::string log = data_dir_ + "/node-" + std::to_string(log_no_++) + ".log";
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  process::spawn_options so;
+  so.stdout_fd = fd;
+  so.stderr_fd = fd;
+  so.search_path = false;
+  std::map<std::string, std::string> full;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) full[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  full["XDG_STATE_HOME"] = data_dir_ + "/state";  // keep the user's last-node pointer alone
+  for (const auto& [k, v] : env_) full[k] = v;
+  so.env = full;
+  auto pid = process::spawn(argv, so);
+  ::close(fd);
+  if (!pid) throw std::runtime_error("spawn node: " + pid.err().message);
+  pid_ = *pid;
+  for (int i = 0; i < 600; ++i) {
+    if (fs::read_file(data_dir_ + "/node.json").ok()) return;
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("node exited during start-up:\n" + this->log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("node did not become ready:\n" + this->log());
+}
+
+void node_process::signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+int node_process::wait_exit(std::chrono::seconds timeout) {
+  if (pid_ <= 0) return -1;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+bool node_process::running() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+std::string node_process::log() const {
+  std::string all;
+  for (int i = 0; i < log_no_; ++i) {
+    auto text = fs::read_file(data_dir_ + "/node-" + std::to_string(i) + ".log");
+    if (text) all += *text;
+  }
+  return all;
+}
+
+void node_process::kill_embedded_server() {
+  auto text = fs::read_file(data_dir_ + "/nats/nats-server.pid");
+  if (!text) return;
+  try {
+    pid_t p = static_cast<pid_t>(std::stol(*text));
+    if (process::alive(p)) {
+      ::kill(p, SIGKILL);
+      for (int i = 0; i < 100 && process::alive(p); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+std::vector<json::value> journal(const node_process& node, const std::string& id) {
+  auto r = run_berth({"--data-dir", node.data_dir(), "session", "events", id, "-o", "jsonl"});
+  std::vector<json::value> out;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto v = json::parse(line);
+    if (v) out.push_back(std::move(*v));
+  }
+  return out;
+}
+
+}  // namespace berth::test

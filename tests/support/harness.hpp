@@ -1,0 +1,105 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <thread>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "berth/base/json.hpp"
+
+namespace berth::test {
+
+/// A fresh directory under $TMPDIR (or /tmp) for one test, removed by the destructor.
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// A real `nats-server -js` on a random loopback port with its own store dir.
+class nats_server {
+ public:
+  explicit nats_server(const std::string& dir);
+  ~nats_server();
+  void start(int port = -1);
+  void kill(int sig = 9);
+  [[nodiscard]] const std::string& url() const { return url_; }
+  [[nodiscard]] int port() const { return port_; }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  std::string url_;
+  int port_ = -1;
+};
+
+/// What a finished command printed.
+struct run_result {
+  int code = -1;
+  std::string out;
+  std::string err;
+  [[nodiscard]] std::optional<json::value> json() const;
+};
+
+/// Run the berth binary with `args`, capture its output. `env` adds to the environment.
+run_result run_berth(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                     std::chrono::seconds timeout = std::chrono::seconds(120));
+
+/// Write a file.
+void write_file(const std::string& path, const std::string& content);
+
+/// A real `berth node` process.
+class node_process {
+ public:
+  node_process(std::string data_dir, std::vector<std::string> extra_args = {},
+               std::map<std::string, std::string> env = {});
+  ~node_process();  ///< SIGKILL if still running, and its embedded nats-server too
+  /// Start and wait until node.json appears (the node is ready).
+  void start();
+  /// Send a signal; with SIGKILL the embedded nats-server keeps running (as after a crash).
+  void signal(int sig);
+  /// Wait for exit; returns the exit status as from waitpid, or -1 on timeout.
+  int wait_exit(std::chrono::seconds timeout = std::chrono::seconds(60));
+  [[nodiscard]] bool running();
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] const std::string& data_dir() const { return data_dir_; }
+  [[nodiscard]] std::string log() const;
+  /// Kill the embedded nats-server this node left behind (after a SIGKILL of the node).
+  void kill_embedded_server();
+  /// CLI arguments that point at this node.
+  [[nodiscard]] std::vector<std::string> target() const { return {"--data-dir", data_dir_}; }
+
+ private:
+  std::string data_dir_;
+  std::vector<std::string> extra_;
+  std::map<std::string, std::string> env_;
+  pid_t pid_ = -1;
+  int log_no_ = 0;
+};
+
+/// Poll `pred` until it holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+/// The journal of a session as parsed envelopes (via `berth session events -o jsonl`).
+std::vector<json::value> journal(const node_process& node, const std::string& id);
+
+}  // namespace berth::test

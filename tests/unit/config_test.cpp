@@ -1,0 +1,86 @@
+#include <gtest/gtest.h>
+
+#include "berth/config/config.hpp"
+
+using namespace berth;
+
+TEST(config, defaults_cover_every_section) {
+  auto c = config::defaults();
+  EXPECT_EQ(c.node.max_sessions, 100);
+  EXPECT_EQ(c.cluster.subject_prefix, "berth");
+  EXPECT_EQ(c.session.default_timeout, millis(3'600'000));
+  EXPECT_EQ(c.log.format, "text");
+}
+
+TEST(config, parses_values_and_durations) {
+  auto c = config::parse("[node]\nmax_sessions = 7\nshutdown_grace = \"1m30s\"\n[log]\nformat = \"json\"\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ(c->node.max_sessions, 7);
+  EXPECT_EQ(c->node.shutdown_grace, millis(90'000));
+  EXPECT_EQ(c->log.format, "json");
+}
+
+TEST(config, unknown_key_is_an_error_with_line_and_column) {
+  auto c = config::parse("[node]\nmax_sessions = 7\nmax_sesions = 8\n", "t.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.err().message.find("t.toml:3:1"), std::string::npos) << c.err().message;
+  EXPECT_NE(c.err().message.find("unknown key node.max_sesions"), std::string::npos);
+}
+
+TEST(config, unknown_section_is_an_error) {
+  auto c = config::parse("[nodes]\nx = 1\n", "t.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.err().message.find("t.toml:1:"), std::string::npos) << c.err().message;
+  EXPECT_NE(c.err().message.find("unknown section [nodes]"), std::string::npos);
+}
+
+TEST(config, wrong_type_names_the_key_and_position) {
+  auto c = config::parse("[node]\nmax_sessions = \"many\"\n", "t.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.err().message.find("t.toml:2:16: node.max_sessions: expected an integer, got a string"),
+            std::string::npos)
+      << c.err().message;
+}
+
+TEST(config, out_of_range_and_bad_choice_and_bad_duration) {
+  auto a = config::parse("[node]\nmax_sessions = 0\n", "t.toml");
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.err().message.find("out of range"), std::string::npos);
+  auto b = config::parse("[log]\nformat = \"xml\"\n", "t.toml");
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.err().message.find("log.format: \"xml\" is not one of"), std::string::npos);
+  auto d = config::parse("[node]\nshutdown_grace = \"10 parsecs\"\n", "t.toml");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.err().message.find("node.shutdown_grace: invalid duration"), std::string::npos) << d.err().message;
+}
+
+TEST(config, malformed_toml_reports_position) {
+  auto c = config::parse("[node\nmax_sessions = 1\n", "t.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.err().message.find("t.toml:1:"), std::string::npos) << c.err().message;
+  EXPECT_NE(c.err().message.find("invalid TOML"), std::string::npos);
+}
+
+TEST(config, env_overrides_and_names_bad_variable) {
+  auto c = config::defaults();
+  ASSERT_TRUE(config::apply_env(c, {{"BERTH_NODE_MAX_SESSIONS", "9"}, {"BERTH_NATS_SERVERS", "nats://a:1,nats://b:2"}}).ok());
+  EXPECT_EQ(c.node.max_sessions, 9);
+  EXPECT_EQ(c.nats.servers.size(), 2u);
+  auto st = config::apply_env(c, {{"BERTH_NODE_MAX_SESSIONS", "lots"}});
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.err().message.find("BERTH_NODE_MAX_SESSIONS"), std::string::npos);
+}
+
+TEST(config, printed_defaults_parse_back_to_the_defaults) {
+  auto text = config::print_defaults_toml();
+  auto c = config::parse(text, "defaults.toml");
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ(c->node.max_sessions, config::defaults().node.max_sessions);
+  EXPECT_EQ(c->nats.duplicate_window, config::defaults().nats.duplicate_window);
+}
+
+TEST(config, subject_prefix_must_be_a_single_token) {
+  auto c = config::parse("[cluster]\nsubject_prefix = \"a.b\"\n", "t.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.err().message.find("cluster.subject_prefix"), std::string::npos);
+}

@@ -1,0 +1,34 @@
+#include <gtest/gtest.h>
+
+#include "berth/base/json.hpp"
+
+using namespace berth;
+
+TEST(json, round_trips_nested_values_in_key_order) {
+  auto v = json::parse(R"({"b":1,"a":[true,null,"x\n\"y\"",2.5,{"k":-3}]})");
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->dump(), R"({"b":1,"a":[true,null,"x\n\"y\"",2.5,{"k":-3}]})");
+  EXPECT_EQ(v->get_int("b"), 1);
+  EXPECT_EQ(v->find("a")->as_array().size(), 5u);
+}
+
+TEST(json, malformed_text_is_an_error_not_a_crash) {
+  for (const char* bad : {"{", "{\"a\":}", "[1,2", "nul", "{\"a\" 1}", "\"\\u12\""}) {
+    auto v = json::parse(bad);
+    ASSERT_FALSE(v.ok()) << bad;
+    EXPECT_TRUE(v.err().is(errc::invalid_argument));
+    EXPECT_NE(v.err().message.find("malformed JSON"), std::string::npos);
+  }
+}
+
+TEST(json, escapes_control_characters) {
+  json::value v(std::string("a\x01" "b"));
+  EXPECT_EQ(v.dump(), "\"a\\u0001b\"");
+}
+
+TEST(json, set_replaces_existing_member) {
+  json::value v = json::value::make_object();
+  v.set("a", 1);
+  v.set("a", "two");
+  EXPECT_EQ(v.dump(), R"({"a":"two"})");
+}
