@@ -1,1 +1,122 @@
 #include <gtest/gtest.h>
+
+#include "berth/bus/client.hpp"
+#include "harness.hpp"
+
+using namespace berth;
+
+namespace {
+struct bus_fixture : ::testing::Test {
+  test::temp_dir dir;
+  test::nats_server server{dir / "nats"};
+  std::unique_ptr<bus::client> c;
+  bus::subjects names{"berth"};
+
+  void SetUp() override {
+    server.start();
+    bus::client::options o;
+    o.servers = {server.url()};
+    o.request_timeout = millis(3000);
+    auto r = bus::client::connect(o);
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    c = std::move(*r);
+    ASSERT_TRUE(c->provision(names, {}).ok());
+  }
+};
+}  // namespace
+
+TEST_F(bus_fixture, provisioning_is_idempotent) {
+  auto again = c->provision(names, {});
+  EXPECT_TRUE(again.ok()) << again.err().message;
+}
+
+TEST_F(bus_fixture, msg_id_deduplicates_a_repeated_publish) {
+  bus::publish_options po;
+  po.msg_id = "k1";
+  auto a = c->publish(names.input("s1"), "x", po);
+  auto b = c->publish(names.input("s1"), "x", po);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_FALSE(a->duplicate);
+  EXPECT_TRUE(b->duplicate);
+  EXPECT_EQ(a->seq, b->seq);
+}
+
+TEST_F(bus_fixture, expected_last_subject_sequence_fences_a_stale_writer) {
+  bus::publish_options first;
+  first.expected_last_subject_seq = 0;
+  auto a = c->publish(names.journal("s1"), "1", first);
+  ASSERT_TRUE(a.ok()) << a.err().message;
+  bus::publish_options stale;
+  stale.expected_last_subject_seq = 0;  // a writer that has not seen event 1
+  auto b = c->publish(names.journal("s1"), "2", stale);
+  ASSERT_FALSE(b.ok());
+  EXPECT_TRUE(b.err().is(errc::fenced)) << b.err().message;
+  bus::publish_options fresh;
+  fresh.expected_last_subject_seq = a->seq;
+  EXPECT_TRUE(c->publish(names.journal("s1"), "2", fresh).ok());
+  // Other subjects are not affected by s1's sequence.
+  EXPECT_TRUE(c->publish(names.journal("s2"), "1", first).ok());
+}
+
+TEST_F(bus_fixture, a_retried_publish_with_the_same_id_is_a_duplicate_not_a_fence_error) {
+  bus::publish_options po;
+  po.msg_id = "s1:1";
+  po.expected_last_subject_seq = 0;
+  auto a = c->publish(names.journal("s1"), "1", po);
+  ASSERT_TRUE(a.ok());
+  auto b = c->publish(names.journal("s1"), "1", po);  // crash-and-replay of the outbox
+  ASSERT_TRUE(b.ok()) << b.err().message;
+  EXPECT_TRUE(b->duplicate);
+  EXPECT_EQ(b->seq, a->seq);
+}
+
+TEST_F(bus_fixture, direct_get_reads_by_subject_and_sequence) {
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(c->publish(names.journal("a"), "a" + std::to_string(i)).ok());
+    ASSERT_TRUE(c->publish(names.journal("b"), "b" + std::to_string(i)).ok());
+  }
+  auto first = c->next_message(names.stream_ev(), names.journal("b"), 1);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ((*first)->data, "b1");
+  auto next = c->next_message(names.stream_ev(), names.journal("b"), (*first)->seq + 1);
+  EXPECT_EQ((*next)->data, "b2");
+  auto last = c->last_message(names.stream_ev(), names.journal("a"));
+  EXPECT_EQ((*last)->data, "a3");
+  auto none = c->next_message(names.stream_ev(), names.journal("b"), (*last)->seq + 100);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  auto subjects = c->stream_subjects(names.stream_ev(), names.journal_wildcard());
+  ASSERT_TRUE(subjects.ok());
+  EXPECT_EQ(subjects->size(), 2u);
+}
+
+TEST_F(bus_fixture, kv_create_claims_once) {
+  auto a = c->kv_create(names.bucket_owners(), "s1", "node-a");
+  ASSERT_TRUE(a.ok()) << a.err().message;
+  auto b = c->kv_create(names.bucket_owners(), "s1", "node-b");
+  ASSERT_FALSE(b.ok());
+  EXPECT_TRUE(b.err().is(errc::conflict));
+  auto e = c->kv_get(names.bucket_owners(), "s1");
+  ASSERT_TRUE(e.ok() && e->has_value());
+  EXPECT_EQ((*e)->value, "node-a");
+  EXPECT_EQ((*e)->revision, *a);
+  ASSERT_TRUE(c->kv_delete(names.bucket_owners(), "s1").ok());
+  EXPECT_TRUE(c->kv_create(names.bucket_owners(), "s1", "node-b").ok());
+}
+
+TEST_F(bus_fixture, client_reconnects_after_the_server_restarts) {
+  auto port = server.port();
+  server.kill(9);
+  server.start(port);
+  EXPECT_TRUE(test::eventually([&] { return c->publish(names.input("r"), "x").ok(); }, std::chrono::seconds(20)));
+}
+
+TEST(bus, connect_to_nothing_fails_clearly) {
+  bus::client::options o;
+  o.servers = {"nats://127.0.0.1:1"};
+  o.connect_timeout = millis(300);
+  auto r = bus::client::connect(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::unavailable));
+  EXPECT_NE(r.err().message.find("127.0.0.1:1"), std::string::npos);
+}

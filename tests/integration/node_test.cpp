@@ -1,1 +1,432 @@
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+
+#include "berth/base/fs.hpp"
+#include "berth/bus/client.hpp"
+#include "berth/persistence/snapshot_store.hpp"
+#include "harness.hpp"
+
+using namespace berth;
+using test::run_berth;
+
+namespace {
+
+constexpr const char* two_steps = R"(
+[[steps]]
+id = "build"
+run = ["sh", "-c", "echo building; echo warn >&2"]
+
+[[steps]]
+id = "test"
+run = ["sh", "-c", "echo tested"]
+)";
+
+struct node_fixture : ::testing::Test {
+  test::temp_dir dir;
+  std::unique_ptr<test::node_process> node;
+
+  void SetUp() override {
+    node = std::make_unique<test::node_process>(dir / "node");
+    node->start();
+  }
+
+  test::run_result cli(std::vector<std::string> args) {
+    std::vector<std::string> full = node->target();
+    full.insert(full.end(), args.begin(), args.end());
+    return run_berth(full);
+  }
+
+  std::string workflow(const std::string& name, const std::string& text) {
+    auto path = dir / name;
+    test::write_file(path, text);
+    return path;
+  }
+
+  // Start a session from workflow text; returns its id.
+  std::string start(const std::string& text, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"session", "start", "--repo", "file:///srv/app.git", "--workflow",
+                                     workflow("wf-" + std::to_string(counter_++) + ".toml", text), "-o", "json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = cli(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    auto v = r.json();
+    return v ? v->get_string("id") : std::string();
+  }
+
+  std::string status(const std::string& id) {
+    auto r = cli({"session", "show", id, "-o", "json"});
+    auto v = r.json();
+    return v ? v->get_string("status") : std::string("?");
+  }
+
+  bool ends(const std::string& id, const std::string& want, std::chrono::seconds t = std::chrono::seconds(60)) {
+    return test::eventually([&] { return status(id) == want; }, t);
+  }
+
+  std::size_t session_count() {
+    auto r = cli({"session", "list", "-o", "json"});
+    auto v = r.json();
+    return v ? v->find("sessions")->as_array().size() : 0;
+  }
+
+  int counter_ = 0;
+};
+
+std::vector<std::string> types(const std::vector<json::value>& evs) {
+  std::vector<std::string> out;
+  for (const auto& e : evs) out.push_back(e.get_string("type"));
+  return out;
+}
+
+}  // namespace
+
+TEST_F(node_fixture, a_session_runs_to_success_and_reports_every_step) {
+  auto r = cli({"session", "start", "--repo", "file:///srv/app.git", "--workflow", workflow("a.toml", two_steps),
+                "--wait", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto summary = r.json();
+  ASSERT_TRUE(summary.has_value()) << r.out;
+  EXPECT_EQ(summary->get_string("status"), "succeeded");
+  const auto& steps = summary->find("steps")->as_array();
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].get_string("status"), "succeeded");
+  EXPECT_EQ(steps[0].get_int("exit_code", -1), 0);
+  auto id = summary->get_string("id");
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  EXPECT_EQ(types(evs), (std::vector<std::string>{"session.accepted", "session.started", "step.started",
+                                                  "step.finished", "step.started", "step.finished",
+                                                  "session.succeeded"}));
+  EXPECT_EQ(evs[2].find("data")->get_string("step"), "build");
+  EXPECT_EQ(evs[2].find("data")->get_int("attempt"), 1);
+  EXPECT_EQ(evs[0].get_string("session"), id);
+  auto logs = cli({"session", "logs", id});
+  EXPECT_NE(logs.out.find("building\n"), std::string::npos);
+  EXPECT_NE(logs.out.find("tested\n"), std::string::npos);
+  EXPECT_NE(logs.err.find("warn\n"), std::string::npos);
+}
+
+TEST_F(node_fixture, start_json_output_and_events_since_cursor) {
+  auto r = cli({"session", "start", "--repo", "x", "--run", "true", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto v = r.json();
+  ASSERT_TRUE(v.has_value());
+  EXPECT_FALSE(v->get_string("id").empty());
+  EXPECT_EQ(v->get_string("status"), "pending");
+  EXPECT_GT(v->get_int("accepted_seq"), 0);
+  auto id = v->get_string("id");
+  ASSERT_TRUE(ends(id, "succeeded"));
+  auto evs = test::journal(*node, id);
+  ASSERT_GE(evs.size(), 3u);
+  auto since = evs[2].get_int("seq");
+  auto tail = cli({"session", "events", id, "--since", std::to_string(since), "-o", "jsonl"});
+  ASSERT_EQ(tail.code, 0);
+  auto first_line = tail.out.substr(0, tail.out.find('\n'));
+  EXPECT_EQ(json::parse(first_line)->get_int("n"), 3);
+}
+
+TEST_F(node_fixture, repeated_start_with_the_same_id_is_the_same_session_and_a_different_spec_conflicts) {
+  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
+  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(a.json()->get_string("id"), "fixed-1");
+  EXPECT_EQ(b.json()->get_string("id"), "fixed-1");
+  auto c = cli({"session", "start", "--repo", "x", "--run", "false", "--id", "fixed-1"});
+  EXPECT_EQ(c.code, 1);
+  EXPECT_NE(c.err.find("was already used for session fixed-1 with a different spec"), std::string::npos) << c.err;
+}
+
+TEST_F(node_fixture, idempotency_key_without_id_returns_the_first_session) {
+  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
+  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(a.json()->get_string("id"), b.json()->get_string("id"));
+  auto c = cli({"session", "start", "--repo", "other", "--run", "true", "--idempotency-key", "k-1"});
+  EXPECT_EQ(c.code, 1);
+  EXPECT_NE(c.err.find("idempotency_key"), std::string::npos) << c.err;
+}
+
+TEST_F(node_fixture, hostile_workflows_are_refused_with_the_field_and_nothing_is_stored) {
+  struct bad {
+    std::string text;
+    std::string needle;
+  };
+  std::vector<bad> cases = {
+      {"[[steps]\nid = \"a\"\n", ":1:"},                                           // malformed TOML
+      {"[[steps]]\nid = \"a\"\nrun = [\"x\"]\nnonsense = 1\n", "steps[0].nonsense: unknown key"},
+      {"[[steps]]\nid = \"a\"\nrun = \"make\"\n", "steps[0].run: expected an array of strings"},
+      {"[[steps]]\nid = \"a\"\nrun = []\n", "steps[0].run: must not be empty"},
+      {"[[steps]]\nid = \"a\"\nrun = [\"x\"]\ntimeout = 5\n", "steps[0].timeout: expected a duration"},
+      {"[[steps]]\nid = \"a b\"\nrun = [\"x\"]\n", "steps[0].id: contains a space"},
+      {"[bogus]\nx = 1\n", "bogus: unknown key"},
+  };
+  for (const auto& c : cases) {
+    auto r = cli({"session", "start", "--repo", "x", "--workflow", workflow("bad.toml", c.text)});
+    EXPECT_EQ(r.code, 2) << c.text;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << "wanted \"" << c.needle << "\" in: " << r.err;
+  }
+  for (std::string id : {"a.b", "a*", "a>", "a b"}) {
+    auto r = cli({"session", "start", "--repo", "x", "--run", "true", "--id", id});
+    EXPECT_EQ(r.code, 2) << id;
+    EXPECT_EQ(r.err.rfind("berth: id:", 0), 0u) << r.err;
+  }
+  EXPECT_EQ(session_count(), 0u);
+  EXPECT_TRUE(node->running());
+}
+
+TEST_F(node_fixture, the_api_refuses_hostile_requests_from_any_client) {
+  auto nj = json::parse(*fs::read_file(node->data_dir() + "/node.json"));
+  bus::client::options o;
+  o.servers = {nj->get_string("nats_url")};
+  auto c = bus::client::connect(o);
+  ASSERT_TRUE(c.ok());
+  auto ask = [&](const std::string& verb, const std::string& body) {
+    auto r = (*c)->request("berth.api.v1." + verb, body, millis(10'000));
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *json::parse(r->data) : json::value();
+  };
+  auto code = [](const json::value& v) { return v.find("error") ? v.find("error")->get_string("code") : std::string(); };
+  auto message = [](const json::value& v) { return v.find("error") ? v.find("error")->get_string("message") : std::string(); };
+  EXPECT_EQ(code(ask("session.start", "{not json")), "invalid_argument");
+  auto unknown = ask("session.start", R"({"spec":{"repo":"x","steps":[{"id":"a","run":["x"]}]},"colour":"red"})");
+  EXPECT_EQ(message(unknown), "colour: unknown field");
+  auto wrong = ask("session.start", R"({"spec":{"repo":"x","steps":[{"id":"a","run":[1]}]}})");
+  EXPECT_NE(message(wrong).find("steps[0].run[0]: expected a string, got integer"), std::string::npos) << message(wrong);
+  std::string big = R"({"spec":{"repo":"x","goal":")" + std::string(2 * 1024 * 1024, 'g') +
+                    R"(","steps":[{"id":"a","run":["x"]}]}})";
+  auto huge = ask("session.start", big);
+  EXPECT_EQ(code(huge), "too_large");
+  EXPECT_NE(message(huge).find("spec:"), std::string::npos);
+  EXPECT_EQ(code(ask("session.get", R"({"id":"a.b"})")), "invalid_argument");
+  EXPECT_EQ(code(ask("session.frobnicate", "{}")), "not_found");
+  EXPECT_EQ(session_count(), 0u);
+  // And the node still serves a good request.
+  EXPECT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
+}
+
+TEST_F(node_fixture, cancel_input_and_show_of_an_unknown_session_are_not_found) {
+  for (auto args : std::vector<std::vector<std::string>>{{"session", "cancel", "nope"},
+                                                         {"session", "input", "nope", "--data", "{}"},
+                                                         {"session", "show", "nope"},
+                                                         {"session", "events", "nope"}}) {
+    auto r = cli(args);
+    EXPECT_EQ(r.code, 3) << args[1];
+    EXPECT_NE(r.err.find("session nope not found"), std::string::npos) << r.err;
+  }
+}
+
+TEST_F(node_fixture, a_missing_binary_fails_the_step_and_follows_the_retry_policy) {
+  auto id = start(R"(
+[[steps]]
+id = "go"
+run = ["definitely-not-installed-xyz"]
+retry = { max_attempts = 2, backoff = "100ms" }
+)");
+  ASSERT_TRUE(ends(id, "failed"));
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  int failed = 0;
+  for (const auto& e : evs)
+    if (e.get_string("type") == "step.failed") {
+      ++failed;
+      EXPECT_NE(e.find("data")->get_string("reason").find("no such program in PATH: definitely-not-installed-xyz"),
+                std::string::npos);
+    }
+  EXPECT_EQ(failed, 2);
+  auto show = cli({"session", "show", id, "-o", "json"}).json();
+  EXPECT_NE(show->get_string("reason").find("step go failed after 2 attempts"), std::string::npos);
+}
+
+TEST_F(node_fixture, wait_exits_non_zero_when_the_session_fails) {
+  auto r = cli({"session", "start", "--repo", "x", "--run", "false", "--wait"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("status   failed"), std::string::npos) << r.out;
+}
+
+TEST_F(node_fixture, cancel_stops_the_running_step_and_skips_the_rest) {
+  auto id = start(R"(
+[[steps]]
+id = "long"
+run = ["sh", "-c", "echo $$ > pid; sleep 60"]
+[[steps]]
+id = "never"
+run = ["true"]
+)");
+  ASSERT_TRUE(test::eventually([&] { return cli({"session", "logs", id}).code == 0 && status(id) == "running"; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto r = cli({"session", "cancel", id, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json()->get_string("status"), "cancelling");
+  ASSERT_TRUE(ends(id, "cancelled", std::chrono::seconds(20)));
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  for (const auto& e : evs) EXPECT_NE(e.find("data")->get_string("step"), "never");
+  auto again = cli({"session", "cancel", id, "-o", "json"});
+  EXPECT_EQ(again.code, 0);
+  EXPECT_EQ(again.json()->get_string("status"), "cancelled");
+}
+
+TEST_F(node_fixture, input_is_journaled_in_order) {
+  auto id = start("[[steps]]\nid = \"wait\"\nrun = [\"sleep\", \"2\"]\n");
+  ASSERT_EQ(cli({"session", "input", id, "--data", R"({"answer":42})"}).code, 0);
+  ASSERT_EQ(cli({"session", "input", id, "--data", R"("second")"}).code, 0);
+  ASSERT_TRUE(ends(id, "succeeded"));
+  std::vector<json::value> inputs;
+  for (const auto& e : test::journal(*node, id))
+    if (e.get_string("type") == "input.applied") inputs.push_back(*e.find("data"));
+  ASSERT_EQ(inputs.size(), 2u);
+  EXPECT_EQ(inputs[0].find("data")->dump(), R"({"answer":42})");
+  EXPECT_EQ(inputs[1].find("data")->dump(), R"("second")");
+  auto bad = cli({"session", "input", id, "--data", "{oops"});
+  EXPECT_EQ(bad.code, 2);
+}
+
+TEST_F(node_fixture, step_timeout_kills_the_step_and_the_retry_policy_applies) {
+  auto id = start(R"(
+[[steps]]
+id = "slow"
+run = ["sleep", "30"]
+timeout = "300ms"
+retry = { max_attempts = 2, backoff = "100ms" }
+)");
+  ASSERT_TRUE(ends(id, "failed", std::chrono::seconds(30)));
+  int timeouts = 0;
+  for (const auto& e : test::journal(*node, id))
+    if (e.get_string("type") == "step.failed" && e.find("data")->get_string("reason") == "timed out after 300ms")
+      ++timeouts;
+  EXPECT_EQ(timeouts, 2);
+}
+
+TEST_F(node_fixture, session_timeout_ends_the_session_as_timed_out) {
+  auto id = start("[[steps]]\nid = \"slow\"\nrun = [\"sleep\", \"30\"]\n", {"--session-timeout", "1s"});
+  ASSERT_TRUE(ends(id, "timed_out", std::chrono::seconds(30)));
+  EXPECT_EQ(test::journal_problems(test::journal(*node, id)), "");
+}
+
+TEST_F(node_fixture, kill_9_mid_step_resumes_and_no_step_finishes_twice) {
+  auto id = start(R"(
+[[steps]]
+id = "first"
+run = ["true"]
+[[steps]]
+id = "second"
+run = ["sh", "-c", "sleep 1; echo done"]
+[[steps]]
+id = "third"
+run = ["true"]
+)");
+  ASSERT_TRUE(test::eventually([&] {
+    for (const auto& e : test::journal(*node, id))
+      if (e.get_string("type") == "step.started" && e.find("data")->get_string("step") == "second") return true;
+    return false;
+  }));
+  node->signal(SIGKILL);
+  node->wait_exit();
+  node->start();
+  ASSERT_TRUE(ends(id, "succeeded"));
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  int interrupted = 0;
+  for (const auto& e : evs) interrupted += e.get_string("type") == "step.interrupted";
+  EXPECT_EQ(interrupted, 1);
+}
+
+TEST_F(node_fixture, sigterm_stops_gracefully_keeps_ownership_and_the_restart_resumes) {
+  auto id = start(R"(
+[[steps]]
+id = "a"
+run = ["sleep", "1"]
+[[steps]]
+id = "b"
+run = ["sleep", "1"]
+)");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  node->signal(SIGTERM);
+  int st = node->wait_exit(std::chrono::seconds(30));
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0);
+  EXPECT_FALSE(std::filesystem::exists(node->data_dir() + "/node.json"));
+  EXPECT_NE(node->log().find("stopping gracefully"), std::string::npos);
+  node->start();
+  ASSERT_TRUE(ends(id, "succeeded"));
+  EXPECT_EQ(test::journal_problems(test::journal(*node, id)), "");
+}
+
+TEST_F(node_fixture, nats_server_killed_mid_session_is_restarted_and_the_session_carries_on) {
+  auto id = start(R"(
+[[steps]]
+id = "a"
+run = ["sleep", "1"]
+[[steps]]
+id = "b"
+run = ["sleep", "1"]
+)");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  node->kill_embedded_server();
+  ASSERT_TRUE(ends(id, "succeeded", std::chrono::seconds(60))) << node->log();
+  EXPECT_NE(node->log().find("died; restarting it"), std::string::npos);
+  EXPECT_EQ(test::journal_problems(test::journal(*node, id)), "");
+  EXPECT_TRUE(node->running());
+}
+
+TEST_F(node_fixture, stats_and_list_filters) {
+  ASSERT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
+  ASSERT_EQ(cli({"session", "start", "--repo", "x", "--run", "false", "--wait"}).code, 1);
+  auto failed = cli({"session", "list", "--status", "failed", "-o", "json"}).json();
+  ASSERT_TRUE(failed.has_value());
+  ASSERT_EQ(failed->find("sessions")->as_array().size(), 1u);
+  EXPECT_NE(failed->find("sessions")->as_array()[0].get_string("reason").find("step run failed"), std::string::npos);
+  auto bad = cli({"session", "list", "--status", "exploded"});
+  EXPECT_EQ(bad.code, 2);
+  auto stats = cli({"stats", "-o", "json"}).json();
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->get_int("max_sessions"), 100);
+  EXPECT_EQ(stats->get_int("sessions_finished"), 2);
+}
+
+TEST(node, a_data_dir_that_cannot_be_written_is_refused_clearly) {
+  test::temp_dir dir;
+  test::write_file(dir / "file", "x");
+  auto r = run_berth({"node", "--data-dir", dir / "file/sub"}, {{"XDG_STATE_HOME", dir / "state"}});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("node.data_dir"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir / "file/sub"), std::string::npos) << r.err;
+}
+
+TEST(node, a_snapshot_store_from_a_newer_schema_is_refused) {
+  test::temp_dir dir;
+  {
+    auto s = persistence::snapshot_store::open(dir / "node/snapshots");
+    ASSERT_TRUE(s.ok());
+    persistence::write_set w;
+    w.meta = {{"schema_version", "99"}};
+    ASSERT_TRUE((*s)->commit(w).ok());
+  }
+  auto r = run_berth({"node", "--data-dir", dir / "node"}, {{"XDG_STATE_HOME", dir / "state"}});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("schema version 99"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir / "node/snapshots"), std::string::npos) << r.err;
+}
+
+TEST(cli, config_check_reports_file_line_column) {
+  test::temp_dir dir;
+  test::write_file(dir / "bad.toml", "[node]\nmax_sessions = -4\n");
+  auto r = run_berth({"config", "check", dir / "bad.toml"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(dir / "bad.toml:2:16: node.max_sessions: -4 is out of range"), std::string::npos) << r.err;
+  test::write_file(dir / "good.toml", "[node]\nmax_sessions = 4\n");
+  EXPECT_EQ(run_berth({"config", "check", dir / "good.toml"}).code, 0);
+}
+
+TEST(cli, usage_errors_exit_2_and_no_node_is_a_clear_error) {
+  EXPECT_EQ(run_berth({"session", "frob"}).code, 2);
+  test::temp_dir dir;
+  auto r = run_berth({"--data-dir", dir / "none", "session", "list"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no node to talk to"), std::string::npos) << r.err;
+}

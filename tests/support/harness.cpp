@@ -257,3 +257,47 @@ std::vector<json::value> journal(const node_process& node, const std::string& id
 }
 
 }  // namespace berth::test
+
+namespace berth::test {
+
+std::string journal_problems(const std::vector<json::value>& events, bool must_end) {
+  std::string problems;
+  std::map<std::string, int> results;  // "step#attempt" -> results seen
+  std::map<std::string, std::int64_t> interrupted;  // step -> attempt interrupted, awaiting retry
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
+    auto n = e.get_int("n");
+    if (n != static_cast<std::int64_t>(i) + 1)
+      problems += "event " + std::to_string(i) + " has n=" + std::to_string(n) + "; ";
+    auto type = e.get_string("type");
+    const json::value* d = e.find("data");
+    auto step = d ? d->get_string("step") : std::string();
+    auto attempt = d ? d->get_int("attempt") : 0;
+    if (type == "step.finished" || type == "step.failed" || type == "step.interrupted") {
+      if (++results[step + "#" + std::to_string(attempt)] > 1)
+        problems += "step " + step + " attempt " + std::to_string(attempt) + " has two results; ";
+    }
+    if (type == "step.finished" && (!d || !d->find("exit_code"))) problems += "step.finished without exit_code; ";
+    if (type == "step.interrupted") interrupted[step] = attempt;
+    if (type == "step.started") {
+      auto it = interrupted.find(step);
+      if (it != interrupted.end()) {
+        if (attempt != it->second + 1) problems += "interrupted step " + step + " not retried as attempt+1; ";
+        interrupted.erase(it);
+      }
+    }
+  }
+  for (const auto& [step, attempt] : interrupted) {
+    bool ended = !events.empty() && events.back().get_string("type") == "session.cancelled";
+    if (!ended) problems += "interrupted step " + step + " never retried; ";
+  }
+  if (must_end) {
+    auto last = events.empty() ? std::string() : events.back().get_string("type");
+    if (last != "session.succeeded" && last != "session.failed" && last != "session.cancelled" &&
+        last != "session.timed_out")
+      problems += "journal does not end in a terminal state (last: " + last + "); ";
+  }
+  return problems;
+}
+
+}  // namespace berth::test
