@@ -1,9 +1,385 @@
+// berth bench: Berth measured against its peer in the same run, on the same machine.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
+#include "berth/persistence/snapshot_store.hpp"
 #include "cli.hpp"
+#include "local_node.hpp"
 
 namespace berth::cli {
 
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+double us_since(clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(clock::now() - t0).count();
+}
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  auto idx = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(idx, v.size() - 1)];
+}
+
+std::int64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+
+struct row {
+  std::string name;
+  std::string peer;
+  std::vector<double> berth_us;
+  std::vector<double> peer_us;
+};
+
+json::value row_json(const row& r) {
+  json::value v = json::value::make_object();
+  auto b50 = percentile(r.berth_us, 0.5), b99 = percentile(r.berth_us, 0.99);
+  auto p50 = percentile(r.peer_us, 0.5), p99 = percentile(r.peer_us, 0.99);
+  v.set("name", r.name);
+  v.set("peer", r.peer);
+  v.set("berth_p50_us", b50);
+  v.set("berth_p99_us", b99);
+  v.set("peer_p50_us", p50);
+  v.set("peer_p99_us", p99);
+  v.set("ratio_p50", p50 > 0 ? b50 / p50 : 0.0);
+  v.set("ratio_p99", p99 > 0 ? b99 / p99 : 0.0);
+  v.set("n", static_cast<std::int64_t>(r.berth_us.size()));
+  return v;
+}
+
+// Journal events of every session, as they arrive.
+struct event_feed {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<json::value> events;
+  std::uint64_t last_seq = 0;
+  std::unique_ptr<bus::subscription> sub;
+
+  status follow(bus::client& c, const bus::subjects& names, std::uint64_t from) {
+    auto s = c.follow(names.stream_ev(), names.journal_wildcard(), from, [this](bus::message m) {
+      auto v = json::parse(m.data);
+      std::lock_guard lock(mu);
+      last_seq = std::max(last_seq, m.seq);
+      if (v) events.push_back(std::move(*v));
+      cv.notify_all();
+    });
+    if (!s) return s.err();
+    sub = std::move(*s);
+    return {};
+  }
+  // Wait until `pred(events)` holds.
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::seconds timeout) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return pred(events); });
+  }
+};
+
+struct bench_env {
+  std::string dir;
+  std::unique_ptr<local_node> node;
+  std::unique_ptr<bus::client> client;
+  bus::subjects names{"berth"};
+
+  ~bench_env() {
+    client.reset();
+    if (node) {
+      node->stop();
+      node->kill_embedded_server();
+    }
+    if (!dir.empty()) fs::remove_tree(dir);
+  }
+
+  status start(std::map<std::string, std::string> env) {
+    char tmpl[] = "/tmp/berth-bench-XXXXXX";
+    const char* d = ::mkdtemp(tmpl);
+    if (!d) return error{errc::io_error, "cannot create a temporary directory"};
+    dir = d;
+    env.emplace("BERTH_LOG_LEVEL", "warn");
+    node = std::make_unique<local_node>(dir + "/node", env);
+    BERTH_TRY(node->start());
+    return connect();
+  }
+
+  status connect() {
+    bus::client::options o;
+    o.servers = {node->url()};
+    o.name = "berth-bench";
+    o.send_asap = true;
+    o.request_timeout = millis(30'000);
+    auto c = bus::client::connect(o);
+    if (!c) return c.err();
+    client = std::move(*c);
+    return {};
+  }
+
+  result<std::string> start_session(const json::value& spec) {
+    json::value req = json::value::make_object();
+    req.set("spec", spec);
+    auto r = client->request(names.api("session.start"), req.dump(), millis(30'000));
+    if (!r) return r.err();
+    auto v = json::parse(r->data);
+    if (!v || v->find("error")) return error{errc::internal, "session.start: " + r->data};
+    return v->get_string("id");
+  }
+};
+
+json::value spec_with(const std::string& step_json) {
+  return *json::parse(R"({"repo":"bench","steps":[)" + step_json + "]}");
+}
+
+std::size_t count_type(const std::vector<json::value>& evs, const std::string& type) {
+  std::set<std::string> sessions;
+  for (const auto& e : evs)
+    if (e.get_string("type") == type) sessions.insert(e.get_string("session"));
+  return sessions.size();
+}
+
+void print_text(const std::string& scenario, const std::vector<json::value>& rows, const json::value& extra) {
+  std::printf("berth bench %s\n", scenario.c_str());
+  std::printf("  %-34s %-34s %12s %12s %9s %9s %7s\n", "measure", "peer", "berth p50", "peer p50", "ratio50",
+              "ratio99", "n");
+  for (const auto& r : rows)
+    std::printf("  %-34s %-34s %10.1fus %10.1fus %9.2f %9.2f %7lld\n", r.get_string("name").c_str(),
+                r.get_string("peer").c_str(), r.find("berth_p50_us")->as_double(), r.find("peer_p50_us")->as_double(),
+                r.find("ratio_p50")->as_double(), r.find("ratio_p99")->as_double(),
+                static_cast<long long>(r.get_int("n")));
+  for (const auto& [k, v] : extra.as_object()) std::printf("  %-34s %s\n", k.c_str(), v.dump().c_str());
+}
+
+int emit(const globals& g, const std::string& scenario, const std::vector<json::value>& rows, json::value extra) {
+  if (g.output == "text") {
+    print_text(scenario, rows, extra);
+    return ok;
+  }
+  json::value out = json::value::make_object();
+  out.set("scenario", scenario);
+  json::value arr = json::value::make_array();
+  for (const auto& r : rows) arr.push(r);
+  out.set("results", std::move(arr));
+  for (auto& [k, v] : extra.as_object()) out.set(k, v);
+  std::printf("%s\n", out.dump().c_str());
+  return ok;
+}
+
+// --- step: one input through a session vs one raw JetStream publish --------------------------
+
+int bench_step(const globals& g, int n) {
+  if (n <= 0) n = 2000;
+  bench_env env;
+  if (auto st = env.start({}); !st) return report(st.err());
+  auto& c = *env.client;
+  event_feed feed;
+  if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
+  auto id = env.start_session(spec_with(R"({"id":"hold","run":["sleep","3600"]})"));
+  if (!id) return report(id.err());
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") == 1; }, std::chrono::seconds(30)))
+    return report(error{errc::timeout, "the bench session did not start"});
+
+  row r{"input -> actor -> snapshot -> journal", "JetStream publish+ack (same size)", {}, {}};
+  std::string input_subject = env.names.input(*id);
+  std::string peer_subject = env.names.input("bench-peer");
+  auto payload = [](int i) { return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}"; };
+  std::size_t seen = 0;
+  for (int i = -100; i < n; ++i) {  // 100 warm-up rounds of each
+    auto t0 = clock::now();
+    auto pa = c.publish(peer_subject, payload(i));
+    if (!pa) return report(pa.err());
+    auto peer_us = us_since(t0);
+    t0 = clock::now();
+    auto ack = c.publish(input_subject, payload(i));
+    if (!ack) return report(ack.err());
+    auto seq = static_cast<std::int64_t>(ack->seq);
+    bool got = feed.wait(
+        [&](auto& evs) {
+          for (; seen < evs.size(); ++seen) {
+            const auto& e = evs[seen];
+            if (e.get_string("type") == "input.applied" && e.find("data")->get_int("input_seq") == seq) {
+              ++seen;
+              return true;
+            }
+          }
+          return false;
+        },
+        std::chrono::seconds(30));
+    if (!got) return report(error{errc::timeout, "input " + std::to_string(seq) + " was not applied"});
+    auto berth_us = us_since(t0);
+    if (i >= 0) {
+      r.peer_us.push_back(peer_us);
+      r.berth_us.push_back(berth_us);
+    }
+  }
+  json::value extra = json::value::make_object();
+  extra.set("note", "berth path: client JetStream publish of the input, node wake-up, input read, "
+                    "synced RocksDB snapshot, fenced journal publish, event pushed to the client");
+  return emit(g, "step", {row_json(r)}, std::move(extra));
+}
+
+// --- sessions: 1,000 idle sessions' memory, and step throughput across sessions ---------------
+
+int bench_sessions(const globals& g, int n) {
+  if (n <= 0) n = 1000;
+  bench_env env;
+  if (auto st = env.start({{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 1000)}}); !st) return report(st.err());
+  auto& c = *env.client;
+  event_feed feed;
+  if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
+  // An idle session: its step failed once and waits an hour for its retry (no process runs).
+  auto idle = spec_with(R"({"id":"wait","run":["false"],"retry":{"max_attempts":2,"backoff":"1h","max_backoff":"1h"}})");
+  // Warm up code paths and allocator arenas before the baseline.
+  for (int i = 0; i < 20; ++i)
+    if (auto id = env.start_session(idle); !id) return report(id.err());
+  feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= 20; }, std::chrono::seconds(60));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto rss0 = rss_bytes(env.node->pid());
+  for (int i = 0; i < n; ++i)
+    if (auto id = env.start_session(idle); !id) return report(id.err());
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= static_cast<std::size_t>(n + 20); },
+                 std::chrono::seconds(300)))
+    return report(error{errc::timeout, "not every idle session reached its retry wait"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto rss1 = rss_bytes(env.node->pid());
+  double per_session = static_cast<double>(rss1 - rss0) / n;
+
+  // Throughput: sessions x steps of /bin/true, all at once, with the idle sessions present.
+  const int sessions = 100;
+  const int steps = 10;
+  std::string steps_json;
+  for (int i = 0; i < steps; ++i)
+    steps_json += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
+  auto busy = spec_with(steps_json);
+  std::size_t before;
+  {
+    std::lock_guard lock(feed.mu);
+    before = feed.events.size();
+  }
+  auto t0 = clock::now();
+  for (int i = 0; i < sessions; ++i)
+    if (auto id = env.start_session(busy); !id) return report(id.err());
+  if (!feed.wait(
+          [&](auto& evs) {
+            std::size_t done = 0;
+            for (std::size_t k = before; k < evs.size(); ++k) done += evs[k].get_string("type") == "session.succeeded";
+            return done >= static_cast<std::size_t>(sessions);
+          },
+          std::chrono::seconds(600)))
+    return report(error{errc::timeout, "the throughput sessions did not finish"});
+  double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  double steps_per_s = sessions * steps / secs;
+  // Peer: the same number of posix_spawn + wait of /bin/true, back to back.
+  std::vector<double> spawn_us;
+  auto p0 = clock::now();
+  for (int i = 0; i < sessions * steps; ++i) {
+    auto t = clock::now();
+    process::spawn_options so;
+    auto pid = process::spawn({"/bin/true"}, so);
+    if (!pid) return report(pid.err());
+    ::waitpid(*pid, nullptr, 0);
+    spawn_us.push_back(us_since(t));
+  }
+  double peer_secs = std::chrono::duration<double>(clock::now() - p0).count();
+  double spawns_per_s = sessions * steps / peer_secs;
+  row r{"step throughput (100 sessions x 10)", "posix_spawn+wait /bin/true", {}, {}};
+  r.berth_us.assign(1, 1e6 / steps_per_s);
+  r.peer_us = spawn_us;
+  auto rj = row_json(r);
+  rj.set("berth_p50_us", 1e6 / steps_per_s);
+  rj.set("peer_p50_us", 1e6 / spawns_per_s);
+  rj.set("ratio_p50", spawns_per_s / steps_per_s);
+  rj.set("ratio_p99", nullptr);
+  rj.set("n", sessions * steps);
+  json::value extra = json::value::make_object();
+  extra.set("idle_sessions", n);
+  extra.set("rss_before_bytes", rss0);
+  extra.set("rss_after_bytes", rss1);
+  extra.set("rss_per_session_bytes", per_session);
+  extra.set("steps_per_s", steps_per_s);
+  extra.set("peer_spawns_per_s", spawns_per_s);
+  return emit(g, "sessions", {rj}, std::move(extra));
+}
+
+// --- resume: kill -9 with 1,000 sessions, time to every session's next event --------------
+
+int bench_resume(const globals& g, int n) {
+  if (n <= 0) n = 1000;
+  bench_env env;
+  std::map<std::string, std::string> node_env = {{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 100)},
+                                                 {"BERTH_NODE_SHUTDOWN_GRACE", "0s"}};
+  if (auto st = env.start(node_env); !st) return report(st.err());
+  event_feed feed;
+  if (auto st = feed.follow(*env.client, env.names, 0); !st) return report(st.err());
+  auto hold = spec_with(R"({"id":"hold","run":["sleep","3600"]})");
+  for (int i = 0; i < n; ++i)
+    if (auto id = env.start_session(hold); !id) return report(id.err());
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") >= static_cast<std::size_t>(n); },
+                 std::chrono::seconds(300)))
+    return report(error{errc::timeout, "not every session started its step"});
+  std::uint64_t from;
+  {
+    std::lock_guard lock(feed.mu);
+    from = feed.last_seq + 1;
+  }
+  feed.sub.reset();
+  env.client.reset();
+  env.node->kill9();
+
+  // Floor: open RocksDB and read every snapshot, connect to NATS, fetch once.
+  auto f0 = clock::now();
+  {
+    auto store = persistence::snapshot_store::open(env.node->data_dir() + "/snapshots");
+    if (!store) return report(store.err());
+    std::size_t count = 0;
+    (void)(*store)->for_each_session([&](std::string_view, std::string_view) { ++count; });
+    if (auto st = env.connect(); !st) return report(st.err());
+    auto m = env.client->last_message(env.names.stream_ev(), env.names.journal_wildcard());
+    if (!m) return report(m.err());
+  }
+  double floor_us = us_since(f0);
+
+  event_feed after;
+  if (auto st = after.follow(*env.client, env.names, from); !st) return report(st.err());
+  auto r0 = clock::now();
+  if (auto st = env.node->start(); !st) return report(st.err());
+  if (!after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= static_cast<std::size_t>(n); },
+                  std::chrono::seconds(300)))
+    return report(error{errc::timeout, "not every session resumed"});
+  double resume_us = us_since(r0);
+  row r{"restart -> every session's next event", "open RocksDB + connect + 1 fetch", {resume_us}, {floor_us}};
+  json::value extra = json::value::make_object();
+  extra.set("sessions", n);
+  extra.set("resume_ms", resume_us / 1000);
+  extra.set("floor_ms", floor_us / 1000);
+  return emit(g, "resume", {row_json(r)}, std::move(extra));
+}
+
+}  // namespace
+
 int run_bench(const globals& g, const std::string& scenario, int n) {
-  return report(error{errc::unsupported, "bench " + scenario + ": not built yet"});
+  if (scenario == "step") return bench_step(g, n);
+  if (scenario == "sessions") return bench_sessions(g, n);
+  if (scenario == "resume") return bench_resume(g, n);
+  return report(error{errc::invalid_argument, "bench: unknown scenario \"" + scenario + "\" (step, sessions, resume)"});
 }
 
 }  // namespace berth::cli

@@ -11,6 +11,7 @@
 #include "berth/base/process.hpp"
 #include "cli.hpp"
 #include "commands.hpp"
+#include "local_node.hpp"
 
 namespace berth::cli {
 
@@ -51,39 +52,11 @@ int run_demo(const globals& g) {
   if (auto st = fs::write_file_atomic(wf, demo_workflow); !st) return report(st.err());
   std::printf("berth demo: starting a local node (data dir %s, embedded nats-server)\n", data_dir.c_str());
   std::fflush(stdout);
-  auto log_path = dir + "/node.log";
-  FILE* log = std::fopen(log_path.c_str(), "w");
-  process::spawn_options so;
-  so.stdout_fd = log ? ::fileno(log) : -1;
-  so.stderr_fd = log ? ::fileno(log) : -1;
-  so.search_path = false;
-  auto pid = process::spawn({self_exe(), "node", "--data-dir", data_dir}, so);
-  if (log) std::fclose(log);
-  if (!pid) return report(pid.err());
-
-  auto stop_node = [&] {
-    ::kill(*pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 300; ++i) {
-      if (::waitpid(*pid, &st, WNOHANG) == *pid) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(*pid, SIGKILL);
-    ::waitpid(*pid, &st, 0);
-  };
-
-  bool ready = false;
-  for (int i = 0; i < 300 && !ready; ++i) {
-    ready = fs::read_file(data_dir + "/node.json").ok();
-    int st = 0;
-    if (!ready && ::waitpid(*pid, &st, WNOHANG) == *pid) break;
-    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (!ready) {
-    stop_node();
-    auto text = fs::read_file(log_path);
+  local_node node(data_dir);
+  if (auto st = node.start(); !st) {
+    auto text = fs::read_file(node.log_path());
     std::fprintf(stderr, "%s", text ? text->c_str() : "");
-    return report(error{errc::unavailable, "the demo node did not start; its log is " + log_path});
+    return report(st.err());
   }
   globals dg = g;
   dg.data_dir = data_dir;
@@ -97,12 +70,12 @@ int run_demo(const globals& g) {
   int rc = cmd_session_start(dg, sa);
   std::printf("\nberth demo: stopping the node\n");
   std::fflush(stdout);
-  stop_node();
+  node.stop();
   if (rc == ok) {
     fs::remove_tree(dir);
     std::printf("berth demo: done. Next: `berth node --data-dir ./node-a &` and `berth session start --help`.\n");
   } else {
-    std::printf("berth demo: the session did not succeed; node log: %s\n", log_path.c_str());
+    std::printf("berth demo: the session did not succeed; node log: %s\n", node.log_path().c_str());
   }
   return rc;
 }
