@@ -102,6 +102,16 @@ void kill_group(pid_t pgid, int sig) {
   if (pgid > 1) ::kill(-pgid, sig);
 }
 
+std::map<std::string, std::string> current_env() {
+  std::map<std::string, std::string> out;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string_view::npos) out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return out;
+}
+
 std::optional<std::string> find_executable(const std::string& name) {
   if (name.find('/') != std::string::npos) {
     if (::access(name.c_str(), X_OK) == 0) return name;

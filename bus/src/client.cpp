@@ -110,6 +110,8 @@ struct client::impl {
       jsErrCode jerr = static_cast<jsErrCode>(0);
       natsStatus s = attempt(&jerr);
       if (s == NATS_OK || !is_transient(s, jerr) || clock::now() + backoff >= deadline) return {s, jerr};
+      logger()->debug("transient NATS answer ({}, JetStream error {}); retrying in {} ms", natsStatus_GetText(s),
+                      static_cast<int>(jerr), backoff.count());
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
     }
@@ -491,6 +493,31 @@ status client::kv_delete(const std::string& bucket, const std::string& key) {
   auto [s, jerr] = impl_->with_retry([&](jsErrCode*) { return kvStore_Delete(*kv, key.c_str()); });
   if (s != NATS_OK) return translate(s, jerr, "KV delete " + bucket + "/" + key);
   return {};
+}
+
+result<std::map<std::string, kv_entry>> client::kv_entries(const std::string& bucket) {
+  auto kv = impl_->bucket(bucket);
+  if (!kv) return kv.err();
+  kvWatchOptions o;
+  kvWatchOptions_Init(&o);
+  o.IgnoreDeletes = true;
+  kvWatcher* w = nullptr;
+  auto s = kvStore_WatchAll(&w, *kv, &o);
+  if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "KV watch " + bucket);
+  std::map<std::string, kv_entry> out;
+  for (;;) {
+    kvEntry* e = nullptr;
+    s = kvWatcher_Next(&e, w, impl_->opts.request_timeout.count());
+    if (s != NATS_OK) break;
+    if (!e) break;  // the initial state is complete
+    out[kvEntry_Key(e)] = kv_entry{std::string(static_cast<const char*>(kvEntry_Value(e)),
+                                               static_cast<std::size_t>(kvEntry_ValueLen(e))),
+                                   kvEntry_Revision(e)};
+    kvEntry_Destroy(e);
+  }
+  kvWatcher_Destroy(w);
+  if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "KV read of " + bucket);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "berth/base/fs.hpp"
@@ -35,6 +37,19 @@ double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   auto idx = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(idx, v.size() - 1)];
+}
+
+// User + system CPU of a process so far, in milliseconds.
+double cpu_ms(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> f; ++i)
+    if (i == 14 || i == 15) ticks += std::stod(f);
+  return ticks * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 std::int64_t rss_bytes(pid_t pid) {
@@ -116,7 +131,7 @@ struct bench_env {
     const char* d = ::mkdtemp(tmpl);
     if (!d) return error{errc::io_error, "cannot create a temporary directory"};
     dir = d;
-    env.emplace("BERTH_LOG_LEVEL", "warn");
+    env.emplace("BERTH_LOG_LEVEL", std::getenv("BERTH_BENCH_LOG_LEVEL") ? std::getenv("BERTH_BENCH_LOG_LEVEL") : "warn");
     node = std::make_unique<local_node>(dir + "/node", env);
     BERTH_TRY(node->start());
     return connect();
@@ -160,11 +175,14 @@ void print_text(const std::string& scenario, const std::vector<json::value>& row
   std::printf("berth bench %s\n", scenario.c_str());
   std::printf("  %-34s %-34s %12s %12s %9s %9s %7s\n", "measure", "peer", "berth p50", "peer p50", "ratio50",
               "ratio99", "n");
+  auto num = [](const json::value& r, const char* k) {
+    const auto* v = r.find(k);
+    return v && v->is_number() ? v->as_double() : -1.0;  // -1: not measured for this row
+  };
   for (const auto& r : rows)
     std::printf("  %-34s %-34s %10.1fus %10.1fus %9.2f %9.2f %7lld\n", r.get_string("name").c_str(),
-                r.get_string("peer").c_str(), r.find("berth_p50_us")->as_double(), r.find("peer_p50_us")->as_double(),
-                r.find("ratio_p50")->as_double(), r.find("ratio_p99")->as_double(),
-                static_cast<long long>(r.get_int("n")));
+                r.get_string("peer").c_str(), num(r, "berth_p50_us"), num(r, "peer_p50_us"), num(r, "ratio_p50"),
+                num(r, "ratio_p99"), static_cast<long long>(r.get_int("n")));
   for (const auto& [k, v] : extra.as_object()) std::printf("  %-34s %s\n", k.c_str(), v.dump().c_str());
 }
 
@@ -253,14 +271,73 @@ int bench_sessions(const globals& g, int n) {
   feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= 20; }, std::chrono::seconds(60));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto rss0 = rss_bytes(env.node->pid());
-  for (int i = 0; i < n; ++i)
-    if (auto id = env.start_session(idle); !id) return report(id.err());
+  std::vector<std::string> idle_ids;
+  for (int i = 0; i < n; ++i) {
+    auto id = env.start_session(idle);
+    if (!id) return report(id.err());
+    idle_ids.push_back(*id);
+  }
   if (!feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= static_cast<std::size_t>(n + 20); },
                  std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every idle session reached its retry wait"});
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   auto rss1 = rss_bytes(env.node->pid());
   double per_session = static_cast<double>(rss1 - rss0) / n;
+
+  // Transition throughput: inputs spread over the idle sessions, each one a full transition
+  // (input read, synced snapshot, fenced journal publish). Published from several client
+  // threads so that the client is not the bottleneck; peer: the same publishes without Berth.
+  const int transitions = 5 * n;
+  const int publishers = 8;
+  auto publish_all = [&](const std::function<std::string(int)>& subject_of) -> std::optional<error> {
+    std::vector<std::thread> ts;
+    std::mutex emu;
+    std::optional<error> failure;
+    for (int t = 0; t < publishers; ++t)
+      ts.emplace_back([&, t] {
+        for (int i = t; i < transitions; i += publishers) {
+          auto a = c.publish(subject_of(i), R"({"type":"input","data":1})");
+          if (!a) {
+            std::lock_guard lock(emu);
+            failure = a.err();
+            return;
+          }
+        }
+      });
+    for (auto& t : ts) t.join();
+    return failure;
+  };
+  std::size_t applied_before;
+  {
+    std::lock_guard lock(feed.mu);
+    applied_before = feed.events.size();
+  }
+  auto x0 = clock::now();
+  if (auto e = publish_all([&](int i) { return env.names.input(idle_ids[static_cast<std::size_t>(i) % idle_ids.size()]); }))
+    return report(*e);
+  if (!feed.wait(
+          [&](auto& evs) {
+            std::size_t done = 0;
+            for (std::size_t k = applied_before; k < evs.size(); ++k) done += evs[k].get_string("type") == "input.applied";
+            return done >= static_cast<std::size_t>(transitions);
+          },
+          std::chrono::seconds(600)))
+    return report(error{errc::timeout, "not every input was applied"});
+  double x_secs = std::chrono::duration<double>(clock::now() - x0).count();
+  auto y0 = clock::now();
+  if (auto e = publish_all([&](int i) { return env.names.input("bench-peer-" + std::to_string(i % 100)); }))
+    return report(*e);
+  double y_secs = std::chrono::duration<double>(clock::now() - y0).count();
+  double transitions_per_s = transitions / x_secs;
+  double peer_publish_per_s = transitions / y_secs;
+  json::value trow = json::value::make_object();
+  trow.set("name", "transitions/s across " + std::to_string(n) + " sessions");
+  trow.set("peer", "JetStream publish+ack, 8 publishers");
+  trow.set("berth_p50_us", 1e6 / transitions_per_s);
+  trow.set("peer_p50_us", 1e6 / peer_publish_per_s);
+  trow.set("ratio_p50", peer_publish_per_s / transitions_per_s);
+  trow.set("ratio_p99", nullptr);
+  trow.set("n", transitions);
 
   // Throughput: sessions x steps of /bin/true, all at once, with the idle sessions present.
   const int sessions = 100;
@@ -314,9 +391,11 @@ int bench_sessions(const globals& g, int n) {
   extra.set("rss_before_bytes", rss0);
   extra.set("rss_after_bytes", rss1);
   extra.set("rss_per_session_bytes", per_session);
-  extra.set("steps_per_s", steps_per_s);
+  extra.set("process_steps_per_s", steps_per_s);
   extra.set("peer_spawns_per_s", spawns_per_s);
-  return emit(g, "sessions", {rj}, std::move(extra));
+  extra.set("transitions_per_s", transitions_per_s);
+  extra.set("peer_publish_per_s", peer_publish_per_s);
+  return emit(g, "sessions", {trow, rj}, std::move(extra));
 }
 
 // --- resume: kill -9 with 1,000 sessions, time to every session's next event --------------
@@ -326,6 +405,7 @@ int bench_resume(const globals& g, int n) {
   bench_env env;
   std::map<std::string, std::string> node_env = {{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 100)},
                                                  {"BERTH_NODE_SHUTDOWN_GRACE", "0s"}};
+  if (const char* t = std::getenv("BERTH_NODE_IO_THREADS")) node_env["BERTH_NODE_IO_THREADS"] = t;
   if (auto st = env.start(node_env); !st) return report(st.err());
   event_feed feed;
   if (auto st = feed.follow(*env.client, env.names, 0); !st) return report(st.err());
@@ -359,17 +439,29 @@ int bench_resume(const globals& g, int n) {
 
   event_feed after;
   if (auto st = after.follow(*env.client, env.names, from); !st) return report(st.err());
+  pid_t nats_pid = 0;
+  if (auto text = fs::read_file(env.node->data_dir() + "/nats/nats-server.pid")) nats_pid = std::stoi(*text);
+  double nats_cpu0 = cpu_ms(nats_pid);
   auto r0 = clock::now();
   if (auto st = env.node->start(); !st) return report(st.err());
+  double ready_us = us_since(r0);
+  after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= 1; }, std::chrono::seconds(300));
+  double first_us = us_since(r0);
   if (!after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= static_cast<std::size_t>(n); },
                   std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every session resumed"});
   double resume_us = us_since(r0);
+  double node_cpu = cpu_ms(env.node->pid());
+  double nats_cpu = cpu_ms(nats_pid) - nats_cpu0;
   row r{"restart -> every session's next event", "open RocksDB + connect + 1 fetch", {resume_us}, {floor_us}};
   json::value extra = json::value::make_object();
   extra.set("sessions", n);
   extra.set("resume_ms", resume_us / 1000);
   extra.set("floor_ms", floor_us / 1000);
+  extra.set("node_ready_ms", ready_us / 1000);
+  extra.set("first_session_event_ms", first_us / 1000);
+  extra.set("node_cpu_ms", node_cpu);
+  extra.set("nats_server_cpu_ms", nats_cpu);
   return emit(g, "resume", {row_json(r)}, std::move(extra));
 }
 

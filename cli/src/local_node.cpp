@@ -14,8 +14,6 @@
 #include "berth/base/process.hpp"
 #include "cli.hpp"
 
-extern char** environ;
-
 namespace berth::cli {
 
 local_node::local_node(std::string data_dir, std::map<std::string, std::string> env)
@@ -32,12 +30,7 @@ status local_node::start() {
   so.stdout_fd = fd;
   so.stderr_fd = fd;
   so.search_path = false;
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  auto env = process::current_env();
   env["XDG_STATE_HOME"] = data_dir_ + "/state";  // do not repoint the user's default node
   for (const auto& [k, v] : env_) env[k] = v;
   so.env = env;

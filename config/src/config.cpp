@@ -9,8 +9,7 @@
 #include <variant>
 
 #include "berth/base/fs.hpp"
-
-extern char** environ;
+#include "berth/base/process.hpp"
 
 namespace berth::config {
 namespace {
@@ -54,7 +53,7 @@ const std::vector<key_spec>& schema() {
        "On SIGTERM, how long running steps may take to finish before they are stopped and "
        "recorded as interrupted.",
        [](config& c, const raw& r) { c.node.shutdown_grace = as<millis>(r); }},
-      {"node", "io_threads", kind::integer, "8", 1, 256, {},
+      {"node", "io_threads", kind::integer, "32", 1, 256, {},
        "Threads for blocking I/O (synced snapshot writes, JetStream round trips).",
        [](config& c, const raw& r) { c.node.io_threads = as<std::int64_t>(r); }},
       {"cluster", "name", kind::string, R"("berth")", 0, 0, {}, "Cluster name.",
@@ -327,12 +326,8 @@ status apply_env(config& cfg, const std::map<std::string, std::string>& env) {
 
 std::map<std::string, std::string> process_env() {
   std::map<std::string, std::string> out;
-  for (char** e = environ; e && *e; ++e) {
-    std::string_view kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string_view::npos && kv.substr(0, 6) == "BERTH_")
-      out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
-  }
+  for (auto& [k, v] : process::current_env())
+    if (k.rfind("BERTH_", 0) == 0) out.emplace(k, v);
   return out;
 }
 

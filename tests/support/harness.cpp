@@ -13,7 +13,6 @@
 #include <stdexcept>
 #include <thread>
 
-extern char** environ;
 
 #include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
@@ -103,12 +102,7 @@ run_result run_berth(const std::vector<std::string>& args, const std::map<std::s
   so.stderr_fd = err[1];
   so.search_path = false;
   if (!env.empty()) {
-    std::map<std::string, std::string> full;
-    for (char** e = environ; *e; ++e) {
-      std::string kv(*e);
-      auto eq = kv.find('=');
-      if (eq != std::string::npos) full[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
+    auto full = process::current_env();
     for (const auto& [k, v] : env) full[k] = v;
     so.env = full;
   }
@@ -169,12 +163,7 @@ void node_process::start() {
   so.stdout_fd = fd;
   so.stderr_fd = fd;
   so.search_path = false;
-  std::map<std::string, std::string> full;
-  for (char** e = environ; *e; ++e) {
-    std::string kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) full[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  auto full = process::current_env();
   full["XDG_STATE_HOME"] = data_dir_ + "/state";  // keep the user's last-node pointer alone
   for (const auto& [k, v] : env_) full[k] = v;
   so.env = full;

@@ -2,6 +2,9 @@
 
 #include "berth/config/config.hpp"
 
+#include <fstream>
+#include <sstream>
+
 using namespace berth;
 
 TEST(config, defaults_cover_every_section) {
@@ -83,4 +86,12 @@ TEST(config, subject_prefix_must_be_a_single_token) {
   auto c = config::parse("[cluster]\nsubject_prefix = \"a.b\"\n", "t.toml");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.err().message.find("cluster.subject_prefix"), std::string::npos);
+}
+
+TEST(config, docs_configuration_md_is_generated_from_the_schema) {
+  std::ifstream in(std::string(BERTH_SOURCE_DIR) + "/docs/configuration.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), config::reference_markdown())
+      << "docs/configuration.md is stale: run `berth config print --markdown > docs/configuration.md`";
 }

@@ -124,17 +124,16 @@ void resume_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<std::atomi
     logger()->error("scanning snapshots failed: {}", st.err().message);
     return;
   }
+  // One bulk read of the claims; a session this scan could not confirm checks its own claim.
+  auto owners = rt->bus->kv_entries(rt->names.bucket_owners());
+  if (!owners) logger()->warn("reading the owners bucket failed: {}; sessions check one by one", owners.err().message);
   for (const auto& id : ids) {
-    auto owner = rt->bus->kv_get(rt->names.bucket_owners(), id);
-    if (!owner) {
-      logger()->warn("{}: cannot read its owner ({}); resuming it anyway (the journal fence protects it)", id,
-                     owner.err().message);
-    } else if (owner->has_value() && (*owner)->value != rt->node_id) {
-      logger()->warn("{}: now owned by {}; dropping the local snapshot", id, (*owner)->value);
-      persistence::write_set w;
-      w.deleted_sessions.push_back(id);
-      (void)rt->store->commit(w);
-      continue;
+    if (owners) {
+      auto it = owners->find(id);
+      if (it != owners->end() && it->second.value == rt->node_id) {
+        std::lock_guard lock(rt->verified_mu);
+        rt->verified_owned.insert(id);
+      }
     }
     ++*pending;
     caf::anon_send(node, placed_atom::value, id);
@@ -351,11 +350,15 @@ int run_node(const config::config& cfg) {
   rt->runner = sandbox::make_process_runner();
   lg->warn("sandbox.mode = \"none\": step commands run as plain processes without isolation");
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
+  rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");
 
   int exit_code = 0;
   {
     caf::actor_system_config acfg;
     acfg.set("logger.verbosity", caf::atom("quiet"));
+    // Session actors mostly wait for I/O: workers that block on a condition variable wake at
+    // once, where work stealing polls and sleeps up to 10 ms between polls when idle.
+    acfg.set("scheduler.policy", caf::atom("sharing"));
     caf::actor_system sys{acfg};
     auto node = sys.spawn(node_behavior, rt, place);
     api_service api(rt);
@@ -406,6 +409,7 @@ int run_node(const config::config& cfg) {
     }
     subs.clear();  // no callback runs after this
     rt->io->shutdown();
+    rt->launcher->shutdown();
   }
   rt->bus.reset();
   if (embedded) embedded->stop();

@@ -3,6 +3,8 @@
 #include <caf/all.hpp>
 
 #include <deque>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "berth/base/crash.hpp"
@@ -44,11 +46,33 @@ struct inputs_box {
   std::optional<error> failure;
 };
 
+// A step's process, shared by the actor and the thread that starts and waits for it: the
+// posix_spawn happens on that thread, never on an actor scheduler thread.
+struct step_process {
+  std::mutex mu;
+  std::unique_ptr<sandbox::running_command> cmd;
+  bool stop_requested = false;
+  millis grace{0};
+  std::optional<error> start_error;
+  sandbox::outcome result;
+  pid_t pid = -1;
+  unsigned long long start_time = 0;
+
+  void stop(millis g) {
+    std::lock_guard lock(mu);
+    if (cmd) {
+      cmd->stop(g);
+    } else {
+      stop_requested = true;
+      grace = g;
+    }
+  }
+};
+
 struct running_step {
   std::string step;
   std::int64_t attempt = 0;
-  std::shared_ptr<sandbox::running_command> cmd;
-  std::shared_ptr<sandbox::outcome> result;
+  std::shared_ptr<step_process> proc;
   std::string kill_reason;  // why we stopped it, if we did
   bool timed_out = false;
   bool interrupted = false;
@@ -76,6 +100,7 @@ struct session_state_actor {
   std::shared_ptr<commit_box> commit;
   std::shared_ptr<inputs_box> inputs;
   int publish_failures = 0;
+  bool pid_dirty = false;             // a started step's pid is not in RocksDB yet
   std::int64_t tick_ms = 0;           // when the pending tick fires
   static inline const char* name = "berth.session";
 };
@@ -148,6 +173,22 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
     doc = std::move(*parsed);
   }
   if (doc) box.epoch = static_cast<std::uint64_t>(doc->get_int("epoch"));
+  // Still ours? After a takeover the other node's journal writes would otherwise be adopted.
+  bool verified = false;
+  {
+    std::lock_guard lock(rt.verified_mu);
+    verified = rt.verified_owned.erase(id) > 0;
+  }
+  result<std::optional<bus::kv_entry>> owner = std::optional<bus::kv_entry>();
+  if (!verified) owner = rt.bus->kv_get(rt.names.bucket_owners(), id);
+  if (owner && owner->has_value() && (*owner)->value != rt.node_id) {
+    box.failure = error{errc::fenced, "session " + id + " is now owned by " + (*owner)->value};
+    persistence::write_set w;
+    w.deleted_sessions.push_back(id);
+    (void)rt.store->commit(w);
+    return;
+  }
+  if (!owner) logger()->warn("{}: cannot read its owner ({}); the journal fence still protects it", id, owner.err().message);
   // A step process left over by a crashed node is killed before anything else runs.
   if (doc) {
     if (const auto* p = doc->find("proc"); p && p->is_object()) {
@@ -155,6 +196,21 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
       auto st = static_cast<unsigned long long>(p->get_int("start_time"));
       if (sandbox::kill_leftover(pid, st)) logger()->warn("{}: killed leftover step process group {}", id, pid);
     }
+  }
+  const json::value* state = doc ? doc->find("state") : nullptr;
+  const json::value* ob = doc ? doc->find("outbox") : nullptr;
+  bool clean = owner && state && state->is_object() && ob && ob->is_array() && ob->as_array().empty();
+  if (clean) {
+    // Still ours and nothing left to publish: the journal ends where the snapshot says (only we
+    // write it, and the fence refuses us if that is ever wrong). No journal read needed.
+    auto st = session_state::from_json(*state);
+    if (!st) {
+      box.failure = st.err();
+      return;
+    }
+    box.m.emplace(std::move(*st), rt.cfg.session.default_timeout.count());
+    box.journal_seq = static_cast<std::uint64_t>(doc->get_int("journal_seq"));
+    return;
   }
   auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
   if (!last) {
@@ -168,7 +224,6 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
     if (parsed) journal_n = parsed->get_int("n");
     journal_seq = (*last)->seq;
   }
-  const json::value* state = doc ? doc->find("state") : nullptr;
   if (state && state->is_object()) {
     auto st = session_state::from_json(*state);
     if (!st) {
@@ -203,10 +258,10 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
 
 // --- commit (io thread) ----------------------------------------------------------------------
 
-void commit_job(runtime& rt, const std::string& id, const std::string& snapshot, std::vector<event> outbox,
+void commit_job(runtime& rt, const std::string& id, json::value snapshot, std::vector<event> outbox,
                 std::uint64_t journal_seq, commit_box& box) {
   persistence::write_set w;
-  w.sessions.emplace_back(id, snapshot);
+  w.sessions.emplace_back(id, snapshot.dump());
   auto st = rt.store->commit(w);
   if (!st) {
     box.failure = st.err();
@@ -227,7 +282,15 @@ void commit_job(runtime& rt, const std::string& id, const std::string& snapshot,
     ++box.published;
   }
   box.journal_seq = journal_seq;
-  if (!box.failure) crash_point("after_publish");
+  if (box.failure) return;
+  crash_point("after_publish");
+  // The outbox is in the journal now: record that (unsynced; if this write is lost, the synced
+  // snapshot above still has the outbox and resume reconciles it with the journal tail).
+  snapshot.set("outbox", json::value::make_array());
+  snapshot.set("journal_seq", journal_seq);
+  persistence::write_set trimmed;
+  trimmed.sessions.emplace_back(id, snapshot.dump());
+  (void)rt.store->commit_unsynced(trimmed);
 }
 
 // --- the actor -------------------------------------------------------------------------------
@@ -248,7 +311,7 @@ void start_commit(actor_t* self) {
   auto& s = self->state;
   s.busy = true;
   s.commit = std::make_shared<commit_box>();
-  auto snapshot = snapshot_json(s).dump();
+  auto snapshot = snapshot_json(s);
   auto box = s.commit;
   auto rt = s.rt;
   auto id = s.id;
@@ -284,6 +347,18 @@ void finalize(actor_t* self) {
   });
 }
 
+// Record a started step's pid (unsynced) so that a restarted node can kill what a crash left
+// behind. Only while no commit job is in flight: that job's writes must not be overtaken.
+void record_pid(actor_t* self) {
+  auto& s = self->state;
+  if (!s.pid_dirty || s.busy) return;
+  s.pid_dirty = false;
+  persistence::write_set w;
+  w.sessions.emplace_back(s.id, snapshot_json(s).dump());
+  auto st = s.rt->store->commit_unsynced(w);
+  if (!st) logger()->warn("{}: recording the step pid failed: {}", s.id, st.err().message);
+}
+
 void launch(actor_t* self, const action& a) {
   auto& s = self->state;
   auto& rt = *s.rt;
@@ -313,9 +388,11 @@ void launch(actor_t* self, const action& a) {
     r.error = why;
     s.m->step_exited(a.step, a.attempt, r, now_unix_ms());
   };
-  auto dir_ok = fs::ensure_writable_dir(dir, "session working directory");
-  if (!dir_ok) {
-    fail_start(dir_ok.err().message);
+  // The work root was checked for writability at start-up; here only make the directory.
+  std::error_code dir_ec;
+  std::filesystem::create_directories(dir, dir_ec);
+  if (dir_ec) {
+    fail_start("session working directory " + dir + ": " + dir_ec.message());
     return;
   }
   auto bus = rt.bus;
@@ -327,34 +404,43 @@ void launch(actor_t* self, const action& a) {
     if (truncated) h["Berth-Truncated"] = "true";
     (void)bus->publish_core(subject, std::string(chunk), h);
   };
-  auto started = rt.runner->start(cmd, on_output);
-  if (!started) {
-    fail_start(started.err().message);
-    return;
-  }
   running_step r;
   r.step = a.step;
   r.attempt = a.attempt;
-  r.cmd = std::shared_ptr<sandbox::running_command>(std::move(*started));
-  r.result = std::make_shared<sandbox::outcome>();
-  r.pid = r.cmd->pid();
-  r.start_time = process::start_time(r.pid).value_or(0);
+  r.proc = std::make_shared<step_process>();
   s.running = r;
-  // Record the pid (unsynced: no commit job is in flight here, so this cannot overtake a newer
-  // snapshot) so that a restarted node can kill what a crash left behind.
-  {
-    persistence::write_set w;
-    w.sessions.emplace_back(s.id, snapshot_json(s).dump());
-    auto st = rt.store->commit_unsynced(w);
-    if (!st) logger()->warn("{}: recording the step pid failed: {}", s.id, st.err().message);
-  }
   rt.counters.steps_running++;
   rt.counters.steps_started++;
   caf::actor me = caf::actor_cast<caf::actor>(self);
-  std::thread([cmd = r.cmd, out = r.result, me, step = a.step, att = a.attempt] {
-    *out = cmd->wait();
-    caf::anon_send(me, exited_atom::value, step, att);
-  }).detach();
+  rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me, step = a.step,
+                     att = a.attempt] {
+    auto started = runner->start(cmd, on_output);
+    {
+      std::lock_guard lock(proc->mu);
+      if (!started) {
+        proc->start_error = started.err();
+      } else {
+        proc->cmd = std::move(*started);
+        proc->pid = proc->cmd->pid();
+        proc->start_time = process::start_time(proc->pid).value_or(0);
+        if (proc->stop_requested) proc->cmd->stop(proc->grace);
+      }
+    }
+    if (!started) {
+      caf::anon_send(me, exited_atom::value, step, att);
+      return;
+    }
+    caf::anon_send(me, stepup_atom::value, step, att);
+    // Waiting blocks for as long as the command runs: its own thread, not the launcher's.
+    std::thread([proc, me, step, att] {
+      auto out = proc->cmd->wait();
+      {
+        std::lock_guard lock(proc->mu);
+        proc->result = out;
+      }
+      caf::anon_send(me, exited_atom::value, step, att);
+    }).detach();
+  });
   if (spec->timeout)
     self->delayed_send(self, *spec->timeout, steptmo_atom::value, a.step, a.attempt);
   schedule_tick(self, s.m->state().deadline_ms());
@@ -372,7 +458,7 @@ void execute(actor_t* self, const action& a) {
     case action::kind::kill:
       if (s.running && s.running->kill_reason.empty()) {
         s.running->kill_reason = a.kill_reason;
-        s.running->cmd->stop(s.rt->cfg.session.kill_grace);
+        s.running->proc->stop(s.rt->cfg.session.kill_grace);
       }
       break;
   }
@@ -441,6 +527,11 @@ void loaded(actor_t* self) {
   auto& s = self->state;
   auto box = std::move(s.load);
   if (box->failure) {
+    if (box->failure->is(errc::fenced)) {
+      logger()->warn("{}: {}; dropped the local snapshot", s.id, box->failure->message);
+      self->quit(caf::exit_reason::user_shutdown);
+      return;
+    }
     logger()->error("{}: cannot load: {}", s.id, box->failure->message);
     self->quit(caf::make_error(caf::sec::runtime_error, box->failure->message));
     return;
@@ -499,7 +590,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           if (box->failure->is(errc::fenced)) {
             logger()->error("{}: lost ownership (journal moved under us): {}; stopping without touching it", st.id,
                             box->failure->message);
-            if (st.running) st.running->cmd->stop(millis(0));
+            if (st.running) st.running->proc->stop(millis(0));
             self->quit(caf::exit_reason::user_shutdown);
             return;
           }
@@ -511,6 +602,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           return;
         }
         st.publish_failures = 0;
+        record_pid(self);
         if (auto a = std::exchange(st.after_commit, std::nullopt)) execute(self, *a);
         pump(self);
       },
@@ -525,11 +617,20 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         st.running.reset();
         st.rt->counters.steps_running--;
         exit_result x;
-        x.exit_code = r.result->exit_code;
-        x.signal = r.result->signal;
-        x.duration_ms = r.result->duration_ms;
-        x.truncated = r.result->truncated;
-        if (r.interrupted) {
+        {
+          std::lock_guard lock(r.proc->mu);
+          if (r.proc->start_error) {
+            x.start_failed = true;
+            x.error = r.proc->start_error->message;
+          }
+          x.exit_code = r.proc->result.exit_code;
+          x.signal = r.proc->result.signal;
+          x.duration_ms = r.proc->result.duration_ms;
+          x.truncated = r.proc->result.truncated;
+        }
+        if (x.start_failed) {
+          // could not start: nothing else to say
+        } else if (r.interrupted) {
           x.interrupted = true;
         } else if (r.timed_out) {
           x.timed_out = true;
@@ -541,6 +642,17 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         st.m->step_exited(step, attempt, x, now_unix_ms());
         pump(self);
       },
+      [=](stepup_atom, const std::string& step, std::int64_t attempt) {
+        auto& st = self->state;
+        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
+        {
+          std::lock_guard lock(st.running->proc->mu);
+          st.running->pid = st.running->proc->pid;
+          st.running->start_time = st.running->proc->start_time;
+        }
+        st.pid_dirty = true;
+        record_pid(self);
+      },
       [=](steptmo_atom, const std::string& step, std::int64_t attempt) {
         auto& st = self->state;
         if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
@@ -550,7 +662,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           if (sp.id == step) spec = &sp;
         st.running->timed_out = true;
         st.running->kill_reason = "timed out after " + format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
-        st.running->cmd->stop(st.rt->cfg.session.kill_grace);
+        st.running->proc->stop(st.rt->cfg.session.kill_grace);
       },
       [=](tick_atom) {
         if (self->state.tick_ms <= now_unix_ms()) self->state.tick_ms = 0;
@@ -589,7 +701,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         if (st.running && st.running->kill_reason.empty()) {
           st.running->interrupted = true;
           st.running->kill_reason = "node shutting down";
-          st.running->cmd->stop(st.rt->cfg.session.kill_grace);
+          st.running->proc->stop(st.rt->cfg.session.kill_grace);
         }
       },
       [=](final_atom) {

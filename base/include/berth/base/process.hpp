@@ -37,6 +37,9 @@ struct spawn_options {
 /// Send `sig` to the process group `pgid` (ignores ESRCH).
 void kill_group(pid_t pgid, int sig);
 
+/// This process's environment as a map (e.g. to extend it for a child).
+[[nodiscard]] std::map<std::string, std::string> current_env();
+
 /// Look up an executable in PATH; nullopt when absent.
 [[nodiscard]] std::optional<std::string> find_executable(const std::string& name);
 

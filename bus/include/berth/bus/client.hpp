@@ -110,6 +110,8 @@ class client {
                                                 const std::string& value, std::uint64_t revision);
   [[nodiscard]] result<std::optional<kv_entry>> kv_get(const std::string& bucket, const std::string& key);
   [[nodiscard]] status kv_delete(const std::string& bucket, const std::string& key);
+  /// Every current entry of a bucket, read in one pass (a watcher over the bucket's stream).
+  [[nodiscard]] result<std::map<std::string, kv_entry>> kv_entries(const std::string& bucket);
 
   /// Core subscription; `queue` empty for none. The callback runs on a nats.c thread.
   [[nodiscard]] result<std::unique_ptr<subscription>> subscribe(const std::string& subject, const std::string& queue,

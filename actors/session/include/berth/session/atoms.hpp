@@ -23,6 +23,7 @@ using resumed_atom = caf::atom_constant<caf::atom("resumed")>;
 using beat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
+using stepup_atom = caf::atom_constant<caf::atom("step_up")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 }  // namespace berth

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "berth/base/worker_pool.hpp"
@@ -34,7 +36,12 @@ struct runtime {
   std::shared_ptr<persistence::snapshot_store> store;
   std::shared_ptr<sandbox::step_runner> runner;
   std::shared_ptr<worker_pool> io;
+  std::shared_ptr<worker_pool> launcher;  ///< bounded: starts step processes (no spawn storms)
   std::string work_root;  ///< <data_dir>/work: one directory per session
+  /// Sessions whose claim the start-up scan confirmed in one bulk read; their load skips the
+  /// per-session owner lookup. Guarded by `verified_mu`.
+  std::mutex verified_mu;
+  std::set<std::string> verified_owned;
   std::int64_t started_ms = 0;
   node_counters counters;
 };
