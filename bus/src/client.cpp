@@ -573,26 +573,43 @@ result<std::unique_ptr<subscription>> client::subscribe(const std::string& subje
   return std::make_unique<subscription>(std::move(i));
 }
 
+namespace {
+result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream, const std::string& filter,
+                                              jsDeliverPolicy policy, std::uint64_t start_seq,
+                                              std::function<void(message)> on_message);
+}  // namespace
+
+result<std::unique_ptr<subscription>> client::follow_new(const std::string& stream, const std::string& filter,
+                                                         std::function<void(message)> on_message) {
+  return ordered(impl_->js, stream, filter, js_DeliverNew, 0, std::move(on_message));
+}
+
 result<std::unique_ptr<subscription>> client::follow(const std::string& stream, const std::string& filter,
                                                      std::uint64_t start_seq, std::function<void(message)> on_message) {
+  return ordered(impl_->js, stream, filter, start_seq > 0 ? js_DeliverByStartSequence : js_DeliverAll, start_seq,
+                 std::move(on_message));
+}
+
+namespace {
+result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream, const std::string& filter,
+                                              jsDeliverPolicy policy, std::uint64_t start_seq,
+                                              std::function<void(message)> on_message) {
   auto i = std::make_unique<subscription::impl>();
   i->fn = std::move(on_message);
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = stream.c_str();
   so.Ordered = true;
-  if (start_seq > 0) {
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = start_seq;
-  } else {
-    so.Config.DeliverPolicy = js_DeliverAll;
-  }
+  so.Config.DeliverPolicy = policy;
+  if (policy == js_DeliverByStartSequence) so.Config.OptStartSeq = start_seq;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  auto s = js_Subscribe(&i->sub, impl_->js, filter.c_str(), on_sub_message, i.get(), nullptr, &so, &jerr);
+  auto s = js_Subscribe(&i->sub, js, filter.c_str(), on_sub_message, i.get(), nullptr, &so, &jerr);
   if (s != NATS_OK) return translate(s, jerr, "follow " + filter);
+  natsSubscription_SetPendingLimits(i->sub, 1'000'000, 1LL << 30);
   natsSubscription_SetOnCompleteCB(i->sub, on_sub_complete, i.get());
   return std::make_unique<subscription>(std::move(i));
 }
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // pull consumers

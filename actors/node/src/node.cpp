@@ -199,7 +199,6 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         if (st.stopping) return;
         self->send(st.sup, spawn_atom::value, id);
       },
-      [=](wake_atom, const std::string& id) { self->send(self->state.sup, wake_atom::value, id); },
       [=](tick_atom) {
         // Periodic sweep: placements whose wake-up was missed, and capacity freed by
         // finished sessions.
@@ -324,6 +323,13 @@ int run_node(const config::config& cfg) {
   co.connect_timeout = cfg.nats.connect_timeout;
   co.request_timeout = cfg.nats.request_timeout;
   co.send_asap = true;
+  // After a reconnect the input push consumer may have been re-created: every session re-reads
+  // its inputs from its own cursor, so none is missed.
+  co.on_connection_change = [weak = std::weak_ptr<session::runtime>(rt)](bool connected) {
+    auto r = weak.lock();
+    if (!connected || !r) return;
+    for (auto& a : r->sessions.all()) caf::anon_send(a, wake_atom::value);
+  };
   auto client = bus::client::connect(co);
   if (!client) {
     lg->error("{}", client.err().message);
@@ -370,8 +376,11 @@ int run_node(const config::config& cfg) {
         if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
       });
     });
-    auto in_sub = rt->bus->subscribe(rt->names.input_wildcard(), "", [node, rt](bus::message m) {
-      caf::anon_send(node, wake_atom::value, std::string(bus::subjects::last_token(m.subject)));
+    // Inputs go straight to their session actor, with their stream sequence. Started before
+    // any session loads, so each session's catch-up read plus these pushes miss nothing.
+    auto in_sub = rt->bus->follow_new(rt->names.stream_in(), rt->names.input_wildcard(), [rt](bus::message m) {
+      auto a = rt->sessions.find(std::string(bus::subjects::last_token(m.subject)));
+      if (a) caf::anon_send(a, input_atom::value, m.seq, std::move(m.data));
     });
     auto work_sub = rt->bus->subscribe(rt->names.work_wildcard(), "", [node](bus::message) {
       caf::anon_send(node, place_atom::value, false);

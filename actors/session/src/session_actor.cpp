@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -95,7 +96,9 @@ struct session_state_actor {
   bool finalizing = false;
   bool reading_inputs = false;
   bool inputs_dirty = false;
-  std::uint64_t input_cursor = 0;     // highest input sequence read
+  bool inputs_ready = false;          // the first catch-up read is done: pushes may apply at once
+  std::uint64_t input_cursor = 0;     // highest input sequence applied
+  std::map<std::uint64_t, std::string> pending_inputs;  // by stream sequence
   std::shared_ptr<load_box> load;
   std::shared_ptr<commit_box> commit;
   std::shared_ptr<inputs_box> inputs;
@@ -523,6 +526,24 @@ void read_inputs(actor_t* self) {
   });
 }
 
+// Apply buffered inputs in stream order. Only after the first catch-up read and while no read
+// is in flight: then no older input can still be unseen (the node's push consumer started
+// before this session loaded, and the catch-up covered everything before it).
+void drain_inputs(actor_t* self) {
+  auto& s = self->state;
+  if (!s.m || !s.inputs_ready || s.reading_inputs || s.pending_inputs.empty()) return;
+  for (const auto& [seq, data] : s.pending_inputs) {
+    if (seq <= std::max(s.input_cursor, s.m->state().last_input_seq)) continue;
+    s.input_cursor = seq;
+    auto parsed = json::parse(data);
+    json::value v = parsed ? *parsed : json::value();
+    if (!parsed) v.set("type", "malformed");
+    if (!is_terminal(s.m->state().status)) s.m->input(seq, v, now_unix_ms());
+  }
+  s.pending_inputs.clear();
+  pump(self);
+}
+
 void loaded(actor_t* self) {
   auto& s = self->state;
   auto box = std::move(s.load);
@@ -566,7 +587,11 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
   s.id = std::move(id);
   s.fail_reason = std::move(fail_reason);
   s.rt->counters.sessions++;
-  self->attach_functor([rt = s.rt] { rt->counters.sessions--; });
+  s.rt->sessions.add(s.id, caf::actor_cast<caf::actor>(self));
+  self->attach_functor([rt = s.rt, id = s.id, addr = self->address()] {
+    rt->sessions.remove(id, addr);
+    rt->counters.sessions--;
+  });
   s.load = std::make_shared<load_box>();
   {
     auto box = s.load;
@@ -669,19 +694,19 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         pump(self);
       },
       [=](wake_atom) { read_inputs(self); },
+      [=](input_atom, std::uint64_t seq, const std::string& data) {
+        auto& st = self->state;
+        st.pending_inputs.emplace(seq, data);
+        drain_inputs(self);
+      },
       [=](inputs_atom) {
         auto& st = self->state;
         auto box = std::move(st.inputs);
         st.reading_inputs = false;
         if (box->failure) logger()->warn("{}: reading inputs failed: {}", st.id, box->failure->message);
-        for (const auto& msg : box->msgs) {
-          st.input_cursor = std::max(st.input_cursor, msg.seq);
-          auto parsed = json::parse(msg.data);
-          json::value v = parsed ? *parsed : json::value();
-          if (!parsed) v.set("type", "malformed");
-          if (!is_terminal(st.m->state().status)) st.m->input(msg.seq, v, now_unix_ms());
-        }
-        pump(self);
+        for (auto& msg : box->msgs) st.pending_inputs.emplace(msg.seq, std::move(msg.data));
+        if (!box->failure) st.inputs_ready = true;
+        drain_inputs(self);
         if (st.inputs_dirty || box->failure) {
           if (box->failure) self->delayed_send(self, std::chrono::seconds(1), wake_atom::value);
           else read_inputs(self);

@@ -118,10 +118,6 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
         s.keys[h.address()] = key;
         it->second.handle = h;
       },
-      [=](wake_atom, const std::string& key) {
-        auto it = self->state.children.find(key);
-        if (it != self->state.children.end() && it->second.handle) self->send(it->second.handle, wake_atom::value);
-      },
       [=](count_atom) -> std::int64_t { return static_cast<std::int64_t>(self->state.keys.size()); },
       [=](stop_atom) {
         auto& s = self->state;

@@ -120,6 +120,9 @@ class client {
   [[nodiscard]] result<std::unique_ptr<subscription>> follow(const std::string& stream, const std::string& filter,
                                                              std::uint64_t start_seq,
                                                              std::function<void(message)> on_message);
+  /// Ordered push consumer over a stream delivering only messages stored from now on.
+  [[nodiscard]] result<std::unique_ptr<subscription>> follow_new(const std::string& stream, const std::string& filter,
+                                                                 std::function<void(message)> on_message);
   /// Bind (creating if needed) a durable pull consumer with explicit acks.
   [[nodiscard]] result<std::unique_ptr<pull_consumer>> pull(const std::string& stream, const std::string& durable,
                                                             const std::string& filter, millis ack_wait);

@@ -24,6 +24,7 @@ using beat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
 using stepup_atom = caf::atom_constant<caf::atom("step_up")>;
+using input_atom = caf::atom_constant<caf::atom("input")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 }  // namespace berth

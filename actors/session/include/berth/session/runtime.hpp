@@ -5,6 +5,11 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
 #include <string>
 
 #include "berth/base/worker_pool.hpp"
@@ -26,6 +31,36 @@ struct node_counters {
   std::atomic<std::int64_t> escalations{0};
 };
 
+/// The session actors alive on this node, by session id: lets a nats.c callback hand an input
+/// straight to its session. Thread-safe.
+class session_registry {
+ public:
+  void add(const std::string& id, caf::actor a) {
+    std::lock_guard lock(mu_);
+    actors_[id] = std::move(a);
+  }
+  void remove(const std::string& id, const caf::actor_addr& a) {
+    std::lock_guard lock(mu_);
+    auto it = actors_.find(id);
+    if (it != actors_.end() && it->second.address() == a) actors_.erase(it);
+  }
+  [[nodiscard]] caf::actor find(const std::string& id) const {
+    std::lock_guard lock(mu_);
+    auto it = actors_.find(id);
+    return it == actors_.end() ? caf::actor() : it->second;
+  }
+  [[nodiscard]] std::vector<caf::actor> all() const {
+    std::lock_guard lock(mu_);
+    std::vector<caf::actor> out;
+    for (const auto& [_, a] : actors_) out.push_back(a);
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, caf::actor> actors_;
+};
+
 /// What every actor of a node shares: the plain mechanisms it wraps. Owned by the node; lives
 /// longer than every actor (the node joins the actor system before destroying it).
 struct runtime {
@@ -42,6 +77,7 @@ struct runtime {
   /// per-session owner lookup. Guarded by `verified_mu`.
   std::mutex verified_mu;
   std::set<std::string> verified_owned;
+  session_registry sessions;
   std::int64_t started_ms = 0;
   node_counters counters;
 };

@@ -15,7 +15,8 @@ struct runtime;
 /// restarting it, and the actor only records `session.failed` with that reason and finishes.
 ///
 /// The owner epoch comes from the snapshot the placement wrote.
-/// Messages it takes: wake_atom (new input on berth.in.<id>), stop_atom (graceful node stop).
+/// Messages it takes: input_atom (an input pushed with its stream sequence), wake_atom (re-read
+/// inputs from its cursor, e.g. after a reconnect), stop_atom (graceful node stop).
 /// It exits normally when the session is terminal and cleaned up, or when stopped.
 caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason);
 

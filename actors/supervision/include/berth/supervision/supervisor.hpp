@@ -47,8 +47,7 @@ using child_factory = std::function<caf::actor(const std::string& key, const std
 /// exits with `caf::exit_reason::user_shutdown` (e.g. fenced: it lost ownership) is not
 /// restarted.
 ///
-/// Messages: (spawn_atom, key) starts a child unless one runs; (wake_atom, key) is forwarded to
-/// the child as wake_atom; (count_atom) -> int64 children;
+/// Messages: (spawn_atom, key) starts a child unless one runs; (count_atom) -> int64 children;
 /// (stop_atom) forwards stop_atom to every child, waits until all are gone, replies
 /// stopped_atom to the sender and exits.
 caf::actor spawn_supervisor(caf::actor_system& sys, restart_policy policy, child_factory factory,
