@@ -49,13 +49,14 @@ status ensure_writable_dir(const std::string& path, const std::string& what) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec)
-    return error{errc::permission_denied, what + ": cannot create directory " + path + ": " + ec.message()};
+    return error{errc::permission_denied,
+                 what + ": cannot create directory " + path + ": " + ec.message()};
   std::string probe = path + "/.berth-write-probe." + std::to_string(::getpid());
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
-    return error{errc::permission_denied,
-                 what + ": directory " + path + " is not writable: " + std::strerror(errno) +
-                     "; choose another directory or fix its permissions"};
+    return error{errc::permission_denied, what + ": directory " + path +
+                                              " is not writable: " + std::strerror(errno) +
+                                              "; choose another directory or fix its permissions"};
   ::close(fd);
   ::unlink(probe.c_str());
   return {};

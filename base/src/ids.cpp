@@ -38,12 +38,16 @@ std::string new_ulid() {
 status validate_id(std::string_view id, std::string_view field) {
   if (id.empty()) return error{errc::invalid_argument, std::string(field) + ": must not be empty"};
   if (id.size() > 128)
-    return error{errc::invalid_argument,
-                 std::string(field) + ": " + std::to_string(id.size()) + " characters, at most 128 allowed"};
+    return error{errc::invalid_argument, std::string(field) + ": " + std::to_string(id.size()) +
+                                             " characters, at most 128 allowed"};
   for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-';
     if (!ok) {
-      std::string shown = (c == ' ') ? "a space" : (static_cast<unsigned char>(c) < 0x20 ? "a control character" : "'" + std::string(1, c) + "'");
+      std::string shown =
+          (c == ' ') ? "a space"
+                     : (static_cast<unsigned char>(c) < 0x20 ? "a control character"
+                                                             : "'" + std::string(1, c) + "'");
       return error{errc::invalid_argument, std::string(field) + ": contains " + shown +
                                                "; only letters, digits, '_' and '-' are allowed"};
     }

@@ -53,13 +53,27 @@ void quote_to(std::string& out, std::string_view s) {
   out.push_back('"');
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -81,9 +95,15 @@ std::string quote(std::string_view s) {
 
 void value::dump_to(std::string& out) const {
   switch (type()) {
-    case kind::null: out += "null"; break;
-    case kind::boolean: out += as_bool() ? "true" : "false"; break;
-    case kind::integer: out += std::to_string(as_int()); break;
+    case kind::null:
+      out += "null";
+      break;
+    case kind::boolean:
+      out += as_bool() ? "true" : "false";
+      break;
+    case kind::integer:
+      out += std::to_string(as_int());
+      break;
     case kind::number: {
       double d = std::get<double>(v_);
       if (!std::isfinite(d)) {
@@ -95,7 +115,9 @@ void value::dump_to(std::string& out) const {
       }
       break;
     }
-    case kind::string: quote_to(out, as_string()); break;
+    case kind::string:
+      quote_to(out, as_string());
+      break;
     case kind::array: {
       out.push_back('[');
       bool first = true;
@@ -131,13 +153,20 @@ std::string value::dump() const {
 
 const char* kind_name(value::kind k) {
   switch (k) {
-    case value::kind::null: return "null";
-    case value::kind::boolean: return "boolean";
-    case value::kind::integer: return "integer";
-    case value::kind::number: return "number";
-    case value::kind::string: return "string";
-    case value::kind::array: return "array";
-    case value::kind::object: return "object";
+    case value::kind::null:
+      return "null";
+    case value::kind::boolean:
+      return "boolean";
+    case value::kind::integer:
+      return "integer";
+    case value::kind::number:
+      return "number";
+    case value::kind::string:
+      return "string";
+    case value::kind::array:
+      return "array";
+    case value::kind::object:
+      return "object";
   }
   return "?";
 }
@@ -156,16 +185,21 @@ value convert(simdjson::dom::element e) {
     case t::OBJECT: {
       value::object o;
       simdjson::dom::object obj = e.get_object().value_unsafe();
-      for (auto field : obj)
-        o.emplace_back(std::string(field.key), convert(field.value));
+      for (auto field : obj) o.emplace_back(std::string(field.key), convert(field.value));
       return value(std::move(o));
     }
-    case t::INT64: return value(e.get_int64().value_unsafe());
-    case t::UINT64: return value(static_cast<double>(e.get_uint64().value_unsafe()));
-    case t::DOUBLE: return value(e.get_double().value_unsafe());
-    case t::STRING: return value(std::string(e.get_string().value_unsafe()));
-    case t::BOOL: return value(e.get_bool().value_unsafe());
-    case t::NULL_VALUE: return value();
+    case t::INT64:
+      return value(e.get_int64().value_unsafe());
+    case t::UINT64:
+      return value(static_cast<double>(e.get_uint64().value_unsafe()));
+    case t::DOUBLE:
+      return value(e.get_double().value_unsafe());
+    case t::STRING:
+      return value(std::string(e.get_string().value_unsafe()));
+    case t::BOOL:
+      return value(e.get_bool().value_unsafe());
+    case t::NULL_VALUE:
+      return value();
   }
   return value();
 }
@@ -178,7 +212,9 @@ result<value> parse(std::string_view text) {
   simdjson::padded_string padded(text);
   simdjson::dom::element root;
   auto err = parser.parse(padded).get(root);
-  if (err) return error{errc::invalid_argument, std::string("malformed JSON: ") + simdjson::error_message(err)};
+  if (err)
+    return error{errc::invalid_argument,
+                 std::string("malformed JSON: ") + simdjson::error_message(err)};
   return convert(root);
 }
 

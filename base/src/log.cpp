@@ -14,7 +14,8 @@ std::string g_format = "text";
 void apply(spdlog::logger& l) {
   l.set_level(spdlog::level::from_str(g_level));
   if (g_format == "json") {
-    l.set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","module":"%n","msg":"%v"})", spdlog::pattern_time_type::utc);
+    l.set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","module":"%n","msg":"%v"})",
+                  spdlog::pattern_time_type::utc);
   } else {
     l.set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v", spdlog::pattern_time_type::utc);
   }
@@ -32,7 +33,8 @@ void setup(const std::string& level, const std::string& format) {
 std::shared_ptr<spdlog::logger> get(const std::string& module) {
   std::lock_guard lock(mu);
   if (auto l = spdlog::get(module)) return l;
-  auto l = std::make_shared<spdlog::logger>(module, std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto l =
+      std::make_shared<spdlog::logger>(module, std::make_shared<spdlog::sinks::stderr_sink_mt>());
   apply(*l);
   spdlog::register_logger(l);
   return l;

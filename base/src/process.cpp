@@ -16,15 +16,18 @@ extern char** environ;
 namespace berth::process {
 
 result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& opts) {
-  if (argv.empty() || argv[0].empty()) return error{errc::invalid_argument, "run: the command is empty"};
+  if (argv.empty() || argv[0].empty())
+    return error{errc::invalid_argument, "run: the command is empty"};
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
 
   auto redirect = [&](int fd, int target, int flags) {
-    if (fd >= 0) posix_spawn_file_actions_adddup2(&fa, fd, target);
-    else posix_spawn_file_actions_addopen(&fa, target, "/dev/null", flags, 0);
+    if (fd >= 0)
+      posix_spawn_file_actions_adddup2(&fa, fd, target);
+    else
+      posix_spawn_file_actions_addopen(&fa, target, "/dev/null", flags, 0);
   };
   redirect(opts.stdin_fd, 0, O_RDONLY);
   redirect(opts.stdout_fd, 1, O_WRONLY);
@@ -107,7 +110,8 @@ std::map<std::string, std::string> current_env() {
   for (char** e = environ; e && *e; ++e) {
     std::string_view kv(*e);
     auto eq = kv.find('=');
-    if (eq != std::string_view::npos) out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+    if (eq != std::string_view::npos)
+      out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
   }
   return out;
 }
@@ -123,8 +127,9 @@ std::optional<std::string> find_executable(const std::string& name) {
   std::string dir;
   while (std::getline(ss, dir, ':')) {
     std::string full = (dir.empty() ? "." : dir) + "/" + name;
-    struct stat st{};
-    if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(full.c_str(), X_OK) == 0) return full;
+    struct stat st {};
+    if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(full.c_str(), X_OK) == 0)
+      return full;
   }
   return std::nullopt;
 }

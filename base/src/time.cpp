@@ -6,7 +6,8 @@
 namespace berth {
 
 std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<millis>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<millis>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string format_timestamp(std::int64_t unix_ms) {
@@ -14,15 +15,17 @@ std::string format_timestamp(std::int64_t unix_ms) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(unix_ms % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(unix_ms % 1000));
   return buf;
 }
 
 result<millis> parse_duration(std::string_view text, std::string_view field) {
   auto bad = [&](const std::string& why) {
-    return error{errc::invalid_argument, std::string(field) + ": invalid duration \"" + std::string(text) +
-                                             "\" (" + why + "); use e.g. \"500ms\", \"30s\", \"10m\", \"1h30m\""};
+    return error{errc::invalid_argument, std::string(field) + ": invalid duration \"" +
+                                             std::string(text) + "\" (" + why +
+                                             "); use e.g. \"500ms\", \"30s\", \"10m\", \"1h30m\""};
   };
   if (text.empty()) return bad("empty");
   std::int64_t total = 0;
@@ -40,12 +43,18 @@ result<millis> parse_duration(std::string_view text, std::string_view field) {
     while (i < text.size() && text[i] >= 'a' && text[i] <= 'z') ++i;
     auto unit = text.substr(ustart, i - ustart);
     std::int64_t mult = 0;
-    if (unit == "ms") mult = 1;
-    else if (unit == "s") mult = 1000;
-    else if (unit == "m") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
-    else return bad(unit.empty() ? "missing unit" : "unknown unit \"" + std::string(unit) + "\"");
+    if (unit == "ms")
+      mult = 1;
+    else if (unit == "s")
+      mult = 1000;
+    else if (unit == "m")
+      mult = 60'000;
+    else if (unit == "h")
+      mult = 3'600'000;
+    else if (unit == "d")
+      mult = 86'400'000;
+    else
+      return bad(unit.empty() ? "missing unit" : "unknown unit \"" + std::string(unit) + "\"");
     total += n * mult;
     if (total > 100LL * 365 * 86'400'000) return bad("too large");
   }

@@ -11,7 +11,9 @@ worker_pool::worker_pool(std::size_t threads, std::string name) {
   }
 }
 
-worker_pool::~worker_pool() { shutdown(); }
+worker_pool::~worker_pool() {
+  shutdown();
+}
 
 void worker_pool::post(std::function<void()> job) {
   {

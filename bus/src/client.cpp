@@ -1,16 +1,17 @@
 #include "berth/bus/client.hpp"
 
+#include "translate.hpp"
+
+#include "berth/base/log.hpp"
+
 #include <nats/nats.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <thread>
-
-#include "berth/base/log.hpp"
-#include "translate.hpp"
 
 namespace berth::bus {
 
@@ -34,7 +35,8 @@ message copy_message(natsMsg* m) {
   message out;
   out.subject = natsMsg_GetSubject(m);
   if (const char* r = natsMsg_GetReply(m)) out.reply = r;
-  if (const char* d = natsMsg_GetData(m)) out.data.assign(d, static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+  if (const char* d = natsMsg_GetData(m))
+    out.data.assign(d, static_cast<std::size_t>(natsMsg_GetDataLength(m)));
   const char** keys = nullptr;
   int count = 0;
   if (natsMsgHeader_Keys(m, &keys, &count) == NATS_OK) {
@@ -109,9 +111,10 @@ struct client::impl {
     for (;;) {
       jsErrCode jerr = static_cast<jsErrCode>(0);
       natsStatus s = attempt(&jerr);
-      if (s == NATS_OK || !is_transient(s, jerr) || clock::now() + backoff >= deadline) return {s, jerr};
-      logger()->debug("transient NATS answer ({}, JetStream error {}); retrying in {} ms", natsStatus_GetText(s),
-                      static_cast<int>(jerr), backoff.count());
+      if (s == NATS_OK || !is_transient(s, jerr) || clock::now() + backoff >= deadline)
+        return {s, jerr};
+      logger()->debug("transient NATS answer ({}, JetStream error {}); retrying in {} ms",
+                      natsStatus_GetText(s), static_cast<int>(jerr), backoff.count());
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
     }
@@ -160,7 +163,8 @@ result<std::unique_ptr<client>> client::connect(options o) {
   auto i = std::make_unique<impl>();
   i->opts = std::move(o);
   natsOptions* nopts = nullptr;
-  if (natsOptions_Create(&nopts) != NATS_OK) return error{errc::internal, "cannot create NATS options"};
+  if (natsOptions_Create(&nopts) != NATS_OK)
+    return error{errc::internal, "cannot create NATS options"};
   std::vector<const char*> urls;
   for (const auto& s : i->opts.servers) urls.push_back(s.c_str());
   natsOptions_SetServers(nopts, urls.data(), static_cast<int>(urls.size()));
@@ -227,9 +231,13 @@ std::string client::connected_url() const {
   return url;
 }
 
-millis client::request_timeout() const { return impl_->opts.request_timeout; }
+millis client::request_timeout() const {
+  return impl_->opts.request_timeout;
+}
 
-bool client::is_connected() const { return natsConnection_Status(impl_->nc) == NATS_CONN_STATUS_CONNECTED; }
+bool client::is_connected() const {
+  return natsConnection_Status(impl_->nc) == NATS_CONN_STATUS_CONNECTED;
+}
 
 // ---------------------------------------------------------------------------------------------
 // provisioning
@@ -239,14 +247,16 @@ namespace {
 status ensure_stream(client::impl& i, jsStreamConfig& cfg) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  auto [s, e] = i.with_retry([&](jsErrCode* je) { return js_AddStream(&si, i.js, &cfg, nullptr, je); });
+  auto [s, e] =
+      i.with_retry([&](jsErrCode* je) { return js_AddStream(&si, i.js, &cfg, nullptr, je); });
   if (s == NATS_OK) {
     jsStreamInfo_Destroy(si);
     return {};
   }
   jerr = e;
   if (jerr == JSStreamNameExistErr) {
-    auto [s2, e2] = i.with_retry([&](jsErrCode* je) { return js_UpdateStream(&si, i.js, &cfg, nullptr, je); });
+    auto [s2, e2] =
+        i.with_retry([&](jsErrCode* je) { return js_UpdateStream(&si, i.js, &cfg, nullptr, je); });
     if (s2 == NATS_OK) {
       jsStreamInfo_Destroy(si);
       return {};
@@ -267,7 +277,8 @@ status ensure_bucket(client::impl& i, const std::string& name, int replicas, std
   auto [s, jerr] = i.with_retry([&](jsErrCode*) { return js_CreateKeyValue(&kv, i.js, &kc); });
   if (s != NATS_OK) {
     // Already there with other settings: bind to it as it is.
-    auto [s2, jerr2] = i.with_retry([&](jsErrCode*) { return js_KeyValue(&kv, i.js, name.c_str()); });
+    auto [s2, jerr2] =
+        i.with_retry([&](jsErrCode*) { return js_KeyValue(&kv, i.js, name.c_str()); });
     if (s2 != NATS_OK) return translate(s, jerr, "create KV bucket " + name);
   }
   std::lock_guard lock(i.kv_mu);
@@ -290,10 +301,12 @@ status client::provision(const subjects& names, const provision_options& po) {
   };
   std::vector<spec> streams = {
       {names.stream_in(), names.input_wildcard(), js_LimitsPolicy, -1, 0, ns(po.duplicate_window)},
-      {names.stream_ev(), names.journal_wildcard(), js_LimitsPolicy, -1, 0, ns(std::chrono::minutes(10))},
-      {names.stream_log(), names.prefix() + ".log.>", js_LimitsPolicy, po.log_max_bytes, ns(po.log_max_age),
-       ns(std::chrono::minutes(2))},
-      {names.stream_work(), names.work_wildcard(), js_WorkQueuePolicy, -1, 0, ns(std::chrono::hours(24))},
+      {names.stream_ev(), names.journal_wildcard(), js_LimitsPolicy, -1, 0,
+       ns(std::chrono::minutes(10))},
+      {names.stream_log(), names.prefix() + ".log.>", js_LimitsPolicy, po.log_max_bytes,
+       ns(po.log_max_age), ns(std::chrono::minutes(2))},
+      {names.stream_work(), names.work_wildcard(), js_WorkQueuePolicy, -1, 0,
+       ns(std::chrono::hours(24))},
   };
   for (auto& sp : streams) {
     jsStreamConfig cfg;
@@ -320,16 +333,19 @@ status client::provision(const subjects& names, const provision_options& po) {
 // ---------------------------------------------------------------------------------------------
 // publish / request
 
-result<pub_ack> client::publish(const std::string& subject, const std::string& data, const publish_options& po) {
+result<pub_ack> client::publish(const std::string& subject, const std::string& data,
+                                const publish_options& po) {
   auto& i = *impl_;
   jsPubAck* pa = nullptr;
   auto [s, jerr] = i.with_retry([&](jsErrCode* je) {
     natsMsg* m = nullptr;
-    natsStatus st = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+    natsStatus st =
+        natsMsg_Create(&m, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
     if (st != NATS_OK) return st;
     if (!po.msg_id.empty()) natsMsgHeader_Set(m, "Nats-Msg-Id", po.msg_id.c_str());
     if (po.expected_last_subject_seq)
-      natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", std::to_string(*po.expected_last_subject_seq).c_str());
+      natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence",
+                        std::to_string(*po.expected_last_subject_seq).c_str());
     st = js_PublishMsg(&pa, i.js, m, nullptr, je);
     natsMsg_Destroy(m);
     return st;
@@ -344,7 +360,8 @@ status client::publish_core(const std::string& subject, const std::string& data,
                             const std::map<std::string, std::string>& headers) {
   natsStatus s = NATS_OK;
   if (headers.empty()) {
-    s = natsConnection_Publish(impl_->nc, subject.c_str(), data.data(), static_cast<int>(data.size()));
+    s = natsConnection_Publish(impl_->nc, subject.c_str(), data.data(),
+                               static_cast<int>(data.size()));
   } else {
     natsMsg* m = nullptr;
     s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
@@ -358,10 +375,11 @@ status client::publish_core(const std::string& subject, const std::string& data,
   return {};
 }
 
-result<message> client::request(const std::string& subject, const std::string& data, millis timeout) {
+result<message> client::request(const std::string& subject, const std::string& data,
+                                millis timeout) {
   natsMsg* reply = nullptr;
-  auto s = natsConnection_Request(&reply, impl_->nc, subject.c_str(), data.data(), static_cast<int>(data.size()),
-                                  timeout.count());
+  auto s = natsConnection_Request(&reply, impl_->nc, subject.c_str(), data.data(),
+                                  static_cast<int>(data.size()), timeout.count());
   if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "request on " + subject);
   auto out = copy_message(reply);
   natsMsg_Destroy(reply);
@@ -372,10 +390,11 @@ result<message> client::request(const std::string& subject, const std::string& d
 // reads
 
 namespace {
-result<std::optional<message>> direct_get(client::impl& i, const std::string& stream, jsDirectGetMsgOptions& o,
-                                          const std::string& what) {
+result<std::optional<message>> direct_get(client::impl& i, const std::string& stream,
+                                          jsDirectGetMsgOptions& o, const std::string& what) {
   natsMsg* m = nullptr;
-  auto [s, jerr] = i.with_retry([&](jsErrCode*) { return js_DirectGetMsg(&m, i.js, stream.c_str(), nullptr, &o); });
+  auto [s, jerr] = i.with_retry(
+      [&](jsErrCode*) { return js_DirectGetMsg(&m, i.js, stream.c_str(), nullptr, &o); });
   if (s == NATS_NOT_FOUND) {
     return std::optional<message>();
   }
@@ -386,16 +405,19 @@ result<std::optional<message>> direct_get(client::impl& i, const std::string& st
 }
 }  // namespace
 
-result<std::optional<message>> client::next_message(const std::string& stream, const std::string& subject,
+result<std::optional<message>> client::next_message(const std::string& stream,
+                                                    const std::string& subject,
                                                     std::uint64_t from_seq) {
   jsDirectGetMsgOptions o;
   jsDirectGetMsgOptions_Init(&o);
   o.Sequence = from_seq == 0 ? 1 : from_seq;
   o.NextBySubject = subject.c_str();
-  return direct_get(*impl_, stream, o, "read " + subject + " from sequence " + std::to_string(from_seq));
+  return direct_get(*impl_, stream, o,
+                    "read " + subject + " from sequence " + std::to_string(from_seq));
 }
 
-result<std::optional<message>> client::last_message(const std::string& stream, const std::string& subject) {
+result<std::optional<message>> client::last_message(const std::string& stream,
+                                                    const std::string& subject) {
   jsDirectGetMsgOptions o;
   jsDirectGetMsgOptions_Init(&o);
   o.LastBySubject = subject.c_str();
@@ -410,13 +432,14 @@ result<std::optional<message>> client::message_at(const std::string& stream, std
 }
 
 result<std::map<std::string, std::uint64_t>> client::stream_subjects(const std::string& stream,
-                                                                    const std::string& filter) {
+                                                                     const std::string& filter) {
   auto& i = *impl_;
   jsOptions o;
   jsOptions_Init(&o);
   o.Stream.Info.SubjectsFilter = filter.c_str();
   jsStreamInfo* si = nullptr;
-  auto [s, jerr] = i.with_retry([&](jsErrCode* je) { return js_GetStreamInfo(&si, i.js, stream.c_str(), &o, je); });
+  auto [s, jerr] = i.with_retry(
+      [&](jsErrCode* je) { return js_GetStreamInfo(&si, i.js, stream.c_str(), &o, je); });
   if (s != NATS_OK) return translate(s, jerr, "stream info " + stream);
   std::map<std::string, std::uint64_t> out;
   if (si->State.Subjects)
@@ -438,13 +461,15 @@ result<std::optional<kv_entry>> client::kv_get(const std::string& bucket, const 
     return std::optional<kv_entry>();
   }
   if (s != NATS_OK) return translate(s, jerr, "KV get " + bucket + "/" + key);
-  kv_entry out{std::string(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e))),
+  kv_entry out{std::string(static_cast<const char*>(kvEntry_Value(e)),
+                           static_cast<std::size_t>(kvEntry_ValueLen(e))),
                kvEntry_Revision(e)};
   kvEntry_Destroy(e);
   return std::optional<kv_entry>(std::move(out));
 }
 
-result<std::uint64_t> client::kv_create(const std::string& bucket, const std::string& key, const std::string& value) {
+result<std::uint64_t> client::kv_create(const std::string& bucket, const std::string& key,
+                                        const std::string& value) {
   auto kv = impl_->bucket(bucket);
   if (!kv) return kv.err();
   std::uint64_t rev = 0;
@@ -460,7 +485,8 @@ result<std::uint64_t> client::kv_create(const std::string& bucket, const std::st
   return failure;
 }
 
-result<std::uint64_t> client::kv_put(const std::string& bucket, const std::string& key, const std::string& value) {
+result<std::uint64_t> client::kv_put(const std::string& bucket, const std::string& key,
+                                     const std::string& value) {
   auto kv = impl_->bucket(bucket);
   if (!kv) return kv.err();
   std::uint64_t rev = 0;
@@ -471,19 +497,21 @@ result<std::uint64_t> client::kv_put(const std::string& bucket, const std::strin
   return rev;
 }
 
-result<std::uint64_t> client::kv_update(const std::string& bucket, const std::string& key, const std::string& value,
-                                        std::uint64_t revision) {
+result<std::uint64_t> client::kv_update(const std::string& bucket, const std::string& key,
+                                        const std::string& value, std::uint64_t revision) {
   auto kv = impl_->bucket(bucket);
   if (!kv) return kv.err();
   std::uint64_t rev = 0;
   auto [s, jerr] = impl_->with_retry([&](jsErrCode*) {
-    return kvStore_Update(&rev, *kv, key.c_str(), value.data(), static_cast<int>(value.size()), revision);
+    return kvStore_Update(&rev, *kv, key.c_str(), value.data(), static_cast<int>(value.size()),
+                          revision);
   });
   if (s == NATS_OK) return rev;
   auto failure = translate(s, jerr, "KV update " + bucket + "/" + key);
   auto existing = kv_get(bucket, key);
   if (existing && (!existing->has_value() || (*existing)->revision != revision))
-    return error{errc::conflict, "KV " + bucket + "/" + key + " moved past revision " + std::to_string(revision)};
+    return error{errc::conflict,
+                 "KV " + bucket + "/" + key + " moved past revision " + std::to_string(revision)};
   return failure;
 }
 
@@ -558,14 +586,16 @@ void on_sub_complete(void* closure) {
 }
 }  // namespace
 
-result<std::unique_ptr<subscription>> client::subscribe(const std::string& subject, const std::string& queue,
+result<std::unique_ptr<subscription>> client::subscribe(const std::string& subject,
+                                                        const std::string& queue,
                                                         std::function<void(message)> on_message) {
   auto i = std::make_unique<subscription::impl>();
   i->fn = std::move(on_message);
-  natsStatus s = queue.empty()
-                     ? natsConnection_Subscribe(&i->sub, impl_->nc, subject.c_str(), on_sub_message, i.get())
-                     : natsConnection_QueueSubscribe(&i->sub, impl_->nc, subject.c_str(), queue.c_str(),
-                                                     on_sub_message, i.get());
+  natsStatus s =
+      queue.empty()
+          ? natsConnection_Subscribe(&i->sub, impl_->nc, subject.c_str(), on_sub_message, i.get())
+          : natsConnection_QueueSubscribe(&i->sub, impl_->nc, subject.c_str(), queue.c_str(),
+                                          on_sub_message, i.get());
   if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "subscribe to " + subject);
   natsSubscription_SetPendingLimits(i->sub, 1'000'000, 1LL << 30);
   natsSubscription_SetOnCompleteCB(i->sub, on_sub_complete, i.get());
@@ -574,25 +604,31 @@ result<std::unique_ptr<subscription>> client::subscribe(const std::string& subje
 }
 
 namespace {
-result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream, const std::string& filter,
-                                              jsDeliverPolicy policy, std::uint64_t start_seq,
+result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream,
+                                              const std::string& filter, jsDeliverPolicy policy,
+                                              std::uint64_t start_seq,
                                               std::function<void(message)> on_message);
 }  // namespace
 
-result<std::unique_ptr<subscription>> client::follow_new(const std::string& stream, const std::string& filter,
+result<std::unique_ptr<subscription>> client::follow_new(const std::string& stream,
+                                                         const std::string& filter,
                                                          std::function<void(message)> on_message) {
   return ordered(impl_->js, stream, filter, js_DeliverNew, 0, std::move(on_message));
 }
 
-result<std::unique_ptr<subscription>> client::follow(const std::string& stream, const std::string& filter,
-                                                     std::uint64_t start_seq, std::function<void(message)> on_message) {
-  return ordered(impl_->js, stream, filter, start_seq > 0 ? js_DeliverByStartSequence : js_DeliverAll, start_seq,
+result<std::unique_ptr<subscription>> client::follow(const std::string& stream,
+                                                     const std::string& filter,
+                                                     std::uint64_t start_seq,
+                                                     std::function<void(message)> on_message) {
+  return ordered(impl_->js, stream, filter,
+                 start_seq > 0 ? js_DeliverByStartSequence : js_DeliverAll, start_seq,
                  std::move(on_message));
 }
 
 namespace {
-result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream, const std::string& filter,
-                                              jsDeliverPolicy policy, std::uint64_t start_seq,
+result<std::unique_ptr<subscription>> ordered(jsCtx* js, const std::string& stream,
+                                              const std::string& filter, jsDeliverPolicy policy,
+                                              std::uint64_t start_seq,
                                               std::function<void(message)> on_message) {
   auto i = std::make_unique<subscription::impl>();
   i->fn = std::move(on_message);
@@ -625,7 +661,8 @@ struct pull_consumer::impl {
 pull_consumer::pull_consumer(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 pull_consumer::~pull_consumer() = default;
 
-result<std::unique_ptr<pull_consumer>> client::pull(const std::string& stream, const std::string& durable,
+result<std::unique_ptr<pull_consumer>> client::pull(const std::string& stream,
+                                                    const std::string& durable,
                                                     const std::string& filter, millis ack_wait) {
   auto i = std::make_unique<pull_consumer::impl>();
   i->what = "consumer " + stream + "/" + durable;
@@ -645,7 +682,8 @@ result<std::unique_ptr<pull_consumer>> client::pull(const std::string& stream, c
 result<std::vector<fetched_message>> pull_consumer::fetch(int batch, millis timeout) {
   natsMsgList list{};
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  auto s = natsSubscription_Fetch(&list, impl_->sub, batch, std::max<std::int64_t>(1, timeout.count()), &jerr);
+  auto s = natsSubscription_Fetch(&list, impl_->sub, batch,
+                                  std::max<std::int64_t>(1, timeout.count()), &jerr);
   std::vector<fetched_message> out;
   if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
     return out;

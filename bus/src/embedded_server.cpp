@@ -1,5 +1,9 @@
 #include "berth/bus/embedded_server.hpp"
 
+#include "berth/base/fs.hpp"
+#include "berth/base/log.hpp"
+#include "berth/base/process.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,10 +17,6 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
-
-#include "berth/base/fs.hpp"
-#include "berth/base/log.hpp"
-#include "berth/base/process.hpp"
 
 namespace berth::bus {
 
@@ -72,7 +72,8 @@ struct embedded_server::impl {
     conf += "max_payload: 8MB\n";
     conf += "jetstream {\n  store_dir: \"" + opts.dir + "/store\"\n}\n";
     if (!opts.routes.empty()) {
-      conf += "cluster {\n  name: \"" + opts.cluster_name + "\"\n  listen: \"127.0.0.1:-1\"\n  routes: [\n";
+      conf += "cluster {\n  name: \"" + opts.cluster_name +
+              "\"\n  listen: \"127.0.0.1:-1\"\n  routes: [\n";
       for (const auto& r : opts.routes) conf += "    \"" + r + "\"\n";
       conf += "  ]\n}\n";
     }
@@ -83,18 +84,28 @@ struct embedded_server::impl {
   status launch() {
     auto bin = process::find_executable(opts.binary);
     if (!bin)
-      return error{errc::not_found, "nats.server_binary: \"" + opts.binary +
-                                        "\" not found in PATH; install nats-server (apt-get install nats-server) "
-                                        "or set [nats] servers to an external NATS"};
+      return error{errc::not_found,
+                   "nats.server_binary: \"" + opts.binary +
+                       "\" not found in PATH; install nats-server (apt-get install nats-server) "
+                       "or set [nats] servers to an external NATS"};
     BERTH_TRY(write_config());
     std::error_code ec;
     sfs::remove_all(opts.dir + "/ports", ec);
     sfs::create_directories(opts.dir + "/ports", ec);
     std::string logpath = opts.dir + "/nats-server.log";
     int logfd = ::open(logpath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    std::vector<std::string> argv = {*bin, "-c", opts.dir + "/nats-server.conf", "-a", "127.0.0.1",
-                                     "-p", std::to_string(port > 0 ? port : -1), "-js",
-                                     "--ports_file_dir", opts.dir + "/ports", "-P", pid_file()};
+    std::vector<std::string> argv = {*bin,
+                                     "-c",
+                                     opts.dir + "/nats-server.conf",
+                                     "-a",
+                                     "127.0.0.1",
+                                     "-p",
+                                     std::to_string(port > 0 ? port : -1),
+                                     "-js",
+                                     "--ports_file_dir",
+                                     opts.dir + "/ports",
+                                     "-P",
+                                     pid_file()};
     process::spawn_options so;
     so.stdout_fd = logfd;
     so.stderr_fd = logfd;
@@ -115,7 +126,8 @@ struct embedded_server::impl {
       if (!url.empty()) break;
       std::this_thread::sleep_for(10ms);
     }
-    if (url.empty()) return error{errc::timeout, "nats-server did not start within 15 s; see " + logpath};
+    if (url.empty())
+      return error{errc::timeout, "nats-server did not start within 15 s; see " + logpath};
     port = std::stoi(url.substr(url.rfind(':') + 1));
     logger()->info("embedded nats-server pid {} listening on {}", pid, url);
     return {};
@@ -131,7 +143,8 @@ struct embedded_server::impl {
     } catch (const std::exception&) {
       return false;
     }
-    if (!process::alive(old) || !cmdline_mentions(old, opts.dir + "/nats-server.conf")) return false;
+    if (!process::alive(old) || !cmdline_mentions(old, opts.dir + "/nats-server.conf"))
+      return false;
     auto u = read_ports_file(opts.dir, old);
     if (u.empty()) return false;
     pid = old;
@@ -171,7 +184,8 @@ struct embedded_server::impl {
     if (pid <= 0) return;
     ::kill(pid, SIGTERM);
     auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline && !exited()) std::this_thread::sleep_for(20ms);
+    while (std::chrono::steady_clock::now() < deadline && !exited())
+      std::this_thread::sleep_for(20ms);
     if (!exited()) {
       ::kill(pid, SIGKILL);
       if (is_child) ::waitpid(pid, nullptr, 0);

@@ -1,10 +1,10 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <nats/nats.h>
 
 #include <string>
-
-#include "berth/base/error.hpp"
 
 namespace berth::bus {
 

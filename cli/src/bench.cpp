@@ -1,4 +1,11 @@
 // berth bench: Berth measured against its peer in the same run, on the same machine.
+#include "cli.hpp"
+#include "local_node.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
+#include "berth/persistence/snapshot_store.hpp"
+
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -15,12 +22,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include "berth/base/fs.hpp"
-#include "berth/base/process.hpp"
-#include "berth/persistence/snapshot_store.hpp"
-#include "cli.hpp"
-#include "local_node.hpp"
 
 namespace berth::cli {
 
@@ -131,7 +132,9 @@ struct bench_env {
     const char* d = ::mkdtemp(tmpl);
     if (!d) return error{errc::io_error, "cannot create a temporary directory"};
     dir = d;
-    env.emplace("BERTH_LOG_LEVEL", std::getenv("BERTH_BENCH_LOG_LEVEL") ? std::getenv("BERTH_BENCH_LOG_LEVEL") : "warn");
+    env.emplace("BERTH_LOG_LEVEL", std::getenv("BERTH_BENCH_LOG_LEVEL")
+                                       ? std::getenv("BERTH_BENCH_LOG_LEVEL")
+                                       : "warn");
     node = std::make_unique<local_node>(dir + "/node", env);
     BERTH_TRY(node->start());
     return connect();
@@ -171,22 +174,25 @@ std::size_t count_type(const std::vector<json::value>& evs, const std::string& t
   return sessions.size();
 }
 
-void print_text(const std::string& scenario, const std::vector<json::value>& rows, const json::value& extra) {
+void print_text(const std::string& scenario, const std::vector<json::value>& rows,
+                const json::value& extra) {
   std::printf("berth bench %s\n", scenario.c_str());
-  std::printf("  %-34s %-34s %12s %12s %9s %9s %7s\n", "measure", "peer", "berth p50", "peer p50", "ratio50",
-              "ratio99", "n");
+  std::printf("  %-34s %-34s %12s %12s %9s %9s %7s\n", "measure", "peer", "berth p50", "peer p50",
+              "ratio50", "ratio99", "n");
   auto num = [](const json::value& r, const char* k) {
     const auto* v = r.find(k);
     return v && v->is_number() ? v->as_double() : -1.0;  // -1: not measured for this row
   };
   for (const auto& r : rows)
     std::printf("  %-34s %-34s %10.1fus %10.1fus %9.2f %9.2f %7lld\n", r.get_string("name").c_str(),
-                r.get_string("peer").c_str(), num(r, "berth_p50_us"), num(r, "peer_p50_us"), num(r, "ratio_p50"),
-                num(r, "ratio_p99"), static_cast<long long>(r.get_int("n")));
-  for (const auto& [k, v] : extra.as_object()) std::printf("  %-34s %s\n", k.c_str(), v.dump().c_str());
+                r.get_string("peer").c_str(), num(r, "berth_p50_us"), num(r, "peer_p50_us"),
+                num(r, "ratio_p50"), num(r, "ratio_p99"), static_cast<long long>(r.get_int("n")));
+  for (const auto& [k, v] : extra.as_object())
+    std::printf("  %-34s %s\n", k.c_str(), v.dump().c_str());
 }
 
-int emit(const globals& g, const std::string& scenario, const std::vector<json::value>& rows, json::value extra) {
+int emit(const globals& g, const std::string& scenario, const std::vector<json::value>& rows,
+         json::value extra) {
   if (g.output == "text") {
     print_text(scenario, rows, extra);
     return ok;
@@ -212,13 +218,16 @@ int bench_step(const globals& g, int n) {
   if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
   auto id = env.start_session(spec_with(R"({"id":"hold","run":["sleep","3600"]})"));
   if (!id) return report(id.err());
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") == 1; }, std::chrono::seconds(30)))
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") == 1; },
+                 std::chrono::seconds(30)))
     return report(error{errc::timeout, "the bench session did not start"});
 
   row r{"input -> actor -> snapshot -> journal", "JetStream publish+ack (same size)", {}, {}};
   std::string input_subject = env.names.input(*id);
   std::string peer_subject = env.names.input("bench-peer");
-  auto payload = [](int i) { return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}"; };
+  auto payload = [](int i) {
+    return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}";
+  };
   std::size_t seen = 0;
   for (int i = -100; i < n; ++i) {  // 100 warm-up rounds of each
     auto t0 = clock::now();
@@ -233,7 +242,8 @@ int bench_step(const globals& g, int n) {
         [&](auto& evs) {
           for (; seen < evs.size(); ++seen) {
             const auto& e = evs[seen];
-            if (e.get_string("type") == "input.applied" && e.find("data")->get_int("input_seq") == seq) {
+            if (e.get_string("type") == "input.applied" &&
+                e.find("data")->get_int("input_seq") == seq) {
               ++seen;
               return true;
             }
@@ -241,7 +251,8 @@ int bench_step(const globals& g, int n) {
           return false;
         },
         std::chrono::seconds(30));
-    if (!got) return report(error{errc::timeout, "input " + std::to_string(seq) + " was not applied"});
+    if (!got)
+      return report(error{errc::timeout, "input " + std::to_string(seq) + " was not applied"});
     auto berth_us = us_since(t0);
     if (i >= 0) {
       r.peer_us.push_back(peer_us);
@@ -249,8 +260,9 @@ int bench_step(const globals& g, int n) {
     }
   }
   json::value extra = json::value::make_object();
-  extra.set("note", "berth path: client JetStream publish of the input, node wake-up, input read, "
-                    "synced RocksDB snapshot, fenced journal publish, event pushed to the client");
+  extra.set("note",
+            "berth path: client JetStream publish of the input, node wake-up, input read, "
+            "synced RocksDB snapshot, fenced journal publish, event pushed to the client");
   return emit(g, "step", {row_json(r)}, std::move(extra));
 }
 
@@ -259,16 +271,19 @@ int bench_step(const globals& g, int n) {
 int bench_sessions(const globals& g, int n) {
   if (n <= 0) n = 1000;
   bench_env env;
-  if (auto st = env.start({{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 1000)}}); !st) return report(st.err());
+  if (auto st = env.start({{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 1000)}}); !st)
+    return report(st.err());
   auto& c = *env.client;
   event_feed feed;
   if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
   // An idle session: its step failed once and waits an hour for its retry (no process runs).
-  auto idle = spec_with(R"({"id":"wait","run":["false"],"retry":{"max_attempts":2,"backoff":"1h","max_backoff":"1h"}})");
+  auto idle = spec_with(
+      R"({"id":"wait","run":["false"],"retry":{"max_attempts":2,"backoff":"1h","max_backoff":"1h"}})");
   // Warm up code paths and allocator arenas before the baseline.
   for (int i = 0; i < 20; ++i)
     if (auto id = env.start_session(idle); !id) return report(id.err());
-  feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= 20; }, std::chrono::seconds(60));
+  feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= 20; },
+            std::chrono::seconds(60));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto rss0 = rss_bytes(env.node->pid());
   std::vector<std::string> idle_ids;
@@ -277,8 +292,11 @@ int bench_sessions(const globals& g, int n) {
     if (!id) return report(id.err());
     idle_ids.push_back(*id);
   }
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= static_cast<std::size_t>(n + 20); },
-                 std::chrono::seconds(300)))
+  if (!feed.wait(
+          [&](auto& evs) {
+            return count_type(evs, "step.retrying") >= static_cast<std::size_t>(n + 20);
+          },
+          std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every idle session reached its retry wait"});
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   auto rss1 = rss_bytes(env.node->pid());
@@ -289,7 +307,8 @@ int bench_sessions(const globals& g, int n) {
   // threads so that the client is not the bottleneck; peer: the same publishes without Berth.
   const int transitions = 5 * n;
   const int publishers = 8;
-  auto publish_all = [&](const std::function<std::string(int)>& subject_of) -> std::optional<error> {
+  auto publish_all =
+      [&](const std::function<std::string(int)>& subject_of) -> std::optional<error> {
     std::vector<std::thread> ts;
     std::mutex emu;
     std::optional<error> failure;
@@ -313,19 +332,23 @@ int bench_sessions(const globals& g, int n) {
     applied_before = feed.events.size();
   }
   auto x0 = clock::now();
-  if (auto e = publish_all([&](int i) { return env.names.input(idle_ids[static_cast<std::size_t>(i) % idle_ids.size()]); }))
+  if (auto e = publish_all([&](int i) {
+        return env.names.input(idle_ids[static_cast<std::size_t>(i) % idle_ids.size()]);
+      }))
     return report(*e);
   if (!feed.wait(
           [&](auto& evs) {
             std::size_t done = 0;
-            for (std::size_t k = applied_before; k < evs.size(); ++k) done += evs[k].get_string("type") == "input.applied";
+            for (std::size_t k = applied_before; k < evs.size(); ++k)
+              done += evs[k].get_string("type") == "input.applied";
             return done >= static_cast<std::size_t>(transitions);
           },
           std::chrono::seconds(600)))
     return report(error{errc::timeout, "not every input was applied"});
   double x_secs = std::chrono::duration<double>(clock::now() - x0).count();
   auto y0 = clock::now();
-  if (auto e = publish_all([&](int i) { return env.names.input("bench-peer-" + std::to_string(i % 100)); }))
+  if (auto e = publish_all(
+          [&](int i) { return env.names.input("bench-peer-" + std::to_string(i % 100)); }))
     return report(*e);
   double y_secs = std::chrono::duration<double>(clock::now() - y0).count();
   double transitions_per_s = transitions / x_secs;
@@ -344,7 +367,8 @@ int bench_sessions(const globals& g, int n) {
   const int steps = 10;
   std::string steps_json;
   for (int i = 0; i < steps; ++i)
-    steps_json += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
+    steps_json +=
+        (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
   auto busy = spec_with(steps_json);
   std::size_t before;
   {
@@ -357,7 +381,8 @@ int bench_sessions(const globals& g, int n) {
   if (!feed.wait(
           [&](auto& evs) {
             std::size_t done = 0;
-            for (std::size_t k = before; k < evs.size(); ++k) done += evs[k].get_string("type") == "session.succeeded";
+            for (std::size_t k = before; k < evs.size(); ++k)
+              done += evs[k].get_string("type") == "session.succeeded";
             return done >= static_cast<std::size_t>(sessions);
           },
           std::chrono::seconds(600)))
@@ -403,8 +428,8 @@ int bench_sessions(const globals& g, int n) {
 int bench_resume(const globals& g, int n) {
   if (n <= 0) n = 1000;
   bench_env env;
-  std::map<std::string, std::string> node_env = {{"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 100)},
-                                                 {"BERTH_NODE_SHUTDOWN_GRACE", "0s"}};
+  std::map<std::string, std::string> node_env = {
+      {"BERTH_NODE_MAX_SESSIONS", std::to_string(n + 100)}, {"BERTH_NODE_SHUTDOWN_GRACE", "0s"}};
   if (const char* t = std::getenv("BERTH_NODE_IO_THREADS")) node_env["BERTH_NODE_IO_THREADS"] = t;
   if (auto st = env.start(node_env); !st) return report(st.err());
   event_feed feed;
@@ -412,8 +437,9 @@ int bench_resume(const globals& g, int n) {
   auto hold = spec_with(R"({"id":"hold","run":["sleep","3600"]})");
   for (int i = 0; i < n; ++i)
     if (auto id = env.start_session(hold); !id) return report(id.err());
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") >= static_cast<std::size_t>(n); },
-                 std::chrono::seconds(300)))
+  if (!feed.wait(
+          [&](auto& evs) { return count_type(evs, "step.started") >= static_cast<std::size_t>(n); },
+          std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every session started its step"});
   std::uint64_t from;
   {
@@ -440,20 +466,28 @@ int bench_resume(const globals& g, int n) {
   event_feed after;
   if (auto st = after.follow(*env.client, env.names, from); !st) return report(st.err());
   pid_t nats_pid = 0;
-  if (auto text = fs::read_file(env.node->data_dir() + "/nats/nats-server.pid")) nats_pid = std::stoi(*text);
+  if (auto text = fs::read_file(env.node->data_dir() + "/nats/nats-server.pid"))
+    nats_pid = std::stoi(*text);
   double nats_cpu0 = cpu_ms(nats_pid);
   auto r0 = clock::now();
   if (auto st = env.node->start(); !st) return report(st.err());
   double ready_us = us_since(r0);
-  after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= 1; }, std::chrono::seconds(300));
+  after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= 1; },
+             std::chrono::seconds(300));
   double first_us = us_since(r0);
-  if (!after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= static_cast<std::size_t>(n); },
-                  std::chrono::seconds(300)))
+  if (!after.wait(
+          [&](auto& evs) {
+            return count_type(evs, "step.interrupted") >= static_cast<std::size_t>(n);
+          },
+          std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every session resumed"});
   double resume_us = us_since(r0);
   double node_cpu = cpu_ms(env.node->pid());
   double nats_cpu = cpu_ms(nats_pid) - nats_cpu0;
-  row r{"restart -> every session's next event", "open RocksDB + connect + 1 fetch", {resume_us}, {floor_us}};
+  row r{"restart -> every session's next event",
+        "open RocksDB + connect + 1 fetch",
+        {resume_us},
+        {floor_us}};
   json::value extra = json::value::make_object();
   extra.set("sessions", n);
   extra.set("resume_ms", resume_us / 1000);
@@ -471,7 +505,8 @@ int run_bench(const globals& g, const std::string& scenario, int n) {
   if (scenario == "step") return bench_step(g, n);
   if (scenario == "sessions") return bench_sessions(g, n);
   if (scenario == "resume") return bench_resume(g, n);
-  return report(error{errc::invalid_argument, "bench: unknown scenario \"" + scenario + "\" (step, sessions, resume)"});
+  return report(error{errc::invalid_argument,
+                      "bench: unknown scenario \"" + scenario + "\" (step, sessions, resume)"});
 }
 
 }  // namespace berth::cli

@@ -1,13 +1,13 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/bus/client.hpp"
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "berth/base/error.hpp"
-#include "berth/base/json.hpp"
-#include "berth/bus/client.hpp"
 
 namespace berth::cli {
 
@@ -16,8 +16,8 @@ enum exit_code : int { ok = 0, failure = 1, usage = 2, not_found = 3, timed_out 
 
 /// Options every command shares.
 struct globals {
-  std::string server;    ///< --server / BERTH_SERVER
-  std::string data_dir;  ///< --data-dir / BERTH_DATA_DIR: where node.json is
+  std::string server;           ///< --server / BERTH_SERVER
+  std::string data_dir;         ///< --data-dir / BERTH_DATA_DIR: where node.json is
   std::string output = "text";  ///< -o text|json|jsonl
   std::string timeout = "30s";
   std::string prefix = "berth";

@@ -1,3 +1,11 @@
+#include "commands.hpp"
+
+#include "cli.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/log.hpp"
+#include "berth/node/node.hpp"
+
 #include <unistd.h>
 
 #include <condition_variable>
@@ -6,12 +14,6 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
-
-#include "berth/base/fs.hpp"
-#include "berth/base/log.hpp"
-#include "berth/node/node.hpp"
-#include "cli.hpp"
-#include "commands.hpp"
 
 namespace berth::cli {
 
@@ -53,10 +55,11 @@ result<std::string> resolve_server(const globals& g) {
     auto v = json::parse(*text);
     if (v && !v->get_string("nats_url").empty()) return v->get_string("nats_url");
   }
-  return error{errc::unavailable, "no node to talk to: none is running with " +
-                                      (g.data_dir.empty() ? std::string("the default data dir")
-                                                          : "--data-dir " + g.data_dir) +
-                                      "; start one with `berth node`, or pass --server URL (or BERTH_SERVER)"};
+  return error{
+      errc::unavailable,
+      "no node to talk to: none is running with " +
+          (g.data_dir.empty() ? std::string("the default data dir") : "--data-dir " + g.data_dir) +
+          "; start one with `berth node`, or pass --server URL (or BERTH_SERVER)"};
 }
 
 }  // namespace
@@ -84,7 +87,8 @@ result<json::value> api_client::call(const std::string& verb, const json::value&
   auto reply = bus_->request(names_.api(verb), body.dump(), timeout_);
   if (!reply) {
     if (reply.err().is(errc::unavailable))
-      return error{errc::unavailable, "no berth node answers on " + names_.api(verb) + " (is `berth node` running?)"};
+      return error{errc::unavailable,
+                   "no berth node answers on " + names_.api(verb) + " (is `berth node` running?)"};
     return reply.err();
   }
   auto v = json::parse(reply->data);
@@ -92,12 +96,18 @@ result<json::value> api_client::call(const std::string& verb, const json::value&
   if (const auto* e = v->find("error")) {
     auto code = e->get_string("code");
     errc c = errc::internal;
-    if (code == "invalid_argument") c = errc::invalid_argument;
-    else if (code == "not_found") c = errc::not_found;
-    else if (code == "conflict") c = errc::conflict;
-    else if (code == "timeout") c = errc::timeout;
-    else if (code == "too_large") c = errc::too_large;
-    else if (code == "unavailable") c = errc::unavailable;
+    if (code == "invalid_argument")
+      c = errc::invalid_argument;
+    else if (code == "not_found")
+      c = errc::not_found;
+    else if (code == "conflict")
+      c = errc::conflict;
+    else if (code == "timeout")
+      c = errc::timeout;
+    else if (code == "too_large")
+      c = errc::too_large;
+    else if (code == "unavailable")
+      c = errc::unavailable;
     return error{c, e->get_string("message")};
   }
   return std::move(*v);
@@ -109,29 +119,39 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
   std::string time = ts.size() >= 23 ? ts.substr(11, 12) : ts;
   const json::value* d = ev.find("data");
   std::string details;
-  auto add = [&](const std::string& k, const std::string& v) { details += (details.empty() ? "" : " ") + k + "=" + v; };
+  auto add = [&](const std::string& k, const std::string& v) {
+    details += (details.empty() ? "" : " ") + k + "=" + v;
+  };
   if (d && d->is_object()) {
     if (auto s = d->get_string("step"); !s.empty()) add("step", s);
     if (auto a = d->get_int("attempt", -1); a >= 0) add("attempt", std::to_string(a));
-    if (const auto* ec = d->find("exit_code"); ec && ec->is_int()) add("exit", std::to_string(ec->as_int()));
-    if (const auto* sig = d->find("signal"); sig && sig->is_int()) add("signal", std::to_string(sig->as_int()));
+    if (const auto* ec = d->find("exit_code"); ec && ec->is_int())
+      add("exit", std::to_string(ec->as_int()));
+    if (const auto* sig = d->find("signal"); sig && sig->is_int())
+      add("signal", std::to_string(sig->as_int()));
     if (auto ms = d->get_int("duration_ms", -1); ms >= 0) add("took", format_duration(millis(ms)));
     if (auto ms = d->get_int("delay_ms", -1); ms >= 0) add("in", format_duration(millis(ms)));
     if (auto k = d->get_string("kind"); !k.empty()) add("input", k);
     if (auto n = d->get_string("node"); !n.empty()) add("node", n);
-    if (auto r = d->get_string("reason"); !r.empty()) details += (details.empty() ? "" : " ") + std::string("— ") + r;
+    if (auto r = d->get_string("reason"); !r.empty())
+      details += (details.empty() ? "" : " ") + std::string("— ") + r;
   }
   const char* c = "";
   const char* reset = "";
   if (color) {
     reset = "\033[0m";
-    if (type == "session.succeeded" || type == "step.finished") c = "\033[32m";
-    else if (type == "session.failed" || type == "step.failed" || type == "session.timed_out") c = "\033[31m";
-    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled") c = "\033[33m";
-    else if (type == "step.started" || type == "session.started") c = "\033[36m";
+    if (type == "session.succeeded" || type == "step.finished")
+      c = "\033[32m";
+    else if (type == "session.failed" || type == "step.failed" || type == "session.timed_out")
+      c = "\033[31m";
+    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled")
+      c = "\033[33m";
+    else if (type == "step.started" || type == "session.started")
+      c = "\033[36m";
   }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%5lld  %s  ", static_cast<long long>(ev.get_int("n")), time.c_str());
+  std::snprintf(buf, sizeof buf, "%5lld  %s  ", static_cast<long long>(ev.get_int("n")),
+                time.c_str());
   (void)seq;
   return std::string(buf) + c + type + reset + (details.empty() ? "" : "  " + details);
 }
@@ -203,8 +223,8 @@ void print_log(const globals& g, const bus::message& m, bool prefixed) {
     while (start < m.data.size()) {
       auto nl = m.data.find('\n', start);
       auto line = m.data.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-      std::fprintf(f, "        %s│ %s:%s %s\n", ::isatty(1) ? "\033[2m" : "", step.c_str(), ::isatty(1) ? "\033[0m" : "",
-                   line.c_str());
+      std::fprintf(f, "        %s│ %s:%s %s\n", ::isatty(1) ? "\033[2m" : "", step.c_str(),
+                   ::isatty(1) ? "\033[0m" : "", line.c_str());
       if (nl == std::string::npos) break;
       start = nl + 1;
     }
@@ -214,8 +234,8 @@ void print_log(const globals& g, const bus::message& m, bool prefixed) {
 
 }  // namespace
 
-int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since, bool with_logs,
-                   bool quiet, std::string* final_status) {
+int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since,
+                   bool with_logs, bool quiet, std::string* final_status) {
   feed f;
   auto ev_sub = api.bus().follow(api.names().stream_ev(), api.names().journal(id), since,
                                  [&f](bus::message m) { f.push(0, std::move(m)); });
@@ -276,7 +296,8 @@ int cmd_session_events(const globals& g, const std::string& id, bool follow, std
   return ok;
 }
 
-int cmd_session_logs(const globals& g, const std::string& id, bool follow, const std::string& step) {
+int cmd_session_logs(const globals& g, const std::string& id, bool follow,
+                     const std::string& step) {
   auto api = api_client::connect(g);
   if (!api) return report(api.err());
   auto last = api->bus().last_message(api->names().stream_ev(), api->names().journal(id));
@@ -295,7 +316,8 @@ int cmd_session_logs(const globals& g, const std::string& id, bool follow, const
     return ok;
   }
   feed f;
-  auto sub = api->bus().follow(api->names().stream_log(), subject, 0, [&f](bus::message m) { f.push(1, std::move(m)); });
+  auto sub = api->bus().follow(api->names().stream_log(), subject, 0,
+                               [&f](bus::message m) { f.push(1, std::move(m)); });
   if (!sub) return report(sub.err());
   auto ev_sub = api->bus().follow(api->names().stream_ev(), api->names().journal(id), 0,
                                   [&f](bus::message m) { f.push(0, std::move(m)); });
@@ -322,21 +344,24 @@ void print_summary(const globals& g, const json::value& v) {
     std::printf("%s\n", v.dump().c_str());
     return;
   }
-  std::printf("session  %s\nstatus   %s\nrepo     %s\n", v.get_string("id").c_str(), v.get_string("status").c_str(),
-              v.get_string("repo").c_str());
+  std::printf("session  %s\nstatus   %s\nrepo     %s\n", v.get_string("id").c_str(),
+              v.get_string("status").c_str(), v.get_string("repo").c_str());
   if (!v.get_string("ref").empty()) std::printf("ref      %s\n", v.get_string("ref").c_str());
   if (!v.get_string("goal").empty()) std::printf("goal     %s\n", v.get_string("goal").c_str());
   if (!v.get_string("reason").empty()) std::printf("reason   %s\n", v.get_string("reason").c_str());
   if (!v.get_string("node").empty()) std::printf("node     %s\n", v.get_string("node").c_str());
-  std::printf("created  %s\nupdated  %s\nevents   %lld\nsteps\n", v.get_string("created_at").c_str(),
-              v.get_string("updated_at").c_str(), static_cast<long long>(v.get_int("events")));
+  std::printf("created  %s\nupdated  %s\nevents   %lld\nsteps\n",
+              v.get_string("created_at").c_str(), v.get_string("updated_at").c_str(),
+              static_cast<long long>(v.get_int("events")));
   if (const auto* steps = v.find("steps"); steps && steps->is_array()) {
     for (const auto& s : steps->as_array()) {
       std::string extra;
-      if (const auto* ec = s.find("exit_code"); ec && ec->is_int()) extra += " exit=" + std::to_string(ec->as_int());
+      if (const auto* ec = s.find("exit_code"); ec && ec->is_int())
+        extra += " exit=" + std::to_string(ec->as_int());
       if (!s.get_string("reason").empty()) extra += " — " + s.get_string("reason");
-      std::printf("  %-20s %-10s attempt %lld%s\n", s.get_string("id").c_str(), s.get_string("status").c_str(),
-                  static_cast<long long>(s.get_int("attempt")), extra.c_str());
+      std::printf("  %-20s %-10s attempt %lld%s\n", s.get_string("id").c_str(),
+                  s.get_string("status").c_str(), static_cast<long long>(s.get_int("attempt")),
+                  extra.c_str());
     }
   }
 }
@@ -382,9 +407,11 @@ int cmd_session_start(const globals& g, const start_args& a) {
   if (!r) return report(r.err());
   auto id = r->get_string("id");
   if (a.follow) {
-    if (g.output == "text") std::printf("session %s accepted (input sequence %lld)\n", id.c_str(),
-                                        static_cast<long long>(r->get_int("accepted_seq")));
-    else std::printf("%s\n", r->dump().c_str());
+    if (g.output == "text")
+      std::printf("session %s accepted (input sequence %lld)\n", id.c_str(),
+                  static_cast<long long>(r->get_int("accepted_seq")));
+    else
+      std::printf("%s\n", r->dump().c_str());
     std::fflush(stdout);
     std::string status;
     int rc = follow_session(g, *api, id, 0, true, false, &status);
@@ -400,8 +427,10 @@ int cmd_session_start(const globals& g, const start_args& a) {
     if (s) print_summary(g, *s);
     return rc;
   }
-  if (g.output == "text") std::printf("%s\n", id.c_str());
-  else std::printf("%s\n", r->dump().c_str());
+  if (g.output == "text")
+    std::printf("%s\n", id.c_str());
+  else
+    std::printf("%s\n", r->dump().c_str());
   return ok;
 }
 
@@ -421,13 +450,14 @@ int cmd_simple(const globals& g, const std::string& verb, const json::value& bod
     } else {
       std::printf("%-28s %-10s %6s  %-24s %s\n", "ID", "STATUS", "EVENTS", "UPDATED", "REASON");
       for (const auto& row : rows->as_array())
-        std::printf("%-28s %-10s %6lld  %-24s %s\n", row.get_string("id").c_str(), row.get_string("status").c_str(),
-                    static_cast<long long>(row.get_int("events")), row.get_string("updated_at").c_str(),
-                    row.get_string("reason").c_str());
+        std::printf("%-28s %-10s %6lld  %-24s %s\n", row.get_string("id").c_str(),
+                    row.get_string("status").c_str(), static_cast<long long>(row.get_int("events")),
+                    row.get_string("updated_at").c_str(), row.get_string("reason").c_str());
     }
   } else if (g.output == "text") {
     for (const auto& [k, v] : r->as_object())
-      std::printf("%-20s %s\n", k.c_str(), v.is_string() ? v.as_string().c_str() : v.dump().c_str());
+      std::printf("%-20s %s\n", k.c_str(),
+                  v.is_string() ? v.as_string().c_str() : v.dump().c_str());
   } else {
     std::printf("%s\n", r->dump().c_str());
   }

@@ -1,10 +1,11 @@
 #pragma once
 
-#include <string>
-#include <vector>
+#include "cli.hpp"
 
 #include "berth/session/spec.hpp"
-#include "cli.hpp"
+
+#include <string>
+#include <vector>
 
 namespace berth::cli {
 
@@ -20,8 +21,8 @@ int cmd_session_start(const globals& g, const start_args& a);
 int cmd_session_events(const globals& g, const std::string& id, bool follow, std::uint64_t since);
 int cmd_session_logs(const globals& g, const std::string& id, bool follow, const std::string& step);
 int cmd_simple(const globals& g, const std::string& verb, const json::value& body);
-int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since, bool with_logs,
-                   bool quiet, std::string* final_status);
+int follow_session(const globals& g, api_client& api, const std::string& id, std::uint64_t since,
+                   bool with_logs, bool quiet, std::string* final_status);
 void print_summary(const globals& g, const json::value& v);
 
 }  // namespace berth::cli

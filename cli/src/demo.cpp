@@ -1,3 +1,10 @@
+#include "cli.hpp"
+#include "commands.hpp"
+#include "local_node.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
+
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -7,17 +14,12 @@
 #include <cstdio>
 #include <thread>
 
-#include "berth/base/fs.hpp"
-#include "berth/base/process.hpp"
-#include "cli.hpp"
-#include "commands.hpp"
-#include "local_node.hpp"
-
 namespace berth::cli {
 
 namespace {
 
-constexpr const char* demo_workflow = R"(# The demo session: four steps, one of which fails once and is retried.
+constexpr const char* demo_workflow =
+    R"(# The demo session: four steps, one of which fails once and is retried.
 [session]
 goal = "show what a Berth session looks like"
 
@@ -45,12 +47,14 @@ run = ["sh", "-c", "echo packaging; ls -a"]
 int run_demo(const globals& g) {
   char tmpl[] = "/tmp/berth-demo-XXXXXX";
   const char* base = ::mkdtemp(tmpl);
-  if (!base) return report(error{errc::io_error, "cannot create a temporary directory for the demo"});
+  if (!base)
+    return report(error{errc::io_error, "cannot create a temporary directory for the demo"});
   std::string dir = base;
   std::string data_dir = dir + "/node";
   std::string wf = dir + "/demo.toml";
   if (auto st = fs::write_file_atomic(wf, demo_workflow); !st) return report(st.err());
-  std::printf("berth demo: starting a local node (data dir %s, embedded nats-server)\n", data_dir.c_str());
+  std::printf("berth demo: starting a local node (data dir %s, embedded nats-server)\n",
+              data_dir.c_str());
   std::fflush(stdout);
   local_node node(data_dir);
   if (auto st = node.start(); !st) {
@@ -65,7 +69,8 @@ int run_demo(const globals& g) {
   sa.workflow = wf;
   sa.repo = "file://" + dir + "/app.git";
   sa.follow = true;
-  std::printf("berth demo: berth session start --workflow demo.toml --repo %s --follow\n\n", sa.repo.c_str());
+  std::printf("berth demo: berth session start --workflow demo.toml --repo %s --follow\n\n",
+              sa.repo.c_str());
   std::fflush(stdout);
   int rc = cmd_session_start(dg, sa);
   std::printf("\nberth demo: stopping the node\n");
@@ -73,7 +78,9 @@ int run_demo(const globals& g) {
   node.stop();
   if (rc == ok) {
     fs::remove_tree(dir);
-    std::printf("berth demo: done. Next: `berth node --data-dir ./node-a &` and `berth session start --help`.\n");
+    std::printf(
+        "berth demo: done. Next: `berth node --data-dir ./node-a &` and `berth session start "
+        "--help`.\n");
   } else {
     std::printf("berth demo: the session did not succeed; node log: %s\n", node.log_path().c_str());
   }

@@ -1,5 +1,11 @@
 #include "local_node.hpp"
 
+#include "cli.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/json.hpp"
+#include "berth/base/process.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,17 +15,14 @@
 #include <filesystem>
 #include <thread>
 
-#include "berth/base/fs.hpp"
-#include "berth/base/json.hpp"
-#include "berth/base/process.hpp"
-#include "cli.hpp"
-
 namespace berth::cli {
 
 local_node::local_node(std::string data_dir, std::map<std::string, std::string> env)
     : data_dir_(std::move(data_dir)), env_(std::move(env)) {}
 
-local_node::~local_node() { stop(); }
+local_node::~local_node() {
+  stop();
+}
 
 status local_node::start() {
   std::error_code ec;

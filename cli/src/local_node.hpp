@@ -1,11 +1,11 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <sys/types.h>
 
 #include <map>
 #include <string>
-
-#include "berth/base/error.hpp"
 
 namespace berth::cli {
 

@@ -1,13 +1,14 @@
-#include <CLI/CLI.hpp>
-
-#include <cstdio>
-#include <iostream>
+#include "cli.hpp"
+#include "commands.hpp"
 
 #include "berth/base/fs.hpp"
 #include "berth/config/config.hpp"
 #include "berth/node/node.hpp"
-#include "cli.hpp"
-#include "commands.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
 
 using namespace berth;
 using namespace berth::cli;
@@ -56,17 +57,22 @@ int main(int argc, char** argv) {
   globals g;
   if (const char* s = std::getenv("BERTH_SERVER")) g.server = s;
   if (const char* d = std::getenv("BERTH_DATA_DIR")) g.data_dir = d;
-  app.add_option("--server", g.server, "NATS URL of the cluster (env BERTH_SERVER; default: the local node's)");
-  app.add_option("--data-dir", g.data_dir, "node data dir (env BERTH_DATA_DIR); the CLI finds node.json there");
-  app.add_option("-o,--output", g.output, "output format")->check(CLI::IsMember({"text", "json", "jsonl"}));
+  app.add_option("--server", g.server,
+                 "NATS URL of the cluster (env BERTH_SERVER; default: the local node's)");
+  app.add_option("--data-dir", g.data_dir,
+                 "node data dir (env BERTH_DATA_DIR); the CLI finds node.json there");
+  app.add_option("-o,--output", g.output, "output format")
+      ->check(CLI::IsMember({"text", "json", "jsonl"}));
   app.add_option("--timeout", g.timeout, "how long to wait for the node to answer (e.g. 30s)");
 
   // node
   std::string config_file;
-  auto* node_cmd = app.add_subcommand("node", "run a node (embedded nats-server when [nats] servers is empty)");
+  auto* node_cmd =
+      app.add_subcommand("node", "run a node (embedded nats-server when [nats] servers is empty)");
   node_cmd->add_option("--config", config_file, "TOML config file");
 
-  auto* demo_cmd = app.add_subcommand("demo", "start a local node and run one sample session, live");
+  auto* demo_cmd =
+      app.add_subcommand("demo", "start a local node and run one sample session, live");
 
   // session
   auto* session = app.add_subcommand("session", "start, watch and steer sessions");
@@ -76,14 +82,18 @@ int main(int argc, char** argv) {
   start->add_option("--repo", sa.repo, "git repository URL");
   start->add_option("--ref", sa.ref, "branch, tag or commit");
   start->add_option("--goal", sa.goal, "what the session is for");
-  start->add_option("--workflow", sa.workflow, "workflow file (TOML: [[steps]] with id, run, timeout, retry)");
+  start->add_option("--workflow", sa.workflow,
+                    "workflow file (TOML: [[steps]] with id, run, timeout, retry)");
   start->add_option("--id", sa.id, "session id ([A-Za-z0-9_-]; default: a new ULID)");
-  start->add_option("--idempotency-key", sa.idempotency_key, "repeat-safe start key (default: the session id)");
+  start->add_option("--idempotency-key", sa.idempotency_key,
+                    "repeat-safe start key (default: the session id)");
   start->add_option("--priority", sa.priority, "0..9, higher placed first (default 5)");
   start->add_option("--session-timeout", sa.timeout, "session timeout, e.g. 45m");
   start->add_option("--run", sa.run, "a one-step session running this command")->expected(1, -1);
-  auto* wait_flag = start->add_flag("--wait", sa.wait, "wait until the session ends; exit non-zero unless it succeeded");
-  start->add_flag("--follow,-f", sa.follow, "show events and output live until the session ends")->excludes(wait_flag);
+  auto* wait_flag = start->add_flag(
+      "--wait", sa.wait, "wait until the session ends; exit non-zero unless it succeeded");
+  start->add_flag("--follow,-f", sa.follow, "show events and output live until the session ends")
+      ->excludes(wait_flag);
 
   std::string sid;
   auto* list = session->add_subcommand("list", "list sessions, newest first");
@@ -123,12 +133,16 @@ int main(int argc, char** argv) {
   bool defaults = false;
   bool markdown = false;
   print->add_flag("--defaults", defaults, "every key with its default");
-  print->add_flag("--markdown", markdown, "the configuration reference as Markdown (docs/configuration.md)");
+  print->add_flag("--markdown", markdown,
+                  "the configuration reference as Markdown (docs/configuration.md)");
 
   std::string scenario;
   int bench_n = 0;
-  auto* bench = app.add_subcommand("bench", "measure Berth against its peer in one run (step, sessions, resume)");
-  bench->add_option("scenario", scenario)->required()->check(CLI::IsMember({"step", "sessions", "resume"}));
+  auto* bench = app.add_subcommand(
+      "bench", "measure Berth against its peer in one run (step, sessions, resume)");
+  bench->add_option("scenario", scenario)
+      ->required()
+      ->check(CLI::IsMember({"step", "sessions", "resume"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
 
   try {
@@ -151,8 +165,10 @@ int main(int argc, char** argv) {
   if (*stats) return cmd_simple(g, "stats", json::value::make_object());
   if (*check) return cmd_config_check(cfg_file);
   if (*print) {
-    if (markdown) std::printf("%s", config::reference_markdown().c_str());
-    else if (defaults) std::printf("%s", config::print_defaults_toml().c_str());
+    if (markdown)
+      std::printf("%s", config::reference_markdown().c_str());
+    else if (defaults)
+      std::printf("%s", config::print_defaults_toml().c_str());
     else {
       std::fprintf(stderr, "berth: config print: say --defaults or --markdown\n");
       return usage;
@@ -162,7 +178,9 @@ int main(int argc, char** argv) {
   if (*bench) return run_bench(g, scenario, bench_n);
   if (*start) {
     if (sa.repo.empty() && sa.workflow.empty()) {
-      std::fprintf(stderr, "berth: session start: --repo is required (or a --workflow with [session] repo)\n");
+      std::fprintf(
+          stderr,
+          "berth: session start: --repo is required (or a --workflow with [session] repo)\n");
       return usage;
     }
     if (sa.workflow.empty() && sa.run.empty()) {

@@ -1,7 +1,8 @@
-#include <toml++/toml.h>
+#include "cli.hpp"
 
 #include "berth/base/fs.hpp"
-#include "cli.hpp"
+
+#include <toml++/toml.h>
 
 namespace berth::cli {
 
@@ -12,12 +13,17 @@ std::string at(const std::string& file, const toml::source_region& r) {
 }
 
 // Convert TOML to JSON values, keeping positions for errors on the way.
-result<json::value> to_json(const toml::node& n, const std::string& file, const std::string& field) {
+result<json::value> to_json(const toml::node& n, const std::string& file,
+                            const std::string& field) {
   switch (n.type()) {
-    case toml::node_type::string: return json::value(*n.value<std::string>());
-    case toml::node_type::integer: return json::value(*n.value<std::int64_t>());
-    case toml::node_type::floating_point: return json::value(*n.value<double>());
-    case toml::node_type::boolean: return json::value(*n.value<bool>());
+    case toml::node_type::string:
+      return json::value(*n.value<std::string>());
+    case toml::node_type::integer:
+      return json::value(*n.value<std::int64_t>());
+    case toml::node_type::floating_point:
+      return json::value(*n.value<double>());
+    case toml::node_type::boolean:
+      return json::value(*n.value<bool>());
     case toml::node_type::array: {
       json::value arr = json::value::make_array();
       std::size_t i = 0;
@@ -38,7 +44,8 @@ result<json::value> to_json(const toml::node& n, const std::string& file, const 
       return obj;
     }
     default:
-      return error{errc::invalid_argument, at(file, n.source()) + ": " + field + ": dates and times are not supported"};
+      return error{errc::invalid_argument,
+                   at(file, n.source()) + ": " + field + ": dates and times are not supported"};
   }
 }
 
@@ -51,27 +58,31 @@ result<json::value> load_workflow(const std::string& path) {
   try {
     root = toml::parse(*text, path);
   } catch (const toml::parse_error& e) {
-    return error{errc::invalid_argument, at(path, e.source()) + ": invalid TOML: " + std::string(e.description())};
+    return error{errc::invalid_argument,
+                 at(path, e.source()) + ": invalid TOML: " + std::string(e.description())};
   }
   json::value spec = json::value::make_object();
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     if (key == "session") {
-      if (!v.is_table()) return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
+      if (!v.is_table())
+        return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
         static const char* known[] = {"repo", "ref", "goal", "timeout", "priority", "id"};
         bool ok = false;
         for (const char* n : known) ok = ok || sk.str() == n;
         if (!ok)
-          return error{errc::invalid_argument, at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                                                   ": unknown key (known: repo, ref, goal, timeout, priority, id)"};
+          return error{errc::invalid_argument,
+                       at(path, sk.source()) + ": session." + std::string(sk.str()) +
+                           ": unknown key (known: repo, ref, goal, timeout, priority, id)"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;
         spec.set(sk.str(), std::move(*j));
       }
     } else if (key == "steps") {
       if (!v.is_array_of_tables())
-        return error{errc::invalid_argument, at(path, k.source()) + ": steps: expected [[steps]] tables"};
+        return error{errc::invalid_argument,
+                     at(path, k.source()) + ": steps: expected [[steps]] tables"};
       json::value steps = json::value::make_array();
       std::size_t i = 0;
       for (const auto& t : *v.as_array()) {
@@ -81,8 +92,9 @@ result<json::value> load_workflow(const std::string& path) {
           bool ok = false;
           for (const char* n : known) ok = ok || sk.str() == n;
           if (!ok)
-            return error{errc::invalid_argument, at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
-                                                     ": unknown key (known: id, run, timeout, retry, env)"};
+            return error{errc::invalid_argument,
+                         at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
+                             ": unknown key (known: id, run, timeout, retry, env)"};
         }
         auto j = to_json(t, path, f);
         if (!j) return j;
@@ -90,8 +102,9 @@ result<json::value> load_workflow(const std::string& path) {
       }
       spec.set("steps", std::move(steps));
     } else {
-      return error{errc::invalid_argument, at(path, k.source()) + ": " + key +
-                                               ": unknown key (a workflow has [session] and [[steps]])"};
+      return error{errc::invalid_argument,
+                   at(path, k.source()) + ": " + key +
+                       ": unknown key (a workflow has [session] and [[steps]])"};
     }
   }
   return spec;

@@ -1,15 +1,14 @@
 #include "berth/config/config.hpp"
 
+#include "berth/base/fs.hpp"
 #include "berth/base/ids.hpp"
+#include "berth/base/process.hpp"
 
 #include <toml++/toml.h>
 
 #include <functional>
 #include <sstream>
 #include <variant>
-
-#include "berth/base/fs.hpp"
-#include "berth/base/process.hpp"
 
 namespace berth::config {
 namespace {
@@ -37,78 +36,226 @@ const T& as(const raw& r) {
 
 const std::vector<key_spec>& schema() {
   static const std::vector<key_spec> table = {
-      {"node", "id", kind::string, R"("")", 0, 0, {},
+      {"node",
+       "id",
+       kind::string,
+       R"("")",
+       0,
+       0,
+       {},
        "Node id ([A-Za-z0-9_-]). Empty: generated on first start and kept in the data dir.",
        [](config& c, const raw& r) { c.node.id = as<std::string>(r); }},
-      {"node", "data_dir", kind::string, R"("/var/lib/berth")", 0, 0, {},
+      {"node",
+       "data_dir",
+       kind::string,
+       R"("/var/lib/berth")",
+       0,
+       0,
+       {},
        "Where the node keeps its RocksDB snapshots, session working directories, the embedded "
        "nats-server store and node.json.",
        [](config& c, const raw& r) { c.node.data_dir = as<std::string>(r); }},
-      {"node", "max_sessions", kind::integer, "100", 1, 100000, {},
+      {"node",
+       "max_sessions",
+       kind::integer,
+       "100",
+       1,
+       100000,
+       {},
        "Sessions this node runs at once; further sessions wait in the placement queue.",
        [](config& c, const raw& r) { c.node.max_sessions = as<std::int64_t>(r); }},
-      {"node", "labels", kind::string_list, "[]", 0, 0, {}, "Free-form labels reported in stats.",
+      {"node",
+       "labels",
+       kind::string_list,
+       "[]",
+       0,
+       0,
+       {},
+       "Free-form labels reported in stats.",
        [](config& c, const raw& r) { c.node.labels = as<std::vector<std::string>>(r); }},
-      {"node", "shutdown_grace", kind::duration, R"("10s")", 0, 3'600'000, {},
+      {"node",
+       "shutdown_grace",
+       kind::duration,
+       R"("10s")",
+       0,
+       3'600'000,
+       {},
        "On SIGTERM, how long running steps may take to finish before they are stopped and "
        "recorded as interrupted.",
        [](config& c, const raw& r) { c.node.shutdown_grace = as<millis>(r); }},
-      {"node", "io_threads", kind::integer, "32", 1, 256, {},
+      {"node",
+       "io_threads",
+       kind::integer,
+       "32",
+       1,
+       256,
+       {},
        "Threads for blocking I/O (synced snapshot writes, JetStream round trips).",
        [](config& c, const raw& r) { c.node.io_threads = as<std::int64_t>(r); }},
-      {"cluster", "name", kind::string, R"("berth")", 0, 0, {}, "Cluster name.",
+      {"cluster",
+       "name",
+       kind::string,
+       R"("berth")",
+       0,
+       0,
+       {},
+       "Cluster name.",
        [](config& c, const raw& r) { c.cluster.name = as<std::string>(r); }},
-      {"cluster", "subject_prefix", kind::string, R"("berth")", 0, 0, {},
+      {"cluster",
+       "subject_prefix",
+       kind::string,
+       R"("berth")",
+       0,
+       0,
+       {},
        "First token of every NATS subject Berth uses; stream names and KV buckets derive from it.",
        [](config& c, const raw& r) { c.cluster.subject_prefix = as<std::string>(r); }},
-      {"cluster", "peers", kind::string_list, "[]", 0, 0, {},
+      {"cluster",
+       "peers",
+       kind::string_list,
+       "[]",
+       0,
+       0,
+       {},
        "Route URLs of the other nodes' embedded nats-servers (nodes joined by config).",
        [](config& c, const raw& r) { c.cluster.peers = as<std::vector<std::string>>(r); }},
-      {"nats", "servers", kind::string_list, "[]", 0, 0, {},
+      {"nats",
+       "servers",
+       kind::string_list,
+       "[]",
+       0,
+       0,
+       {},
        "URLs of an external NATS with JetStream. Empty: the node starts and supervises an "
        "embedded nats-server -js on loopback with a random port.",
        [](config& c, const raw& r) { c.nats.servers = as<std::vector<std::string>>(r); }},
-      {"nats", "creds", kind::string, R"("")", 0, 0, {}, "Path of a NATS .creds file (external NATS).",
+      {"nats",
+       "creds",
+       kind::string,
+       R"("")",
+       0,
+       0,
+       {},
+       "Path of a NATS .creds file (external NATS).",
        [](config& c, const raw& r) { c.nats.creds = as<std::string>(r); }},
-      {"nats", "replicas", kind::integer, "1", 1, 5, {}, "Replicas of each stream and KV bucket.",
+      {"nats",
+       "replicas",
+       kind::integer,
+       "1",
+       1,
+       5,
+       {},
+       "Replicas of each stream and KV bucket.",
        [](config& c, const raw& r) { c.nats.replicas = as<std::int64_t>(r); }},
-      {"nats", "server_binary", kind::string, R"("nats-server")", 0, 0, {},
+      {"nats",
+       "server_binary",
+       kind::string,
+       R"("nats-server")",
+       0,
+       0,
+       {},
        "The nats-server executable used in embedded mode (looked up in PATH).",
        [](config& c, const raw& r) { c.nats.server_binary = as<std::string>(r); }},
-      {"nats", "connect_timeout", kind::duration, R"("10s")", 100, 600'000, {},
+      {"nats",
+       "connect_timeout",
+       kind::duration,
+       R"("10s")",
+       100,
+       600'000,
+       {},
        "How long start-up waits for NATS and JetStream to answer.",
        [](config& c, const raw& r) { c.nats.connect_timeout = as<millis>(r); }},
-      {"nats", "request_timeout", kind::duration, R"("5s")", 100, 600'000, {},
+      {"nats",
+       "request_timeout",
+       kind::duration,
+       R"("5s")",
+       100,
+       600'000,
+       {},
        "Timeout of one JetStream API call or publish acknowledgement (retried on no responders).",
        [](config& c, const raw& r) { c.nats.request_timeout = as<millis>(r); }},
-      {"nats", "duplicate_window", kind::duration, R"("24h")", 1000, 7 * 86'400'000LL, {},
+      {"nats",
+       "duplicate_window",
+       kind::duration,
+       R"("24h")",
+       1000,
+       7 * 86'400'000LL,
+       {},
        "JetStream de-duplication window of the input stream: how long a repeated start with "
        "the same idempotency key is recognised.",
        [](config& c, const raw& r) { c.nats.duplicate_window = as<millis>(r); }},
-      {"session", "default_timeout", kind::duration, R"("1h")", 1000, 30LL * 86'400'000, {},
+      {"session",
+       "default_timeout",
+       kind::duration,
+       R"("1h")",
+       1000,
+       30LL * 86'400'000,
+       {},
        "Session timeout when the spec gives none.",
        [](config& c, const raw& r) { c.session.default_timeout = as<millis>(r); }},
-      {"session", "max_spec_bytes", kind::integer, "262144", 1024, 4 * 1024 * 1024, {},
+      {"session",
+       "max_spec_bytes",
+       kind::integer,
+       "262144",
+       1024,
+       4 * 1024 * 1024,
+       {},
        "Largest accepted session spec (JSON bytes).",
        [](config& c, const raw& r) { c.session.max_spec_bytes = as<std::int64_t>(r); }},
-      {"session", "output_chunk_bytes", kind::integer, "16384", 512, 512 * 1024, {},
+      {"session",
+       "output_chunk_bytes",
+       kind::integer,
+       "16384",
+       512,
+       512 * 1024,
+       {},
        "Largest stdout/stderr chunk published to the log stream.",
        [](config& c, const raw& r) { c.session.output_chunk_bytes = as<std::int64_t>(r); }},
-      {"session", "max_output_bytes", kind::integer, "67108864", 1024, 1LL << 40, {},
+      {"session",
+       "max_output_bytes",
+       kind::integer,
+       "67108864",
+       1024,
+       1LL << 40,
+       {},
        "Output kept per step and stream; past it the rest is dropped and a truncation marker "
        "is published.",
        [](config& c, const raw& r) { c.session.max_output_bytes = as<std::int64_t>(r); }},
-      {"session", "kill_grace", kind::duration, R"("2s")", 0, 600'000, {},
+      {"session",
+       "kill_grace",
+       kind::duration,
+       R"("2s")",
+       0,
+       600'000,
+       {},
        "Between SIGTERM and SIGKILL when a step's process group is stopped.",
        [](config& c, const raw& r) { c.session.kill_grace = as<millis>(r); }},
-      {"sandbox", "mode", kind::string, R"("none")", 0, 0, {"none"},
+      {"sandbox",
+       "mode",
+       kind::string,
+       R"("none")",
+       0,
+       0,
+       {"none"},
        "How step commands are isolated. \"none\": plain child processes in their own process "
        "group and working directory (no isolation; the bubblewrap sandbox is not built yet).",
        [](config& c, const raw& r) { c.sandbox.mode = as<std::string>(r); }},
-      {"log", "level", kind::string, R"("info")", 0, 0,
-       {"trace", "debug", "info", "warn", "error", "off"}, "Log level.",
+      {"log",
+       "level",
+       kind::string,
+       R"("info")",
+       0,
+       0,
+       {"trace", "debug", "info", "warn", "error", "off"},
+       "Log level.",
        [](config& c, const raw& r) { c.log.level = as<std::string>(r); }},
-      {"log", "format", kind::string, R"("text")", 0, 0, {"text", "json"},
+      {"log",
+       "format",
+       kind::string,
+       R"("text")",
+       0,
+       0,
+       {"text", "json"},
        "Log format: text lines or one JSON object per line.",
        [](config& c, const raw& r) { c.log.format = as<std::string>(r); }},
   };
@@ -117,24 +264,36 @@ const std::vector<key_spec>& schema() {
 
 const char* kind_name(kind k) {
   switch (k) {
-    case kind::string: return "a string";
-    case kind::integer: return "an integer";
-    case kind::boolean: return "a boolean";
-    case kind::duration: return "a duration string such as \"30s\"";
-    case kind::string_list: return "an array of strings";
+    case kind::string:
+      return "a string";
+    case kind::integer:
+      return "an integer";
+    case kind::boolean:
+      return "a boolean";
+    case kind::duration:
+      return "a duration string such as \"30s\"";
+    case kind::string_list:
+      return "an array of strings";
   }
   return "?";
 }
 
 const char* toml_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date/time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date/time";
   }
 }
 
@@ -148,15 +307,17 @@ status check_value(const key_spec& k, const raw& v, const std::string& at) {
   if (k.type == kind::integer) {
     auto i = as<std::int64_t>(v);
     if (i < k.min || i > k.max)
-      return error{errc::invalid_argument, at + name + ": " + std::to_string(i) + " is out of range [" +
-                                               std::to_string(k.min) + ", " + std::to_string(k.max) + "]"};
+      return error{errc::invalid_argument, at + name + ": " + std::to_string(i) +
+                                               " is out of range [" + std::to_string(k.min) + ", " +
+                                               std::to_string(k.max) + "]"};
   }
   if (k.type == kind::duration) {
     auto d = as<millis>(v).count();
     if (d < k.min || d > k.max)
       return error{errc::invalid_argument, at + name + ": " + format_duration(millis(d)) +
-                                               " is out of range [" + format_duration(millis(k.min)) +
-                                               ", " + format_duration(millis(k.max)) + "]"};
+                                               " is out of range [" +
+                                               format_duration(millis(k.min)) + ", " +
+                                               format_duration(millis(k.max)) + "]"};
   }
   if (k.type == kind::string && !k.choices.empty()) {
     const auto& s = as<std::string>(v);
@@ -169,7 +330,8 @@ status check_value(const key_spec& k, const raw& v, const std::string& at) {
     if (!found)
       return error{errc::invalid_argument, at + name + ": \"" + s + "\" is not one of " + list};
   }
-  if (std::string_view(k.key) == "subject_prefix" || (std::string_view(k.key) == "id" && !as<std::string>(v).empty())) {
+  if (std::string_view(k.key) == "subject_prefix" ||
+      (std::string_view(k.key) == "id" && !as<std::string>(v).empty())) {
     BERTH_TRY(validate_id(as<std::string>(v), at + name));
   }
   return {};
@@ -204,8 +366,9 @@ result<raw> from_toml(const key_spec& k, const toml::node& n, const std::string&
       std::size_t idx = 0;
       for (const auto& e : *n.as_array()) {
         if (!e.is_string())
-          return error{errc::invalid_argument, where(source, e.source()) + ": " + name + "[" + std::to_string(idx) +
-                                                   "]: expected a string, got " + toml_type_name(e)};
+          return error{errc::invalid_argument,
+                       where(source, e.source()) + ": " + name + "[" + std::to_string(idx) +
+                           "]: expected a string, got " + toml_type_name(e)};
         out.push_back(*e.value<std::string>());
         ++idx;
       }
@@ -238,7 +401,8 @@ result<config> parse(const std::string& text, const std::string& source) {
   try {
     root = toml::parse(text, source);
   } catch (const toml::parse_error& e) {
-    return error{errc::invalid_argument, where(source, e.source()) + ": invalid TOML: " + std::string(e.description())};
+    return error{errc::invalid_argument,
+                 where(source, e.source()) + ": invalid TOML: " + std::string(e.description())};
   }
   config c = defaults();
   for (auto&& [section_key, section_node] : root) {
@@ -247,18 +411,21 @@ result<config> parse(const std::string& text, const std::string& source) {
     bool known_section = false;
     for (const auto& k : schema()) known_section = known_section || section == k.section;
     if (!known_section)
-      return error{errc::invalid_argument, at + "unknown section [" + section +
-                                               "]; see `berth config print --defaults` for every key"};
+      return error{errc::invalid_argument,
+                   at + "unknown section [" + section +
+                       "]; see `berth config print --defaults` for every key"};
     if (!section_node.is_table())
-      return error{errc::invalid_argument, at + section + ": expected a table, got " + toml_type_name(section_node)};
+      return error{errc::invalid_argument,
+                   at + section + ": expected a table, got " + toml_type_name(section_node)};
     for (auto&& [key, value] : *section_node.as_table()) {
       std::string kat = where(source, key.source()) + ": ";
       const key_spec* spec = nullptr;
       for (const auto& k : schema())
         if (section == k.section && key.str() == k.key) spec = &k;
       if (!spec)
-        return error{errc::invalid_argument, kat + "unknown key " + section + "." + std::string(key.str()) +
-                                                 "; see `berth config print --defaults` for every key"};
+        return error{errc::invalid_argument,
+                     kat + "unknown key " + section + "." + std::string(key.str()) +
+                         "; see `berth config print --defaults` for every key"};
       auto v = from_toml(*spec, value, source);
       if (!v) return v.err();
       BERTH_TRY(check_value(*spec, *v, where(source, value.source()) + ": "));
@@ -270,7 +437,9 @@ result<config> parse(const std::string& text, const std::string& source) {
 
 result<config> load_file(const std::string& path) {
   auto text = fs::read_file(path);
-  if (!text) return error{errc::not_found, "config file " + path + ": cannot be read: " + text.err().message};
+  if (!text)
+    return error{errc::not_found,
+                 "config file " + path + ": cannot be read: " + text.err().message};
   return parse(*text, path);
 }
 
@@ -286,7 +455,9 @@ status apply_env(config& cfg, const std::map<std::string, std::string>& env) {
     std::string at = "environment variable " + var + ": ";
     raw v;
     switch (k.type) {
-      case kind::string: v = s; break;
+      case kind::string:
+        v = s;
+        break;
       case kind::integer: {
         try {
           std::size_t used = 0;
@@ -298,9 +469,12 @@ status apply_env(config& cfg, const std::map<std::string, std::string>& env) {
         break;
       }
       case kind::boolean:
-        if (s == "true" || s == "1") v = true;
-        else if (s == "false" || s == "0") v = false;
-        else return error{errc::invalid_argument, at + "\"" + s + "\" is not true or false"};
+        if (s == "true" || s == "1")
+          v = true;
+        else if (s == "false" || s == "0")
+          v = false;
+        else
+          return error{errc::invalid_argument, at + "\"" + s + "\" is not true or false"};
         break;
       case kind::duration: {
         auto d = parse_duration(s, var);
@@ -334,7 +508,8 @@ std::map<std::string, std::string> process_env() {
 namespace {
 std::string bounds_text(const key_spec& k) {
   if (k.type == kind::integer) return std::to_string(k.min) + " to " + std::to_string(k.max);
-  if (k.type == kind::duration) return format_duration(millis(k.min)) + " to " + format_duration(millis(k.max));
+  if (k.type == kind::duration)
+    return format_duration(millis(k.min)) + " to " + format_duration(millis(k.max));
   if (!k.choices.empty()) {
     std::string s;
     for (const auto& c : k.choices) s += (s.empty() ? "" : ", ") + ("\"" + c + "\"");
@@ -345,8 +520,9 @@ std::string bounds_text(const key_spec& k) {
 }  // namespace
 
 std::string print_defaults_toml() {
-  std::string out = "# Berth configuration: every key with its default.\n"
-                    "# Each key can be overridden by BERTH_<SECTION>_<KEY> in the environment.\n";
+  std::string out =
+      "# Berth configuration: every key with its default.\n"
+      "# Each key can be overridden by BERTH_<SECTION>_<KEY> in the environment.\n";
   std::string section;
   for (const auto& k : schema()) {
     if (section != k.section) {
@@ -375,11 +551,12 @@ std::string reference_markdown() {
   for (const auto& k : schema()) {
     if (section != k.section) {
       section = k.section;
-      out += "\n## [" + section + "]\n\n| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
+      out += "\n## [" + section +
+             "]\n\n| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
     }
     std::string t = kind_name(k.type);
-    out += "| `" + std::string(k.key) + "` | " + t + " | `" + k.default_text + "` | " + bounds_text(k) +
-           " | " + k.description + " |\n";
+    out += "| `" + std::string(k.key) + "` | " + t + " | `" + k.default_text + "` | " +
+           bounds_text(k) + " | " + k.description + " |\n";
   }
   return out;
 }

@@ -1,12 +1,12 @@
 #include "berth/persistence/snapshot_store.hpp"
 
+#include "berth/base/log.hpp"
+
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
 #include <filesystem>
-
-#include "berth/base/log.hpp"
 
 namespace berth::persistence {
 
@@ -21,8 +21,9 @@ error translate(const rocksdb::Status& s, const std::string& path, const std::st
   std::string hint;
   if (s.IsCorruption()) {
     c = errc::corrupt;
-    hint = "; the snapshot store is damaged: restore it from a backup or move it away to start empty "
-           "(sessions then resume from the JetStream journal)";
+    hint =
+        "; the snapshot store is damaged: restore it from a backup or move it away to start empty "
+        "(sessions then resume from the JetStream journal)";
   } else if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
     c = errc::unavailable;
     hint = "; another berth node is using this data dir";
@@ -68,13 +69,19 @@ result<std::unique_ptr<snapshot_store>> snapshot_store::open(const std::string& 
   bool exists = sfs::exists(dir, ec);
   bool is_new = !exists || sfs::is_empty(dir, ec);
   if (exists && !sfs::is_directory(dir, ec))
-    return error{errc::invalid_argument, "snapshot store " + dir + ": exists and is not a directory"};
+    return error{errc::invalid_argument,
+                 "snapshot store " + dir + ": exists and is not a directory"};
   if (!is_new && !sfs::exists(sfs::path(dir) / "CURRENT", ec))
-    return error{errc::corrupt, "snapshot store " + dir + ": the directory is not empty but has no CURRENT file; "
-                                "it is not a RocksDB database or it is damaged. Refusing to start empty over it"};
+    return error{
+        errc::corrupt,
+        "snapshot store " + dir +
+            ": the directory is not empty but has no CURRENT file; "
+            "it is not a RocksDB database or it is damaged. Refusing to start empty over it"};
   if (is_new) {
     sfs::create_directories(dir, ec);
-    if (ec) return error{errc::permission_denied, "snapshot store " + dir + ": cannot create: " + ec.message()};
+    if (ec)
+      return error{errc::permission_denied,
+                   "snapshot store " + dir + ": cannot create: " + ec.message()};
   }
 
   rocksdb::DBOptions opts;
@@ -97,8 +104,10 @@ result<std::unique_ptr<snapshot_store>> snapshot_store::open(const std::string& 
   auto s = rocksdb::DB::Open(opts, dir, cfs, &i->handles, &raw);
   if (!s.ok()) {
     if (s.IsInvalidArgument() && s.ToString().find("Column famil") != std::string::npos)
-      return error{errc::unsupported, "snapshot store " + dir + ": its column families do not match this berth's "
-                                      "schema (" + s.ToString() + "); it was written by another version"};
+      return error{errc::unsupported, "snapshot store " + dir +
+                                          ": its column families do not match this berth's "
+                                          "schema (" +
+                                          s.ToString() + "); it was written by another version"};
     return translate(s, dir, "open");
   }
   i->db.reset(raw);
@@ -109,7 +118,8 @@ result<std::unique_ptr<snapshot_store>> snapshot_store::open(const std::string& 
   s = i->db->Get(rocksdb::ReadOptions(), i->meta, key_schema, &v);
   if (s.IsNotFound()) {
     if (!is_new)
-      return error{errc::corrupt, "snapshot store " + dir + ": no schema version recorded; refusing to use it"};
+      return error{errc::corrupt,
+                   "snapshot store " + dir + ": no schema version recorded; refusing to use it"};
     write_set w;
     w.meta.emplace_back(key_schema, std::to_string(schema_version));
     BERTH_TRY(i->write(w, true));
@@ -120,19 +130,25 @@ result<std::unique_ptr<snapshot_store>> snapshot_store::open(const std::string& 
     try {
       found = std::stoi(v);
     } catch (const std::exception&) {
-      return error{errc::corrupt, "snapshot store " + dir + ": schema version \"" + v + "\" is not a number"};
+      return error{errc::corrupt,
+                   "snapshot store " + dir + ": schema version \"" + v + "\" is not a number"};
     }
     if (found != schema_version)
-      return error{errc::unsupported, "snapshot store " + dir + ": schema version " + std::to_string(found) +
-                                          " but this berth reads version " + std::to_string(schema_version) +
-                                          (found > schema_version ? "; it was written by a newer berth: upgrade berth"
-                                                                  : "; it was written by an older berth")};
+      return error{errc::unsupported,
+                   "snapshot store " + dir + ": schema version " + std::to_string(found) +
+                       " but this berth reads version " + std::to_string(schema_version) +
+                       (found > schema_version ? "; it was written by a newer berth: upgrade berth"
+                                               : "; it was written by an older berth")};
   }
   return std::unique_ptr<snapshot_store>(new snapshot_store(std::move(i)));
 }
 
-status snapshot_store::commit(const write_set& w) { return impl_->write(w, true); }
-status snapshot_store::commit_unsynced(const write_set& w) { return impl_->write(w, false); }
+status snapshot_store::commit(const write_set& w) {
+  return impl_->write(w, true);
+}
+status snapshot_store::commit_unsynced(const write_set& w) {
+  return impl_->write(w, false);
+}
 
 result<std::optional<std::string>> snapshot_store::get_session(const std::string& id) {
   std::string v;
@@ -150,14 +166,19 @@ result<std::optional<std::string>> snapshot_store::get_meta(const std::string& k
   return std::optional<std::string>(std::move(v));
 }
 
-status snapshot_store::for_each_session(const std::function<void(std::string_view, std::string_view)>& fn) {
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->sessions));
+status snapshot_store::for_each_session(
+    const std::function<void(std::string_view, std::string_view)>& fn) {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->sessions));
   for (it->SeekToFirst(); it->Valid(); it->Next())
-    fn(std::string_view(it->key().data(), it->key().size()), std::string_view(it->value().data(), it->value().size()));
+    fn(std::string_view(it->key().data(), it->key().size()),
+       std::string_view(it->value().data(), it->value().size()));
   if (!it->status().ok()) return translate(it->status(), impl_->path, "scan sessions");
   return {};
 }
 
-const std::string& snapshot_store::path() const { return impl_->path; }
+const std::string& snapshot_store::path() const {
+  return impl_->path;
+}
 
 }  // namespace berth::persistence

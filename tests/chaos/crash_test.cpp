@@ -1,11 +1,11 @@
+#include "harness.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <random>
 #include <set>
-
-#include "harness.hpp"
 
 using namespace berth;
 using test::run_berth;
@@ -18,7 +18,8 @@ std::string chaos_workflow() {
   std::string wf;
   for (int i = 0; i < 8; ++i)
     wf += "[[steps]]\nid = \"s" + std::to_string(i) +
-          "\"\nrun = [\"sh\", \"-c\", \"sleep 0.$(( $(od -An -N1 -tu1 /dev/urandom) % 3 ))$(( $(od -An -N1 -tu1 "
+          "\"\nrun = [\"sh\", \"-c\", \"sleep 0.$(( $(od -An -N1 -tu1 /dev/urandom) % 3 ))$(( $(od "
+          "-An -N1 -tu1 "
           "/dev/urandom) % 10 ))\"]\n";
   return wf;
 }
@@ -29,13 +30,15 @@ struct started {
 };
 
 std::string start_session(const test::node_process& node, const std::string& wf) {
-  auto r = run_berth({"--data-dir", node.data_dir(), "session", "start", "--repo", "x", "--workflow", wf, "-o", "json"});
+  auto r = run_berth({"--data-dir", node.data_dir(), "session", "start", "--repo", "x",
+                      "--workflow", wf, "-o", "json"});
   auto v = r.json();
   return r.code == 0 && v ? v->get_string("id") : std::string();
 }
 
 std::int64_t send_input(const test::node_process& node, const std::string& id, int k) {
-  auto r = run_berth({"--data-dir", node.data_dir(), "session", "input", id, "--data", std::to_string(k), "-o", "json"});
+  auto r = run_berth({"--data-dir", node.data_dir(), "session", "input", id, "--data",
+                      std::to_string(k), "-o", "json"});
   auto v = r.json();
   return r.code == 0 && v ? v->get_int("input_seq") : 0;
 }
@@ -48,14 +51,18 @@ std::string status_of(const test::node_process& node, const std::string& id) {
 
 void check_all(const test::node_process& node, const std::vector<started>& sessions) {
   for (const auto& s : sessions) {
-    ASSERT_TRUE(test::eventually([&] { return status_of(node, s.id) == "succeeded"; }, std::chrono::seconds(120)))
-        << s.id << " is " << status_of(node, s.id) << "\n" << node.log();
+    ASSERT_TRUE(test::eventually([&] { return status_of(node, s.id) == "succeeded"; },
+                                 std::chrono::seconds(120)))
+        << s.id << " is " << status_of(node, s.id) << "\n"
+        << node.log();
     auto evs = test::journal(node, s.id);
     EXPECT_EQ(test::journal_problems(evs), "") << s.id;
     std::set<std::int64_t> applied;
     for (const auto& e : evs)
-      if (e.get_string("type") == "input.applied") applied.insert(e.find("data")->get_int("input_seq"));
-    for (auto seq : s.inputs) EXPECT_TRUE(applied.count(seq)) << s.id << ": input " << seq << " lost";
+      if (e.get_string("type") == "input.applied")
+        applied.insert(e.find("data")->get_int("input_seq"));
+    for (auto seq : s.inputs)
+      EXPECT_TRUE(applied.count(seq)) << s.id << ": input " << seq << " lost";
   }
 }
 
@@ -82,7 +89,8 @@ TEST(chaos, twenty_plus_random_sigkills_lose_nothing_and_repeat_nothing) {
   add_sessions(4);
   const int kills = 22;
   for (int k = 0; k < kills; ++k) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 900)(rng)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 900)(rng)));
     node.signal(SIGKILL);
     ASSERT_NE(node.wait_exit(), -1);
     node.start();
@@ -91,7 +99,8 @@ TEST(chaos, twenty_plus_random_sigkills_lose_nothing_and_repeat_nothing) {
   check_all(node, sessions);
   int interrupted = 0;
   for (const auto& s : sessions)
-    for (const auto& e : test::journal(node, s.id)) interrupted += e.get_string("type") == "step.interrupted";
+    for (const auto& e : test::journal(node, s.id))
+      interrupted += e.get_string("type") == "step.interrupted";
   RecordProperty("interrupted_steps", interrupted);
   RecordProperty("kills", kills);
 }
@@ -102,12 +111,15 @@ TEST_P(crash_point, the_node_aborts_there_and_the_restart_completes_the_session)
   auto [point, after] = GetParam();
   test::temp_dir dir;
   auto wf = dir / "wf.toml";
-  test::write_file(wf, "[[steps]]\nid = \"a\"\nrun = [\"true\"]\n[[steps]]\nid = \"b\"\nrun = [\"true\"]\n"
-                       "[[steps]]\nid = \"c\"\nrun = [\"true\"]\n");
+  test::write_file(
+      wf,
+      "[[steps]]\nid = \"a\"\nrun = [\"true\"]\n[[steps]]\nid = \"b\"\nrun = [\"true\"]\n"
+      "[[steps]]\nid = \"c\"\nrun = [\"true\"]\n");
   std::string id;
   {
-    test::node_process crashing(dir / "node", {},
-                                {{"BERTH_CRASH_AT", point}, {"BERTH_CRASH_AFTER", std::to_string(after)}});
+    test::node_process crashing(
+        dir / "node", {},
+        {{"BERTH_CRASH_AT", point}, {"BERTH_CRASH_AFTER", std::to_string(after)}});
     crashing.start();
     id = start_session(crashing, wf);
     ASSERT_FALSE(id.empty());
@@ -127,4 +139,6 @@ INSTANTIATE_TEST_SUITE_P(named, crash_point,
                                            std::make_pair(std::string("after_publish"), 0),
                                            std::make_pair(std::string("after_publish"), 2),
                                            std::make_pair(std::string("before_ack"), 0)),
-                         [](const auto& info) { return info.param.first + "_" + std::to_string(info.param.second); });
+                         [](const auto& info) {
+                           return info.param.first + "_" + std::to_string(info.param.second);
+                         });

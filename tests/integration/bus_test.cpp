@@ -1,7 +1,8 @@
-#include <gtest/gtest.h>
+#include "harness.hpp"
 
 #include "berth/bus/client.hpp"
-#include "harness.hpp"
+
+#include <gtest/gtest.h>
 
 using namespace berth;
 
@@ -108,7 +109,8 @@ TEST_F(bus_fixture, client_reconnects_after_the_server_restarts) {
   auto port = server.port();
   server.kill(9);
   server.start(port);
-  EXPECT_TRUE(test::eventually([&] { return c->publish(names.input("r"), "x").ok(); }, std::chrono::seconds(20)));
+  EXPECT_TRUE(test::eventually([&] { return c->publish(names.input("r"), "x").ok(); },
+                               std::chrono::seconds(20)));
 }
 
 TEST(bus, connect_to_nothing_fails_clearly) {

@@ -1,13 +1,14 @@
+#include "harness.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/bus/client.hpp"
+#include "berth/persistence/snapshot_store.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <filesystem>
-
-#include "berth/base/fs.hpp"
-#include "berth/bus/client.hpp"
-#include "berth/persistence/snapshot_store.hpp"
-#include "harness.hpp"
 
 using namespace berth;
 using test::run_berth;
@@ -47,8 +48,11 @@ struct node_fixture : ::testing::Test {
 
   // Start a session from workflow text; returns its id.
   std::string start(const std::string& text, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"session", "start", "--repo", "file:///srv/app.git", "--workflow",
-                                     workflow("wf-" + std::to_string(counter_++) + ".toml", text), "-o", "json"};
+    std::vector<std::string> args = {
+        "session",    "start",
+        "--repo",     "file:///srv/app.git",
+        "--workflow", workflow("wf-" + std::to_string(counter_++) + ".toml", text),
+        "-o",         "json"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = cli(args);
     EXPECT_EQ(r.code, 0) << r.err;
@@ -62,7 +66,8 @@ struct node_fixture : ::testing::Test {
     return v ? v->get_string("status") : std::string("?");
   }
 
-  bool ends(const std::string& id, const std::string& want, std::chrono::seconds t = std::chrono::seconds(60)) {
+  bool ends(const std::string& id, const std::string& want,
+            std::chrono::seconds t = std::chrono::seconds(60)) {
     return test::eventually([&] { return status(id) == want; }, t);
   }
 
@@ -84,8 +89,8 @@ std::vector<std::string> types(const std::vector<json::value>& evs) {
 }  // namespace
 
 TEST_F(node_fixture, a_session_runs_to_success_and_reports_every_step) {
-  auto r = cli({"session", "start", "--repo", "file:///srv/app.git", "--workflow", workflow("a.toml", two_steps),
-                "--wait", "-o", "json"});
+  auto r = cli({"session", "start", "--repo", "file:///srv/app.git", "--workflow",
+                workflow("a.toml", two_steps), "--wait", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   auto summary = r.json();
   ASSERT_TRUE(summary.has_value()) << r.out;
@@ -97,9 +102,9 @@ TEST_F(node_fixture, a_session_runs_to_success_and_reports_every_step) {
   auto id = summary->get_string("id");
   auto evs = test::journal(*node, id);
   EXPECT_EQ(test::journal_problems(evs), "");
-  EXPECT_EQ(types(evs), (std::vector<std::string>{"session.accepted", "session.started", "step.started",
-                                                  "step.finished", "step.started", "step.finished",
-                                                  "session.succeeded"}));
+  EXPECT_EQ(types(evs), (std::vector<std::string>{"session.accepted", "session.started",
+                                                  "step.started", "step.finished", "step.started",
+                                                  "step.finished", "session.succeeded"}));
   EXPECT_EQ(evs[2].find("data")->get_string("step"), "build");
   EXPECT_EQ(evs[2].find("data")->get_int("attempt"), 1);
   EXPECT_EQ(evs[0].get_string("session"), id);
@@ -128,25 +133,33 @@ TEST_F(node_fixture, start_json_output_and_events_since_cursor) {
   EXPECT_EQ(json::parse(first_line)->get_int("n"), 3);
 }
 
-TEST_F(node_fixture, repeated_start_with_the_same_id_is_the_same_session_and_a_different_spec_conflicts) {
-  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
-  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
+TEST_F(node_fixture,
+       repeated_start_with_the_same_id_is_the_same_session_and_a_different_spec_conflicts) {
+  auto a =
+      cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
+  auto b =
+      cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_EQ(a.json()->get_string("id"), "fixed-1");
   EXPECT_EQ(b.json()->get_string("id"), "fixed-1");
   auto c = cli({"session", "start", "--repo", "x", "--run", "false", "--id", "fixed-1"});
   EXPECT_EQ(c.code, 1);
-  EXPECT_NE(c.err.find("was already used for session fixed-1 with a different spec"), std::string::npos) << c.err;
+  EXPECT_NE(c.err.find("was already used for session fixed-1 with a different spec"),
+            std::string::npos)
+      << c.err;
 }
 
 TEST_F(node_fixture, idempotency_key_without_id_returns_the_first_session) {
-  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
-  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
+  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1",
+                "-o", "json"});
+  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1",
+                "-o", "json"});
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_EQ(a.json()->get_string("id"), b.json()->get_string("id"));
-  auto c = cli({"session", "start", "--repo", "other", "--run", "true", "--idempotency-key", "k-1"});
+  auto c =
+      cli({"session", "start", "--repo", "other", "--run", "true", "--idempotency-key", "k-1"});
   EXPECT_EQ(c.code, 1);
   EXPECT_NE(c.err.find("idempotency_key"), std::string::npos) << c.err;
 }
@@ -157,18 +170,20 @@ TEST_F(node_fixture, hostile_workflows_are_refused_with_the_field_and_nothing_is
     std::string needle;
   };
   std::vector<bad> cases = {
-      {"[[steps]\nid = \"a\"\n", ":1:"},                                           // malformed TOML
+      {"[[steps]\nid = \"a\"\n", ":1:"},  // malformed TOML
       {"[[steps]]\nid = \"a\"\nrun = [\"x\"]\nnonsense = 1\n", "steps[0].nonsense: unknown key"},
       {"[[steps]]\nid = \"a\"\nrun = \"make\"\n", "steps[0].run: expected an array of strings"},
       {"[[steps]]\nid = \"a\"\nrun = []\n", "steps[0].run: must not be empty"},
-      {"[[steps]]\nid = \"a\"\nrun = [\"x\"]\ntimeout = 5\n", "steps[0].timeout: expected a duration"},
+      {"[[steps]]\nid = \"a\"\nrun = [\"x\"]\ntimeout = 5\n",
+       "steps[0].timeout: expected a duration"},
       {"[[steps]]\nid = \"a b\"\nrun = [\"x\"]\n", "steps[0].id: contains a space"},
       {"[bogus]\nx = 1\n", "bogus: unknown key"},
   };
   for (const auto& c : cases) {
     auto r = cli({"session", "start", "--repo", "x", "--workflow", workflow("bad.toml", c.text)});
     EXPECT_EQ(r.code, 2) << c.text;
-    EXPECT_NE(r.err.find(c.needle), std::string::npos) << "wanted \"" << c.needle << "\" in: " << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos)
+        << "wanted \"" << c.needle << "\" in: " << r.err;
   }
   for (std::string id : {"a.b", "a*", "a>", "a b"}) {
     auto r = cli({"session", "start", "--repo", "x", "--run", "true", "--id", id});
@@ -190,13 +205,20 @@ TEST_F(node_fixture, the_api_refuses_hostile_requests_from_any_client) {
     EXPECT_TRUE(r.ok());
     return r.ok() ? *json::parse(r->data) : json::value();
   };
-  auto code = [](const json::value& v) { return v.find("error") ? v.find("error")->get_string("code") : std::string(); };
-  auto message = [](const json::value& v) { return v.find("error") ? v.find("error")->get_string("message") : std::string(); };
+  auto code = [](const json::value& v) {
+    return v.find("error") ? v.find("error")->get_string("code") : std::string();
+  };
+  auto message = [](const json::value& v) {
+    return v.find("error") ? v.find("error")->get_string("message") : std::string();
+  };
   EXPECT_EQ(code(ask("session.start", "{not json")), "invalid_argument");
-  auto unknown = ask("session.start", R"({"spec":{"repo":"x","steps":[{"id":"a","run":["x"]}]},"colour":"red"})");
+  auto unknown = ask("session.start",
+                     R"({"spec":{"repo":"x","steps":[{"id":"a","run":["x"]}]},"colour":"red"})");
   EXPECT_EQ(message(unknown), "colour: unknown field");
   auto wrong = ask("session.start", R"({"spec":{"repo":"x","steps":[{"id":"a","run":[1]}]}})");
-  EXPECT_NE(message(wrong).find("steps[0].run[0]: expected a string, got integer"), std::string::npos) << message(wrong);
+  EXPECT_NE(message(wrong).find("steps[0].run[0]: expected a string, got integer"),
+            std::string::npos)
+      << message(wrong);
   std::string big = R"({"spec":{"repo":"x","goal":")" + std::string(2 * 1024 * 1024, 'g') +
                     R"(","steps":[{"id":"a","run":["x"]}]}})";
   auto huge = ask("session.start", big);
@@ -210,10 +232,11 @@ TEST_F(node_fixture, the_api_refuses_hostile_requests_from_any_client) {
 }
 
 TEST_F(node_fixture, cancel_input_and_show_of_an_unknown_session_are_not_found) {
-  for (auto args : std::vector<std::vector<std::string>>{{"session", "cancel", "nope"},
-                                                         {"session", "input", "nope", "--data", "{}"},
-                                                         {"session", "show", "nope"},
-                                                         {"session", "events", "nope"}}) {
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"session", "cancel", "nope"},
+                                             {"session", "input", "nope", "--data", "{}"},
+                                             {"session", "show", "nope"},
+                                             {"session", "events", "nope"}}) {
     auto r = cli(args);
     EXPECT_EQ(r.code, 3) << args[1];
     EXPECT_NE(r.err.find("session nope not found"), std::string::npos) << r.err;
@@ -234,7 +257,8 @@ retry = { max_attempts = 2, backoff = "100ms" }
   for (const auto& e : evs)
     if (e.get_string("type") == "step.failed") {
       ++failed;
-      EXPECT_NE(e.find("data")->get_string("reason").find("no such program in PATH: definitely-not-installed-xyz"),
+      EXPECT_NE(e.find("data")->get_string("reason").find(
+                    "no such program in PATH: definitely-not-installed-xyz"),
                 std::string::npos);
     }
   EXPECT_EQ(failed, 2);
@@ -257,7 +281,9 @@ run = ["sh", "-c", "echo $$ > pid; sleep 60"]
 id = "never"
 run = ["true"]
 )");
-  ASSERT_TRUE(test::eventually([&] { return cli({"session", "logs", id}).code == 0 && status(id) == "running"; }));
+  ASSERT_TRUE(test::eventually([&] {
+    return cli({"session", "logs", id}).code == 0 && status(id) == "running";
+  }));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto r = cli({"session", "cancel", id, "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -297,13 +323,15 @@ retry = { max_attempts = 2, backoff = "100ms" }
   ASSERT_TRUE(ends(id, "failed", std::chrono::seconds(30)));
   int timeouts = 0;
   for (const auto& e : test::journal(*node, id))
-    if (e.get_string("type") == "step.failed" && e.find("data")->get_string("reason") == "timed out after 300ms")
+    if (e.get_string("type") == "step.failed" &&
+        e.find("data")->get_string("reason") == "timed out after 300ms")
       ++timeouts;
   EXPECT_EQ(timeouts, 2);
 }
 
 TEST_F(node_fixture, session_timeout_ends_the_session_as_timed_out) {
-  auto id = start("[[steps]]\nid = \"slow\"\nrun = [\"sleep\", \"30\"]\n", {"--session-timeout", "1s"});
+  auto id =
+      start("[[steps]]\nid = \"slow\"\nrun = [\"sleep\", \"30\"]\n", {"--session-timeout", "1s"});
   ASSERT_TRUE(ends(id, "timed_out", std::chrono::seconds(30)));
   EXPECT_EQ(test::journal_problems(test::journal(*node, id)), "");
 }
@@ -322,7 +350,8 @@ run = ["true"]
 )");
   ASSERT_TRUE(test::eventually([&] {
     for (const auto& e : test::journal(*node, id))
-      if (e.get_string("type") == "step.started" && e.find("data")->get_string("step") == "second") return true;
+      if (e.get_string("type") == "step.started" && e.find("data")->get_string("step") == "second")
+        return true;
     return false;
   }));
   node->signal(SIGKILL);
@@ -380,7 +409,8 @@ TEST_F(node_fixture, stats_and_list_filters) {
   auto failed = cli({"session", "list", "--status", "failed", "-o", "json"}).json();
   ASSERT_TRUE(failed.has_value());
   ASSERT_EQ(failed->find("sessions")->as_array().size(), 1u);
-  EXPECT_NE(failed->find("sessions")->as_array()[0].get_string("reason").find("step run failed"), std::string::npos);
+  EXPECT_NE(failed->find("sessions")->as_array()[0].get_string("reason").find("step run failed"),
+            std::string::npos);
   auto bad = cli({"session", "list", "--status", "exploded"});
   EXPECT_EQ(bad.code, 2);
   auto stats = cli({"stats", "-o", "json"}).json();
@@ -418,7 +448,9 @@ TEST(cli, config_check_reports_file_line_column) {
   test::write_file(dir / "bad.toml", "[node]\nmax_sessions = -4\n");
   auto r = run_berth({"config", "check", dir / "bad.toml"});
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find(dir / "bad.toml:2:16: node.max_sessions: -4 is out of range"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir / "bad.toml:2:16: node.max_sessions: -4 is out of range"),
+            std::string::npos)
+      << r.err;
   test::write_file(dir / "good.toml", "[node]\nmax_sessions = 4\n");
   EXPECT_EQ(run_berth({"config", "check", dir / "good.toml"}).code, 0);
 }

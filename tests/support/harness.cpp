@@ -1,5 +1,8 @@
 #include "harness.hpp"
 
+#include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,10 +15,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-
-
-#include "berth/base/fs.hpp"
-#include "berth/base/process.hpp"
 
 namespace berth::test {
 
@@ -42,9 +41,13 @@ void write_file(const std::string& path, const std::string& content) {
 
 // --- nats_server ---------------------------------------------------------------------------------
 
-nats_server::nats_server(const std::string& dir) : dir_(dir) { sfs::create_directories(dir_ + "/ports"); }
+nats_server::nats_server(const std::string& dir) : dir_(dir) {
+  sfs::create_directories(dir_ + "/ports");
+}
 
-nats_server::~nats_server() { kill(SIGKILL); }
+nats_server::~nats_server() {
+  kill(SIGKILL);
+}
 
 void nats_server::start(int port) {
   sfs::remove_all(dir_ + "/ports");
@@ -54,8 +57,8 @@ void nats_server::start(int port) {
   int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   so.stdout_fd = fd;
   so.stderr_fd = fd;
-  auto pid = process::spawn({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir_ + "/store",
-                             "--ports_file_dir", dir_ + "/ports"},
+  auto pid = process::spawn({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port),
+                             "-sd", dir_ + "/store", "--ports_file_dir", dir_ + "/ports"},
                             so);
   ::close(fd);
   if (!pid) throw std::runtime_error("nats-server: " + pid.err().message);
@@ -90,11 +93,12 @@ std::optional<json::value> run_result::json() const {
   return *v;
 }
 
-run_result run_berth(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-                     std::chrono::seconds timeout) {
+run_result run_berth(const std::vector<std::string>& args,
+                     const std::map<std::string, std::string>& env, std::chrono::seconds timeout) {
   int out[2];
   int err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+    throw std::runtime_error("pipe");
   std::vector<std::string> argv = {BERTH_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   process::spawn_options so;
@@ -120,7 +124,8 @@ run_result run_berth(const std::vector<std::string>& args, const std::map<std::s
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
       auto n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+      if (n > 0)
+        (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
       else {
         ::close(fds[i].fd);
         fds[i].fd = -1;
@@ -227,7 +232,8 @@ void node_process::kill_embedded_server() {
     pid_t p = static_cast<pid_t>(std::stol(*text));
     if (process::alive(p)) {
       ::kill(p, SIGKILL);
-      for (int i = 0; i < 100 && process::alive(p); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      for (int i = 0; i < 100 && process::alive(p); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   } catch (const std::exception&) {
   }
@@ -251,7 +257,7 @@ namespace berth::test {
 
 std::string journal_problems(const std::vector<json::value>& events, bool must_end) {
   std::string problems;
-  std::map<std::string, int> results;  // "step#attempt" -> results seen
+  std::map<std::string, int> results;               // "step#attempt" -> results seen
   std::map<std::string, std::int64_t> interrupted;  // step -> attempt interrupted, awaiting retry
   for (std::size_t i = 0; i < events.size(); ++i) {
     const auto& e = events[i];
@@ -266,12 +272,14 @@ std::string journal_problems(const std::vector<json::value>& events, bool must_e
       if (++results[step + "#" + std::to_string(attempt)] > 1)
         problems += "step " + step + " attempt " + std::to_string(attempt) + " has two results; ";
     }
-    if (type == "step.finished" && (!d || !d->find("exit_code"))) problems += "step.finished without exit_code; ";
+    if (type == "step.finished" && (!d || !d->find("exit_code")))
+      problems += "step.finished without exit_code; ";
     if (type == "step.interrupted") interrupted[step] = attempt;
     if (type == "step.started") {
       auto it = interrupted.find(step);
       if (it != interrupted.end()) {
-        if (attempt != it->second + 1) problems += "interrupted step " + step + " not retried as attempt+1; ";
+        if (attempt != it->second + 1)
+          problems += "interrupted step " + step + " not retried as attempt+1; ";
         interrupted.erase(it);
       }
     }

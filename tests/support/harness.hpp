@@ -1,15 +1,15 @@
 #pragma once
 
+#include "berth/base/json.hpp"
+
 #include <sys/types.h>
 
 #include <chrono>
-#include <thread>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include "berth/base/json.hpp"
 
 namespace berth::test {
 
@@ -53,7 +53,8 @@ struct run_result {
 };
 
 /// Run the berth binary with `args`, capture its output. `env` adds to the environment.
-run_result run_berth(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+run_result run_berth(const std::vector<std::string>& args,
+                     const std::map<std::string, std::string>& env = {},
                      std::chrono::seconds timeout = std::chrono::seconds(120));
 
 /// Write a file.

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "berth/config/config.hpp"
+
+#include <gtest/gtest.h>
 
 #include <fstream>
 #include <sstream>
@@ -16,7 +16,8 @@ TEST(config, defaults_cover_every_section) {
 }
 
 TEST(config, parses_values_and_durations) {
-  auto c = config::parse("[node]\nmax_sessions = 7\nshutdown_grace = \"1m30s\"\n[log]\nformat = \"json\"\n", "t.toml");
+  auto c = config::parse(
+      "[node]\nmax_sessions = 7\nshutdown_grace = \"1m30s\"\n[log]\nformat = \"json\"\n", "t.toml");
   ASSERT_TRUE(c.ok()) << c.err().message;
   EXPECT_EQ(c->node.max_sessions, 7);
   EXPECT_EQ(c->node.shutdown_grace, millis(90'000));
@@ -40,8 +41,9 @@ TEST(config, unknown_section_is_an_error) {
 TEST(config, wrong_type_names_the_key_and_position) {
   auto c = config::parse("[node]\nmax_sessions = \"many\"\n", "t.toml");
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.err().message.find("t.toml:2:16: node.max_sessions: expected an integer, got a string"),
-            std::string::npos)
+  EXPECT_NE(
+      c.err().message.find("t.toml:2:16: node.max_sessions: expected an integer, got a string"),
+      std::string::npos)
       << c.err().message;
 }
 
@@ -54,7 +56,8 @@ TEST(config, out_of_range_and_bad_choice_and_bad_duration) {
   EXPECT_NE(b.err().message.find("log.format: \"xml\" is not one of"), std::string::npos);
   auto d = config::parse("[node]\nshutdown_grace = \"10 parsecs\"\n", "t.toml");
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.err().message.find("node.shutdown_grace: invalid duration"), std::string::npos) << d.err().message;
+  EXPECT_NE(d.err().message.find("node.shutdown_grace: invalid duration"), std::string::npos)
+      << d.err().message;
 }
 
 TEST(config, malformed_toml_reports_position) {
@@ -66,7 +69,9 @@ TEST(config, malformed_toml_reports_position) {
 
 TEST(config, env_overrides_and_names_bad_variable) {
   auto c = config::defaults();
-  ASSERT_TRUE(config::apply_env(c, {{"BERTH_NODE_MAX_SESSIONS", "9"}, {"BERTH_NATS_SERVERS", "nats://a:1,nats://b:2"}}).ok());
+  ASSERT_TRUE(config::apply_env(c, {{"BERTH_NODE_MAX_SESSIONS", "9"},
+                                    {"BERTH_NATS_SERVERS", "nats://a:1,nats://b:2"}})
+                  .ok());
   EXPECT_EQ(c.node.max_sessions, 9);
   EXPECT_EQ(c.nats.servers.size(), 2u);
   auto st = config::apply_env(c, {{"BERTH_NODE_MAX_SESSIONS", "lots"}});
@@ -93,5 +98,6 @@ TEST(config, docs_configuration_md_is_generated_from_the_schema) {
   std::stringstream ss;
   ss << in.rdbuf();
   EXPECT_EQ(ss.str(), config::reference_markdown())
-      << "docs/configuration.md is stale: run `berth config print --markdown > docs/configuration.md`";
+      << "docs/configuration.md is stale: run `berth config print --markdown > "
+         "docs/configuration.md`";
 }

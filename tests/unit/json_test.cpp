@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "berth/base/json.hpp"
+
+#include <gtest/gtest.h>
 
 using namespace berth;
 
@@ -22,7 +22,9 @@ TEST(json, malformed_text_is_an_error_not_a_crash) {
 }
 
 TEST(json, escapes_control_characters) {
-  json::value v(std::string("a\x01" "b"));
+  json::value v(
+      std::string("a\x01"
+                  "b"));
   EXPECT_EQ(v.dump(), "\"a\\u0001b\"");
 }
 

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "berth/session/machine.hpp"
+
+#include <gtest/gtest.h>
 
 using namespace berth;
 using namespace berth::session;
@@ -51,8 +51,8 @@ TEST(machine, runs_steps_in_order_to_success) {
   EXPECT_EQ(a.what, action::kind::idle);
   EXPECT_EQ(m.state().status, "succeeded");
   EXPECT_EQ(types(m.take_emitted()),
-            (std::vector<std::string>{"session.started", "step.started", "step.finished", "step.started",
-                                      "step.finished", "session.succeeded"}));
+            (std::vector<std::string>{"session.started", "step.started", "step.finished",
+                                      "step.started", "step.finished", "session.succeeded"}));
 }
 
 TEST(machine, event_numbers_are_contiguous_and_gaps_are_refused) {
@@ -60,7 +60,8 @@ TEST(machine, event_numbers_are_contiguous_and_gaps_are_refused) {
   ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"]}])")).ok());
   (void)m.advance(2000);
   auto evs = m.take_emitted();
-  for (std::size_t i = 0; i < evs.size(); ++i) EXPECT_EQ(evs[i].n, static_cast<std::int64_t>(i) + 2);
+  for (std::size_t i = 0; i < evs.size(); ++i)
+    EXPECT_EQ(evs[i].n, static_cast<std::int64_t>(i) + 2);
   event gap;
   gap.n = m.state().n + 2;
   gap.type = "step.finished";
@@ -69,7 +70,12 @@ TEST(machine, event_numbers_are_contiguous_and_gaps_are_refused) {
 
 TEST(machine, retries_with_exponential_backoff_then_fails) {
   machine m("s1");
-  ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"],"retry":{"max_attempts":3,"backoff":"1s","max_backoff":"1500ms"}}])")).ok());
+  ASSERT_TRUE(
+      m
+          .apply(accepted(
+              "s1",
+              R"([{"id":"a","run":["x"],"retry":{"max_attempts":3,"backoff":"1s","max_backoff":"1500ms"}}])"))
+          .ok());
   auto a = m.advance(2000);
   m.step_exited("a", 1, code(1), 2000);
   a = m.advance(2000);
@@ -84,7 +90,8 @@ TEST(machine, retries_with_exponential_backoff_then_fails) {
   m.step_exited("a", 3, code(7), 4600);
   (void)m.advance(4600);
   EXPECT_EQ(m.state().status, "failed");
-  EXPECT_NE(m.state().reason.find("step a failed after 3 attempts: exited with code 7"), std::string::npos)
+  EXPECT_NE(m.state().reason.find("step a failed after 3 attempts: exited with code 7"),
+            std::string::npos)
       << m.state().reason;
 }
 
@@ -98,7 +105,8 @@ TEST(machine, missing_binary_fails_the_step_with_the_reason) {
   m.step_exited("a", 1, r, 2000);
   (void)m.advance(2000);
   EXPECT_EQ(m.state().status, "failed");
-  EXPECT_NE(m.state().reason.find("could not start: no such program in PATH: nope"), std::string::npos);
+  EXPECT_NE(m.state().reason.find("could not start: no such program in PATH: nope"),
+            std::string::npos);
 }
 
 TEST(machine, interrupted_step_is_retried_as_a_new_attempt_without_using_the_retry_budget) {
@@ -110,7 +118,8 @@ TEST(machine, interrupted_step_is_retried_as_a_new_attempt_without_using_the_ret
   auto a = m.advance(3000);
   EXPECT_EQ(a.what, action::kind::launch);
   EXPECT_EQ(a.attempt, 2);
-  EXPECT_EQ(types(m.take_emitted()), (std::vector<std::string>{"step.interrupted", "step.started"}));
+  EXPECT_EQ(types(m.take_emitted()),
+            (std::vector<std::string>{"step.interrupted", "step.started"}));
   m.step_exited("a", 2, code(0), 3100);
   (void)m.advance(3100);
   EXPECT_EQ(m.state().status, "succeeded");
@@ -163,7 +172,11 @@ TEST(machine, inputs_apply_once_and_unknown_ones_are_journaled_as_rejected) {
 
 TEST(machine, snapshot_round_trip_preserves_decisions) {
   machine m("s1");
-  ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"],"retry":{"max_attempts":2}},{"id":"b","run":["y"]}])")).ok());
+  ASSERT_TRUE(
+      m.apply(accepted(
+                  "s1",
+                  R"([{"id":"a","run":["x"],"retry":{"max_attempts":2}},{"id":"b","run":["y"]}])"))
+          .ok());
   (void)m.advance(2000);
   m.step_exited("a", 1, code(1), 2000);
   auto restored = session_state::from_json(m.state().to_json());

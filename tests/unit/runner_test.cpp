@@ -1,12 +1,14 @@
+#include "berth/sandbox/runner.hpp"
+
+#include "harness.hpp"
+
+#include "berth/base/process.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <mutex>
 #include <thread>
-
-#include "berth/base/process.hpp"
-#include "berth/sandbox/runner.hpp"
-#include "harness.hpp"
 
 using namespace berth;
 
@@ -76,7 +78,8 @@ TEST(process_runner, stop_kills_the_whole_process_group) {
   auto r = runner->start(cmd({"sh", "-c", "sleep 300 & echo $!; wait"}, dir.path()), cap.fn());
   ASSERT_TRUE(r.ok());
   sandbox::outcome out;
-  std::thread waiter([&] { out = (*r)->wait(); });  // wait() delivers output; callers run it on a thread
+  std::thread waiter(
+      [&] { out = (*r)->wait(); });  // wait() delivers output; callers run it on a thread
   ASSERT_TRUE(test::eventually([&] {
     std::lock_guard lock(cap.mu);
     return !cap.out.empty();
@@ -85,14 +88,17 @@ TEST(process_runner, stop_kills_the_whole_process_group) {
   (*r)->stop(millis(100));
   waiter.join();
   EXPECT_EQ(out.signal, SIGTERM);
-  EXPECT_TRUE(test::eventually([&] { return !process::alive(grandchild); }, std::chrono::seconds(5)));
+  EXPECT_TRUE(
+      test::eventually([&] { return !process::alive(grandchild); }, std::chrono::seconds(5)));
 }
 
 TEST(process_runner, sigterm_ignoring_command_is_killed_after_the_grace) {
   test::temp_dir dir;
   auto runner = sandbox::make_process_runner();
   captured cap;
-  auto r = runner->start(cmd({"sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.05; done"}, dir.path()), cap.fn());
+  auto r = runner->start(
+      cmd({"sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.05; done"}, dir.path()),
+      cap.fn());
   ASSERT_TRUE(r.ok());
   sandbox::outcome out;
   std::thread waiter([&] { out = (*r)->wait(); });

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "berth/session/spec.hpp"
+
+#include <gtest/gtest.h>
 
 using namespace berth;
 
@@ -18,7 +18,8 @@ void expect_error(const std::string& text, const std::string& needle) {
 }  // namespace
 
 TEST(spec, accepts_a_valid_workflow_and_round_trips) {
-  auto s = spec_of(R"({"repo":"file:///srv/app.git","steps":[{"id":"build","run":["make","-j2"],"timeout":"10m",
+  auto s = spec_of(
+      R"({"repo":"file:///srv/app.git","steps":[{"id":"build","run":["make","-j2"],"timeout":"10m",
                       "retry":{"max_attempts":3,"backoff":"2s","max_backoff":"30s"}}]})");
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_EQ(s->steps[0].retry.max_attempts, 3);
@@ -30,16 +31,22 @@ TEST(spec, accepts_a_valid_workflow_and_round_trips) {
 
 TEST(spec, hostile_inputs_name_the_field) {
   expect_error(R"({"repo":"x","steps":[{"id":"a","run":[]}]})", "steps[0].run: must not be empty");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":"make"}]})", "steps[0].run: expected an array of strings, got string");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["make"],"bogus":1}]})", "steps[0].bogus: unknown field");
+  expect_error(R"({"repo":"x","steps":[{"id":"a","run":"make"}]})",
+               "steps[0].run: expected an array of strings, got string");
+  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["make"],"bogus":1}]})",
+               "steps[0].bogus: unknown field");
   expect_error(R"({"repo":"x","steps":[],"extra":true})", "extra: unknown field");
-  expect_error(R"({"repo":5,"steps":[{"id":"a","run":["x"]}]})", "repo: expected a string, got integer");
+  expect_error(R"({"repo":5,"steps":[{"id":"a","run":["x"]}]})",
+               "repo: expected a string, got integer");
   expect_error(R"({"steps":[{"id":"a","run":["x"]}]})", "repo: is required");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"]},{"id":"a","run":["y"]}]})", "steps[1].id: duplicate step id");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"],"timeout":"soon"}]})", "steps[0].timeout: invalid duration");
+  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"]},{"id":"a","run":["y"]}]})",
+               "steps[1].id: duplicate step id");
+  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"],"timeout":"soon"}]})",
+               "steps[0].timeout: invalid duration");
   expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"],"retry":{"max_attempts":0}}]})",
                "steps[0].retry.max_attempts: 0 is out of range");
-  expect_error(R"({"repo":"x","priority":12,"steps":[{"id":"a","run":["x"]}]})", "priority: 12 is out of range");
+  expect_error(R"({"repo":"x","priority":12,"steps":[{"id":"a","run":["x"]}]})",
+               "priority: 12 is out of range");
   expect_error(R"([1,2])", "spec: expected an object");
 }
 

@@ -1,9 +1,10 @@
+#include "harness.hpp"
+
+#include "berth/persistence/snapshot_store.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
-#include "berth/persistence/snapshot_store.hpp"
-#include "harness.hpp"
 
 using namespace berth;
 using persistence::snapshot_store;
@@ -62,7 +63,8 @@ TEST(snapshot_store, refuses_a_damaged_database) {
     ASSERT_TRUE(s.ok());
   }
   for (const auto& e : std::filesystem::directory_iterator(dir / "db"))
-    if (e.path().filename().string().rfind("MANIFEST", 0) == 0) test::write_file(e.path().string(), "not a manifest");
+    if (e.path().filename().string().rfind("MANIFEST", 0) == 0)
+      test::write_file(e.path().string(), "not a manifest");
   auto s = snapshot_store::open(dir / "db");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.err().message.find(dir / "db"), std::string::npos) << s.err().message;

@@ -1,15 +1,18 @@
-#include <gtest/gtest.h>
-
-#include <caf/all.hpp>
+#include "berth/supervision/supervisor.hpp"
 
 #include "berth/session/atoms.hpp"
-#include "berth/supervision/supervisor.hpp"
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
 
 using namespace berth;
 using namespace berth::supervision;
 
 TEST(restart_tracker, backs_off_exponentially_and_gives_up_past_the_limit) {
-  restart_tracker t({.max_restarts = 3, .window = millis(10'000), .initial_backoff = millis(100), .max_backoff = millis(250)});
+  restart_tracker t({.max_restarts = 3,
+                     .window = millis(10'000),
+                     .initial_backoff = millis(100),
+                     .max_backoff = millis(250)});
   auto d1 = t.on_failure(0);
   auto d2 = t.on_failure(1);
   auto d3 = t.on_failure(2);

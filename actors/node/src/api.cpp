@@ -26,7 +26,9 @@ status only_fields(const json::value& req, std::initializer_list<const char*> kn
 result<std::string> required_id(const json::value& req) {
   const auto* id = req.find("id");
   if (!id) return error{errc::invalid_argument, "id: is required"};
-  if (!id->is_string()) return error{errc::invalid_argument, std::string("id: expected a string, got ") + json::kind_name(id->type())};
+  if (!id->is_string())
+    return error{errc::invalid_argument,
+                 std::string("id: expected a string, got ") + json::kind_name(id->type())};
   BERTH_TRY(validate_id(id->as_string(), "id"));
   return id->as_string();
 }
@@ -48,17 +50,28 @@ json::value without_id(json::value spec) {
 std::string code_name(const std::error_code& c) {
   if (c.category() != berth_category()) return "internal";
   switch (static_cast<errc>(c.value())) {
-    case errc::invalid_argument: return "invalid_argument";
-    case errc::not_found: return "not_found";
-    case errc::conflict: return "conflict";
-    case errc::timeout: return "timeout";
-    case errc::unavailable: return "unavailable";
-    case errc::too_large: return "too_large";
-    case errc::permission_denied: return "permission_denied";
-    case errc::fenced: return "fenced";
-    case errc::corrupt: return "corrupt";
-    case errc::unsupported: return "unsupported";
-    default: return "internal";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::not_found:
+      return "not_found";
+    case errc::conflict:
+      return "conflict";
+    case errc::timeout:
+      return "timeout";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::too_large:
+      return "too_large";
+    case errc::permission_denied:
+      return "permission_denied";
+    case errc::fenced:
+      return "fenced";
+    case errc::corrupt:
+      return "corrupt";
+    case errc::unsupported:
+      return "unsupported";
+    default:
+      return "internal";
   }
 }
 
@@ -83,20 +96,29 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
   json::value req = json::value::make_object();
   if (!payload.empty()) {
     auto parsed = json::parse(payload);
-    if (!parsed) return error_reply(error{errc::invalid_argument, "request: " + parsed.err().message});
+    if (!parsed)
+      return error_reply(error{errc::invalid_argument, "request: " + parsed.err().message});
     req = std::move(*parsed);
   }
-  result<json::value> r = error{errc::not_found, "unknown API verb \"" + verb + "\"; known: session.start, "
-                                                 "session.get, session.list, session.cancel, session.input, stats"};
-  if (verb == "session.start") r = start(req);
-  else if (verb == "session.get") r = get(req);
-  else if (verb == "session.list") r = list(req);
-  else if (verb == "session.cancel") r = cancel_or_input(req, true);
-  else if (verb == "session.input") r = cancel_or_input(req, false);
-  else if (verb == "stats") r = stats(req);
+  result<json::value> r =
+      error{errc::not_found, "unknown API verb \"" + verb +
+                                 "\"; known: session.start, "
+                                 "session.get, session.list, session.cancel, session.input, stats"};
+  if (verb == "session.start")
+    r = start(req);
+  else if (verb == "session.get")
+    r = get(req);
+  else if (verb == "session.list")
+    r = list(req);
+  else if (verb == "session.cancel")
+    r = cancel_or_input(req, true);
+  else if (verb == "session.input")
+    r = cancel_or_input(req, false);
+  else if (verb == "stats")
+    r = stats(req);
   if (!r) {
-    if (!r.err().is(errc::invalid_argument) && !r.err().is(errc::not_found) && !r.err().is(errc::conflict) &&
-        !r.err().is(errc::too_large))
+    if (!r.err().is(errc::invalid_argument) && !r.err().is(errc::not_found) &&
+        !r.err().is(errc::conflict) && !r.err().is(errc::too_large))
       logger()->warn("{} failed: {}", verb, r.err().message);
     return error_reply(r.err());
   }
@@ -124,11 +146,14 @@ result<json::value> api_service::start(const json::value& req) {
   auto canonical = session::to_json(*spec);
   auto& rt = *rt_;
 
-  auto existing_reply = [&](const std::string& id, const bus::message& first) -> result<json::value> {
+  auto existing_reply = [&](const std::string& id,
+                            const bus::message& first) -> result<json::value> {
     auto prev = json::parse(first.data);
-    json::value prev_spec = prev ? (prev->find("spec") ? *prev->find("spec") : json::value()) : json::value();
+    json::value prev_spec =
+        prev ? (prev->find("spec") ? *prev->find("spec") : json::value()) : json::value();
     if (without_id(prev_spec) != without_id(canonical))
-      return error{errc::conflict, "idempotency_key: \"" + key + "\" was already used for session " + id +
+      return error{errc::conflict, "idempotency_key: \"" + key +
+                                       "\" was already used for session " + id +
                                        " with a different spec; use a new key or the same spec"};
     auto s = summary_of(id);
     json::value v = json::value::make_object();
@@ -158,7 +183,8 @@ result<json::value> api_service::start(const json::value& req) {
   if (ack->duplicate) {
     auto first = rt.bus->message_at(rt.names.stream_in(), ack->seq);
     if (!first) return first.err();
-    if (!first->has_value()) return error{errc::internal, "idempotency_key: original start message vanished"};
+    if (!first->has_value())
+      return error{errc::internal, "idempotency_key: original start message vanished"};
     auto id = std::string(bus::subjects::last_token((*first)->subject));
     auto r = existing_reply(id, **first);
     if (!r) return r;
@@ -176,7 +202,8 @@ result<json::value> api_service::start(const json::value& req) {
   data.set("spec", canonical);
   data.set("accepted_seq", ack->seq);
   data.set("idempotency_key", key);
-  data.set("timeout_ms", spec->timeout ? spec->timeout->count() : rt.cfg.session.default_timeout.count());
+  data.set("timeout_ms",
+           spec->timeout ? spec->timeout->count() : rt.cfg.session.default_timeout.count());
   accepted.data = std::move(data);
   bus::publish_options apo;
   apo.msg_id = spec->id + ":1";
@@ -197,7 +224,8 @@ result<json::value> api_service::start(const json::value& req) {
   v.set("id", spec->id);
   v.set("status", "pending");
   v.set("accepted_seq", ack->seq);
-  logger()->info("accepted session {} ({} step(s), priority {})", spec->id, spec->steps.size(), spec->priority);
+  logger()->info("accepted session {} ({} step(s), priority {})", spec->id, spec->steps.size(),
+                 spec->priority);
   return v;
 }
 
@@ -238,12 +266,13 @@ result<json::value> api_service::list(const json::value& req) {
   if (const auto* s = req.find("status"); s && !s->is_string())
     return error{errc::invalid_argument, "status: expected a string"};
   if (!status_filter.empty()) {
-    bool ok = status_filter == "pending" || status_filter == "running" || status_filter == "waiting" ||
-              session::is_terminal(status_filter);
+    bool ok = status_filter == "pending" || status_filter == "running" ||
+              status_filter == "waiting" || session::is_terminal(status_filter);
     if (!ok)
-      return error{errc::invalid_argument, "status: \"" + status_filter +
-                                               "\" is not one of pending, running, waiting, succeeded, failed, "
-                                               "cancelled, timed_out"};
+      return error{errc::invalid_argument,
+                   "status: \"" + status_filter +
+                       "\" is not one of pending, running, waiting, succeeded, failed, "
+                       "cancelled, timed_out"};
   }
   std::int64_t limit = 100;
   if (const auto* l = req.find("limit")) {
@@ -267,8 +296,10 @@ result<json::value> api_service::list(const json::value& req) {
     if (!parsed) continue;
     auto type = parsed->get_string("type");
     std::string status = "running";
-    if (type == "session.accepted") status = "pending";
-    else if (type.rfind("session.", 0) == 0 && type != "session.started") status = type.substr(8);
+    if (type == "session.accepted")
+      status = "pending";
+    else if (type.rfind("session.", 0) == 0 && type != "session.started")
+      status = type.substr(8);
     if (!status_filter.empty() && status != status_filter) continue;
     json::value row = json::value::make_object();
     row.set("id", id);
@@ -289,8 +320,10 @@ result<json::value> api_service::list(const json::value& req) {
 }
 
 result<json::value> api_service::cancel_or_input(const json::value& req, bool cancel) {
-  if (cancel) BERTH_TRY(only_fields(req, {"id"}));
-  else BERTH_TRY(only_fields(req, {"id", "data"}));
+  if (cancel)
+    BERTH_TRY(only_fields(req, {"id"}));
+  else
+    BERTH_TRY(only_fields(req, {"id", "data"}));
   auto id = required_id(req);
   if (!id) return id.err();
   auto& rt = *rt_;
@@ -302,7 +335,9 @@ result<json::value> api_service::cancel_or_input(const json::value& req, bool ca
   json::value v = json::value::make_object();
   v.set("id", *id);
   if (type.rfind("session.", 0) == 0 && session::is_terminal(type.substr(8))) {
-    if (!cancel) return error{errc::conflict, "session " + *id + " is already " + type.substr(8) + "; it takes no input"};
+    if (!cancel)
+      return error{errc::conflict,
+                   "session " + *id + " is already " + type.substr(8) + "; it takes no input"};
     v.set("status", type.substr(8));
     v.set("note", "session already finished; nothing to cancel");
     return v;

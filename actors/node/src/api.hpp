@@ -1,10 +1,10 @@
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include "berth/base/json.hpp"
 #include "berth/session/runtime.hpp"
+
+#include <memory>
+#include <string>
 
 namespace berth::node {
 

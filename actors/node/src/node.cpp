@@ -1,14 +1,7 @@
 #include "berth/node/node.hpp"
 
-#include <caf/all.hpp>
-#include <signal.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <filesystem>
-#include <thread>
-
 #include "api.hpp"
+
 #include "berth/base/crash.hpp"
 #include "berth/base/fs.hpp"
 #include "berth/base/ids.hpp"
@@ -17,6 +10,14 @@
 #include "berth/session/atoms.hpp"
 #include "berth/session/session_actor.hpp"
 #include "berth/supervision/supervisor.hpp"
+
+#include <caf/all.hpp>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
 
 namespace berth::node {
 
@@ -35,7 +36,8 @@ struct node_state {
   std::shared_ptr<session::runtime> rt;
   std::shared_ptr<placement> place;
   caf::actor sup;
-  std::shared_ptr<std::atomic<std::int64_t>> pending_spawns = std::make_shared<std::atomic<std::int64_t>>(0);
+  std::shared_ptr<std::atomic<std::int64_t>> pending_spawns =
+      std::make_shared<std::atomic<std::int64_t>>(0);
   bool placing = false;
   bool place_again = false;
   bool stopping = false;
@@ -60,7 +62,8 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
   for (int p = 9; p >= 0 && free > 0; --p) {
     auto it = counts->find(rt->names.work(p));
     if (it == counts->end() || it->second == 0) continue;
-    auto batch = static_cast<int>(std::min<std::int64_t>({free, 64, static_cast<std::int64_t>(it->second)}));
+    auto batch =
+        static_cast<int>(std::min<std::int64_t>({free, 64, static_cast<std::int64_t>(it->second)}));
     auto msgs = place->by_priority[static_cast<std::size_t>(p)]->fetch(batch, millis(100));
     if (!msgs) {
       logger()->warn("placement fetch (priority {}) failed: {}", p, msgs.err().message);
@@ -89,7 +92,8 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
           continue;
         }
       } else {
-        logger()->warn("{}: claiming ownership failed: {}; retrying later", id, claim.err().message);
+        logger()->warn("{}: claiming ownership failed: {}; retrying later", id,
+                       claim.err().message);
         (void)fm.nak(millis(1000));
         continue;
       }
@@ -116,17 +120,20 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
 }
 
 // Resume every session this node holds a snapshot of (io thread).
-void resume_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<std::atomic<std::int64_t>> pending,
-                caf::actor node) {
+void resume_job(std::shared_ptr<session::runtime> rt,
+                std::shared_ptr<std::atomic<std::int64_t>> pending, caf::actor node) {
   std::vector<std::string> ids;
-  auto st = rt->store->for_each_session([&](std::string_view id, std::string_view) { ids.emplace_back(id); });
+  auto st = rt->store->for_each_session(
+      [&](std::string_view id, std::string_view) { ids.emplace_back(id); });
   if (!st) {
     logger()->error("scanning snapshots failed: {}", st.err().message);
     return;
   }
   // One bulk read of the claims; a session this scan could not confirm checks its own claim.
   auto owners = rt->bus->kv_entries(rt->names.bucket_owners());
-  if (!owners) logger()->warn("reading the owners bucket failed: {}; sessions check one by one", owners.err().message);
+  if (!owners)
+    logger()->warn("reading the owners bucket failed: {}; sessions check one by one",
+                   owners.err().message);
   for (const auto& id : ids) {
     if (owners) {
       auto it = owners->find(id);
@@ -152,7 +159,8 @@ void heartbeat_job(std::shared_ptr<session::runtime> rt) {
   if (!st) logger()->debug("heartbeat failed: {}", st.err().message);
 }
 
-caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime> rt, std::shared_ptr<placement> place) {
+caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime> rt,
+                            std::shared_ptr<placement> place) {
   auto& s = self->state;
   s.rt = rt;
   s.place = std::move(place);
@@ -163,8 +171,10 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         return session::spawn_session(sys, rt, id, fail_reason);
       },
       [rt](const std::string&, const std::string& what) {
-        if (what == "restart") rt->counters.restarts++;
-        else rt->counters.escalations++;
+        if (what == "restart")
+          rt->counters.restarts++;
+        else
+          rt->counters.escalations++;
       });
   {
     caf::actor me = caf::actor_cast<caf::actor>(self);
@@ -185,7 +195,8 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         }
         if (job_done && !st.place_again) return;
         st.place_again = false;
-        auto free = st.rt->cfg.node.max_sessions - st.rt->counters.sessions.load() - st.pending_spawns->load();
+        auto free = st.rt->cfg.node.max_sessions - st.rt->counters.sessions.load() -
+                    st.pending_spawns->load();
         if (free <= 0) return;
         st.placing = true;
         caf::actor me = caf::actor_cast<caf::actor>(self);
@@ -218,7 +229,8 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         if (st.stopping) return;
         st.stopping = true;
         st.stop_waiter = caf::actor_cast<caf::actor>(self->current_sender());
-        logger()->info("stopping: no new sessions; {} session(s) reach a checkpoint", st.rt->counters.sessions.load());
+        logger()->info("stopping: no new sessions; {} session(s) reach a checkpoint",
+                       st.rt->counters.sessions.load());
         self->send(st.sup, stop_atom::value);
       },
       [=](stopped_atom) {
@@ -254,8 +266,10 @@ result<std::string> node_identity(const config::config& cfg, persistence::snapsh
 std::string last_node_pointer_path() {
   const char* state = std::getenv("XDG_STATE_HOME");
   std::string base;
-  if (state && *state) base = state;
-  else base = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.local/state";
+  if (state && *state)
+    base = state;
+  else
+    base = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.local/state";
   return base + "/berth/last-node";
 }
 
@@ -345,8 +359,8 @@ int run_node(const config::config& cfg) {
   }
   auto place = std::make_shared<placement>();
   for (int p = 0; p <= 9; ++p) {
-    auto c = rt->bus->pull(rt->names.stream_work(), "placement-" + std::to_string(p), rt->names.work(p),
-                           std::chrono::seconds(30));
+    auto c = rt->bus->pull(rt->names.stream_work(), "placement-" + std::to_string(p),
+                           rt->names.work(p), std::chrono::seconds(30));
     if (!c) {
       lg->error("{}", c.err().message);
       return 1;
@@ -369,19 +383,21 @@ int run_node(const config::config& cfg) {
     auto node = sys.spawn(node_behavior, rt, place);
     api_service api(rt);
 
-    auto api_sub = rt->bus->subscribe(rt->names.api_wildcard(), "berth", [rt, &api](bus::message m) {
-      auto verb = m.subject.substr(rt->names.api("").size());
-      rt->io->post([rt, &api, verb, m = std::move(m)] {
-        auto reply = api.handle(verb, m.data);
-        if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
-      });
-    });
+    auto api_sub =
+        rt->bus->subscribe(rt->names.api_wildcard(), "berth", [rt, &api](bus::message m) {
+          auto verb = m.subject.substr(rt->names.api("").size());
+          rt->io->post([rt, &api, verb, m = std::move(m)] {
+            auto reply = api.handle(verb, m.data);
+            if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
+          });
+        });
     // Inputs go straight to their session actor, with their stream sequence. Started before
     // any session loads, so each session's catch-up read plus these pushes miss nothing.
-    auto in_sub = rt->bus->follow_new(rt->names.stream_in(), rt->names.input_wildcard(), [rt](bus::message m) {
-      auto a = rt->sessions.find(std::string(bus::subjects::last_token(m.subject)));
-      if (a) caf::anon_send(a, input_atom::value, m.seq, std::move(m.data));
-    });
+    auto in_sub = rt->bus->follow_new(
+        rt->names.stream_in(), rt->names.input_wildcard(), [rt](bus::message m) {
+          auto a = rt->sessions.find(std::string(bus::subjects::last_token(m.subject)));
+          if (a) caf::anon_send(a, input_atom::value, m.seq, std::move(m.data));
+        });
     auto work_sub = rt->bus->subscribe(rt->names.work_wildcard(), "", [node](bus::message) {
       caf::anon_send(node, place_atom::value, false);
     });
@@ -389,8 +405,9 @@ int run_node(const config::config& cfg) {
     for (auto* sub : {&api_sub, &in_sub, &work_sub})
       if (*sub) subs.push_back(std::move(**sub));
     if (subs.size() != 3) {
-      lg->error("subscribing failed: {}", !api_sub ? api_sub.err().message
-                                                    : (!in_sub ? in_sub.err().message : work_sub.err().message));
+      lg->error("subscribing failed: {}",
+                !api_sub ? api_sub.err().message
+                         : (!in_sub ? in_sub.err().message : work_sub.err().message));
       caf::anon_send_exit(node, caf::exit_reason::kill);
       exit_code = 1;
     } else {
@@ -401,12 +418,14 @@ int run_node(const config::config& cfg) {
       info.set("started_at", format_timestamp(rt->started_ms));
       info.set("data_dir", dir);
       auto node_json = dir + "/node.json";
-      if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n"); !st) lg->error("{}", st.err().message);
+      if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n"); !st)
+        lg->error("{}", st.err().message);
       auto pointer = last_node_pointer_path();
       std::error_code ec;
       std::filesystem::create_directories(std::filesystem::path(pointer).parent_path(), ec);
       (void)fs::write_file_atomic(pointer, node_json + "\n");
-      lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, info.get_string("nats_url"), dir);
+      lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, info.get_string("nats_url"),
+               dir);
 
       int sig = 0;
       sigwait(&stop_signals, &sig);

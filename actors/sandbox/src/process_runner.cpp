@@ -1,3 +1,6 @@
+#include "berth/base/process.hpp"
+#include "berth/sandbox/runner.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,21 +15,25 @@
 #include <mutex>
 #include <thread>
 
-#include "berth/base/process.hpp"
-#include "berth/sandbox/runner.hpp"
-
 namespace berth::sandbox {
 
 namespace {
 
 using clock = std::chrono::steady_clock;
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 class process_command final : public running_command {
  public:
   process_command(pid_t pid, int out_fd, int err_fd, command cmd, output_fn fn)
-      : pid_(pid), out_fd_(out_fd), err_fd_(err_fd), cmd_(std::move(cmd)), fn_(std::move(fn)), start_(clock::now()) {
+      : pid_(pid),
+        out_fd_(out_fd),
+        err_fd_(err_fd),
+        cmd_(std::move(cmd)),
+        fn_(std::move(fn)),
+        start_(clock::now()) {
     pidfd_ = pidfd_open(pid);
   }
 
@@ -62,9 +69,18 @@ class process_command final : public running_command {
       pollfd fds[3];
       int n = 0;
       int idx_out = -1, idx_err = -1, idx_pid = -1;
-      if (out_fd_ >= 0) { fds[n] = {out_fd_, POLLIN, 0}; idx_out = n++; }
-      if (err_fd_ >= 0) { fds[n] = {err_fd_, POLLIN, 0}; idx_err = n++; }
-      if (!exited && pidfd_ >= 0) { fds[n] = {pidfd_, POLLIN, 0}; idx_pid = n++; }
+      if (out_fd_ >= 0) {
+        fds[n] = {out_fd_, POLLIN, 0};
+        idx_out = n++;
+      }
+      if (err_fd_ >= 0) {
+        fds[n] = {err_fd_, POLLIN, 0};
+        idx_err = n++;
+      }
+      if (!exited && pidfd_ >= 0) {
+        fds[n] = {pidfd_, POLLIN, 0};
+        idx_pid = n++;
+      }
       if (n == 0) break;
       int timeout_ms = 100;
       ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
@@ -96,7 +112,8 @@ class process_command final : public running_command {
         // WNOWAIT: keep the zombie (and so the pid and process group id) until the group is
         // killed, so no later process can be hit by mistake.
         siginfo_t info{};
-        if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid_) {
+        if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == pid_) {
           exited = true;
           // Whatever the command left running in its group goes with it.
           process::kill_group(pid_, SIGKILL);
@@ -105,7 +122,8 @@ class process_command final : public running_command {
       }
       {
         std::lock_guard lock(mu_);
-        if (stop_requested_ && !exited && clock::now() >= kill_at_) process::kill_group(pid_, SIGKILL);
+        if (stop_requested_ && !exited && clock::now() >= kill_at_)
+          process::kill_group(pid_, SIGKILL);
       }
       if (exited && clock::now() >= drain_deadline) break;  // a grandchild escaped the group
     }
@@ -152,7 +170,8 @@ class process_runner final : public step_runner {
       std::size_t start = 0;
       while (start <= path.size() && !found) {
         auto end = path.find(':', start);
-        std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        std::string dir =
+            path.substr(start, end == std::string::npos ? std::string::npos : end - start);
         auto candidate = (dir.empty() ? std::string(".") : dir) + "/" + program;
         if (::access(candidate.c_str(), X_OK) == 0) found = candidate;
         if (end == std::string::npos) break;
@@ -165,7 +184,8 @@ class process_runner final : public step_runner {
     }
     int out[2];
     int err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
+    if (::pipe2(out, O_CLOEXEC) != 0)
+      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
     if (::pipe2(err, O_CLOEXEC) != 0) {
       ::close(out[0]);
       ::close(out[1]);
@@ -190,7 +210,8 @@ class process_runner final : public step_runner {
     }
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
-    return std::unique_ptr<running_command>(new process_command(*pid, out[0], err[0], cmd, std::move(on_output)));
+    return std::unique_ptr<running_command>(
+        new process_command(*pid, out[0], err[0], cmd, std::move(on_output)));
   }
 
   std::string name() const override { return "process"; }
@@ -198,7 +219,9 @@ class process_runner final : public step_runner {
 
 }  // namespace
 
-std::unique_ptr<step_runner> make_process_runner() { return std::make_unique<process_runner>(); }
+std::unique_ptr<step_runner> make_process_runner() {
+  return std::make_unique<process_runner>();
+}
 
 bool kill_leftover(pid_t pid, unsigned long long start_time) {
   auto st = process::start_time(pid);

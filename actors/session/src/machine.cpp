@@ -1,26 +1,31 @@
 #include "berth/session/machine.hpp"
 
-#include <algorithm>
-
 #include "berth/base/time.hpp"
+
+#include <algorithm>
 
 namespace berth::session {
 
 const char* to_string(step_status s) {
   switch (s) {
-    case step_status::pending: return "pending";
-    case step_status::running: return "running";
-    case step_status::succeeded: return "succeeded";
-    case step_status::failed: return "failed";
-    case step_status::skipped: return "skipped";
+    case step_status::pending:
+      return "pending";
+    case step_status::running:
+      return "running";
+    case step_status::succeeded:
+      return "succeeded";
+    case step_status::failed:
+      return "failed";
+    case step_status::skipped:
+      return "skipped";
   }
   return "?";
 }
 
 namespace {
 result<step_status> step_status_from(const std::string& s) {
-  for (auto st : {step_status::pending, step_status::running, step_status::succeeded, step_status::failed,
-                  step_status::skipped})
+  for (auto st : {step_status::pending, step_status::running, step_status::succeeded,
+                  step_status::failed, step_status::skipped})
     if (s == to_string(st)) return st;
   return error{errc::corrupt, "unknown step status \"" + s + "\""};
 }
@@ -49,8 +54,8 @@ namespace {
 std::int64_t parse_ts(const std::string& ts) {
   std::tm tm{};
   int ms = 0;
-  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                  &tm.tm_min, &tm.tm_sec, &ms) < 6)
+  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
     return 0;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
@@ -150,7 +155,8 @@ result<session_state> session_state::from_json(const json::value& v) {
   s.id = v.get_string("id");
   if (const auto* sp = v.find("spec"); sp && sp->is_object()) {
     auto parsed = parse_spec(*sp, spec_limits{.max_spec_bytes = 1LL << 40});
-    if (!parsed) return error{errc::corrupt, "snapshot of " + s.id + ": stored spec: " + parsed.err().message};
+    if (!parsed)
+      return error{errc::corrupt, "snapshot of " + s.id + ": stored spec: " + parsed.err().message};
     s.spec = std::move(*parsed);
     s.spec_json = *sp;
   }
@@ -187,14 +193,17 @@ result<session_state> session_state::from_json(const json::value& v) {
 
 // --- machine -----------------------------------------------------------------------------------
 
-machine::machine(std::string id, std::int64_t default_timeout_ms) : default_timeout_ms_(default_timeout_ms) {
+machine::machine(std::string id, std::int64_t default_timeout_ms)
+    : default_timeout_ms_(default_timeout_ms) {
   state_.id = std::move(id);
 }
 
 machine::machine(session_state s, std::int64_t default_timeout_ms)
     : state_(std::move(s)), default_timeout_ms_(default_timeout_ms) {}
 
-std::vector<event> machine::take_emitted() { return std::exchange(emitted_, {}); }
+std::vector<event> machine::take_emitted() {
+  return std::exchange(emitted_, {});
+}
 
 void machine::set_owner(const std::string& node, std::uint64_t epoch) {
   owner_node_ = node;
@@ -209,33 +218,37 @@ void machine::emit(const std::string& type, json::value data, std::int64_t now_m
   e.ts_ms = now_ms;
   e.data = std::move(data);
   auto st = apply(e);
-  BERTH_ASSERT(st.ok(), "emitted event does not fold: " + (st.ok() ? std::string() : st.err().message));
+  BERTH_ASSERT(st.ok(),
+               "emitted event does not fold: " + (st.ok() ? std::string() : st.err().message));
   emitted_.push_back(std::move(e));
 }
 
 status machine::apply(const event& e) {
   auto& s = state_;
   if (e.n != s.n + 1)
-    return error{errc::corrupt, "session " + s.id + ": event n=" + std::to_string(e.n) + " does not follow n=" +
-                                    std::to_string(s.n)};
+    return error{errc::corrupt, "session " + s.id + ": event n=" + std::to_string(e.n) +
+                                    " does not follow n=" + std::to_string(s.n)};
   const auto& d = e.data;
   const std::string step_id = d.get_string("step");
   step_state* st = step_id.empty() ? nullptr : s.step(step_id);
   if (!step_id.empty() && !st && e.type.rfind("step.", 0) == 0)
-    return error{errc::corrupt, "session " + s.id + ": event " + std::to_string(e.n) + " names unknown step " + step_id};
+    return error{errc::corrupt, "session " + s.id + ": event " + std::to_string(e.n) +
+                                    " names unknown step " + step_id};
 
   if (e.type == "session.accepted") {
     const auto* spec = d.find("spec");
     if (!spec) return error{errc::corrupt, "session.accepted without spec"};
     auto parsed = parse_spec(*spec, spec_limits{.max_spec_bytes = 1LL << 40});
-    if (!parsed) return error{errc::corrupt, "session " + s.id + ": accepted spec: " + parsed.err().message};
+    if (!parsed)
+      return error{errc::corrupt, "session " + s.id + ": accepted spec: " + parsed.err().message};
     s.spec = std::move(*parsed);
     s.spec_json = *spec;
     s.status = "pending";
     s.accepted_seq = static_cast<std::uint64_t>(d.get_int("accepted_seq"));
     s.last_input_seq = std::max(s.last_input_seq, s.accepted_seq);
     s.created_ms = e.ts_ms;
-    s.timeout_ms = s.spec.timeout ? s.spec.timeout->count() : d.get_int("timeout_ms", default_timeout_ms_);
+    s.timeout_ms =
+        s.spec.timeout ? s.spec.timeout->count() : d.get_int("timeout_ms", default_timeout_ms_);
     s.steps.clear();
     for (const auto& sp : s.spec.steps) s.steps.push_back(step_state{.id = sp.id});
   } else if (e.type == "session.started") {
@@ -270,7 +283,8 @@ status machine::apply(const event& e) {
     st->status = step_status::skipped;
     st->reason = d.get_string("reason");
   } else if (e.type == "input.applied") {
-    s.last_input_seq = std::max(s.last_input_seq, static_cast<std::uint64_t>(d.get_int("input_seq")));
+    s.last_input_seq =
+        std::max(s.last_input_seq, static_cast<std::uint64_t>(d.get_int("input_seq")));
     if (d.get_string("kind") == "cancel") s.cancel_requested = true;
   } else if (e.type.rfind("session.", 0) == 0) {
     auto status = e.type.substr(8);
@@ -313,15 +327,22 @@ action machine::advance(std::int64_t now_ms) {
   }
   auto* running = s.running_step();
   if (s.cancel_requested) {
-    if (running) return action{.what = action::kind::kill, .step = running->id, .attempt = running->attempt,
-                               .kill_reason = "cancelled"};
+    if (running)
+      return action{.what = action::kind::kill,
+                    .step = running->id,
+                    .attempt = running->attempt,
+                    .kill_reason = "cancelled"};
     finish("cancelled", "cancelled by request", now_ms);
     return {};
   }
   if (now_ms >= s.deadline_ms()) {
-    if (running) return action{.what = action::kind::kill, .step = running->id, .attempt = running->attempt,
-                               .kill_reason = "session timeout"};
-    finish("timed_out", "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached", now_ms);
+    if (running)
+      return action{.what = action::kind::kill,
+                    .step = running->id,
+                    .attempt = running->attempt,
+                    .kill_reason = "session timeout"};
+    finish("timed_out", "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached",
+           now_ms);
     return {};
   }
   if (running) return action{.what = action::kind::wait_until, .until_ms = s.deadline_ms()};
@@ -332,7 +353,8 @@ action machine::advance(std::int64_t now_ms) {
       return {};
     }
     if (st.retry_due_ms > now_ms)
-      return action{.what = action::kind::wait_until, .until_ms = std::min(st.retry_due_ms, s.deadline_ms())};
+      return action{.what = action::kind::wait_until,
+                    .until_ms = std::min(st.retry_due_ms, s.deadline_ms())};
     json::value d = json::value::make_object();
     d.set("step", st.id);
     d.set("attempt", st.attempt + 1);
@@ -343,7 +365,8 @@ action machine::advance(std::int64_t now_ms) {
   return {};
 }
 
-void machine::step_exited(const std::string& step, std::int64_t attempt, const exit_result& r, std::int64_t now_ms) {
+void machine::step_exited(const std::string& step, std::int64_t attempt, const exit_result& r,
+                          std::int64_t now_ms) {
   auto* st = state_.step(step);
   if (!st || st->status != step_status::running || st->attempt != attempt) return;  // stale
   json::value d = json::value::make_object();
@@ -351,8 +374,10 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   d.set("attempt", attempt);
   d.set("duration_ms", r.duration_ms);
   if (!r.start_failed && !r.interrupted) {
-    if (r.signal) d.set("signal", r.signal);
-    else d.set("exit_code", r.exit_code);
+    if (r.signal)
+      d.set("signal", r.signal);
+    else
+      d.set("exit_code", r.exit_code);
   }
   if (r.truncated) d.set("output_truncated", true);
   if (r.success()) {
@@ -365,10 +390,14 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
     return;
   }
   std::string reason;
-  if (r.start_failed) reason = "could not start: " + r.error;
-  else if (r.timed_out) reason = r.error.empty() ? "timed out" : r.error;
-  else if (r.signal) reason = "killed by signal " + std::to_string(r.signal);
-  else reason = "exited with code " + std::to_string(r.exit_code);
+  if (r.start_failed)
+    reason = "could not start: " + r.error;
+  else if (r.timed_out)
+    reason = r.error.empty() ? "timed out" : r.error;
+  else if (r.signal)
+    reason = "killed by signal " + std::to_string(r.signal);
+  else
+    reason = "exited with code " + std::to_string(r.exit_code);
   if (!r.error.empty() && !r.start_failed && !r.timed_out) reason = r.error;
   d.set("reason", reason);
   emit("step.failed", std::move(d), now_ms);
@@ -380,7 +409,8 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   auto failures = st->failures;
   if (spec && failures < spec->retry.max_attempts) {
     auto delay = spec->retry.backoff.count();
-    for (std::int64_t i = 1; i < failures && delay < spec->retry.max_backoff.count(); ++i) delay *= 2;
+    for (std::int64_t i = 1; i < failures && delay < spec->retry.max_backoff.count(); ++i)
+      delay *= 2;
     delay = std::min(delay, static_cast<std::int64_t>(spec->retry.max_backoff.count()));
     json::value rd = json::value::make_object();
     rd.set("step", step);

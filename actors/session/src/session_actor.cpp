@@ -1,13 +1,5 @@
 #include "berth/session/session_actor.hpp"
 
-#include <caf/all.hpp>
-
-#include <deque>
-#include <map>
-#include <filesystem>
-#include <mutex>
-#include <thread>
-
 #include "berth/base/crash.hpp"
 #include "berth/base/fs.hpp"
 #include "berth/base/log.hpp"
@@ -15,6 +7,14 @@
 #include "berth/session/atoms.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
 
 namespace berth::session {
 
@@ -87,30 +87,32 @@ struct session_state_actor {
   std::uint64_t epoch = 0;
   std::string fail_reason;
   std::optional<machine> m;
-  std::vector<event> outbox;          // decided, not yet acknowledged by JetStream
-  std::uint64_t journal_seq = 0;      // stream sequence of the last journal message
-  bool busy = false;                  // a commit job is in flight
+  std::vector<event> outbox;      // decided, not yet acknowledged by JetStream
+  std::uint64_t journal_seq = 0;  // stream sequence of the last journal message
+  bool busy = false;              // a commit job is in flight
   std::optional<action> after_commit;
   std::optional<running_step> running;
   bool stopping = false;
   bool finalizing = false;
   bool reading_inputs = false;
   bool inputs_dirty = false;
-  bool inputs_ready = false;          // the first catch-up read is done: pushes may apply at once
-  std::uint64_t input_cursor = 0;     // highest input sequence applied
+  bool inputs_ready = false;       // the first catch-up read is done: pushes may apply at once
+  std::uint64_t input_cursor = 0;  // highest input sequence applied
   std::map<std::uint64_t, std::string> pending_inputs;  // by stream sequence
   std::shared_ptr<load_box> load;
   std::shared_ptr<commit_box> commit;
   std::shared_ptr<inputs_box> inputs;
   int publish_failures = 0;
-  bool pid_dirty = false;             // a started step's pid is not in RocksDB yet
-  std::int64_t tick_ms = 0;           // when the pending tick fires
+  bool pid_dirty = false;    // a started step's pid is not in RocksDB yet
+  std::int64_t tick_ms = 0;  // when the pending tick fires
   static inline const char* name = "berth.session";
 };
 
 using actor_t = caf::stateful_actor<session_state_actor>;
 
-std::string workdir(const runtime& rt, const std::string& id) { return rt.work_root + "/" + id; }
+std::string workdir(const runtime& rt, const std::string& id) {
+  return rt.work_root + "/" + id;
+}
 
 json::value snapshot_json(const session_state_actor& s) {
   json::value v = json::value::make_object();
@@ -144,13 +146,16 @@ result<std::pair<machine, std::uint64_t>> fold_journal(runtime& rt, const std::s
     if (!msg) return msg.err();
     if (!msg->has_value()) break;
     auto parsed = json::parse((*msg)->data);
-    if (!parsed) return error{errc::corrupt, subject + " sequence " + std::to_string((*msg)->seq) + ": " + parsed.err().message};
+    if (!parsed)
+      return error{errc::corrupt, subject + " sequence " + std::to_string((*msg)->seq) + ": " +
+                                      parsed.err().message};
     auto ev = event::from_envelope(*parsed);
     if (!ev) return ev.err();
     if (ev->n <= m.state().n) {
       // A duplicate that slipped past the de-duplication window: the fence makes this
       // impossible for our own writes; skip it rather than fold twice.
-      logger()->warn("{}: journal holds event n={} twice (sequence {}); ignoring the repeat", id, ev->n, (*msg)->seq);
+      logger()->warn("{}: journal holds event n={} twice (sequence {}); ignoring the repeat", id,
+                     ev->n, (*msg)->seq);
     } else {
       BERTH_TRY(m.apply(*ev));
     }
@@ -191,18 +196,22 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
     (void)rt.store->commit(w);
     return;
   }
-  if (!owner) logger()->warn("{}: cannot read its owner ({}); the journal fence still protects it", id, owner.err().message);
+  if (!owner)
+    logger()->warn("{}: cannot read its owner ({}); the journal fence still protects it", id,
+                   owner.err().message);
   // A step process left over by a crashed node is killed before anything else runs.
   if (doc) {
     if (const auto* p = doc->find("proc"); p && p->is_object()) {
       auto pid = static_cast<pid_t>(p->get_int("pid"));
       auto st = static_cast<unsigned long long>(p->get_int("start_time"));
-      if (sandbox::kill_leftover(pid, st)) logger()->warn("{}: killed leftover step process group {}", id, pid);
+      if (sandbox::kill_leftover(pid, st))
+        logger()->warn("{}: killed leftover step process group {}", id, pid);
     }
   }
   const json::value* state = doc ? doc->find("state") : nullptr;
   const json::value* ob = doc ? doc->find("outbox") : nullptr;
-  bool clean = owner && state && state->is_object() && ob && ob->is_array() && ob->as_array().empty();
+  bool clean =
+      owner && state && state->is_object() && ob && ob->is_array() && ob->as_array().empty();
   if (clean) {
     // Still ours and nothing left to publish: the journal ends where the snapshot says (only we
     // write it, and the fence refuses us if that is ever wrong). No journal read needed.
@@ -246,8 +255,9 @@ void load_job(runtime& rt, const std::string& id, load_box& box) {
       box.journal_seq = journal_seq;
       return;
     }
-    logger()->warn("{}: journal (n={}) is ahead of the snapshot (n={}); rebuilding from the journal", id, journal_n,
-                   st->n);
+    logger()->warn(
+        "{}: journal (n={}) is ahead of the snapshot (n={}); rebuilding from the journal", id,
+        journal_n, st->n);
   }
   auto folded = fold_journal(rt, id);
   if (!folded) {
@@ -415,8 +425,8 @@ void launch(actor_t* self, const action& a) {
   rt.counters.steps_running++;
   rt.counters.steps_started++;
   caf::actor me = caf::actor_cast<caf::actor>(self);
-  rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me, step = a.step,
-                     att = a.attempt] {
+  rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me,
+                     step = a.step, att = a.attempt] {
     auto started = runner->start(cmd, on_output);
     {
       std::lock_guard lock(proc->mu);
@@ -452,8 +462,11 @@ void launch(actor_t* self, const action& a) {
 void execute(actor_t* self, const action& a) {
   auto& s = self->state;
   switch (a.what) {
-    case action::kind::idle: break;
-    case action::kind::wait_until: schedule_tick(self, a.until_ms); break;
+    case action::kind::idle:
+      break;
+    case action::kind::wait_until:
+      schedule_tick(self, a.until_ms);
+      break;
     case action::kind::launch:
       if (s.stopping) break;  // step.started is journaled; the next owner records it interrupted
       launch(self, a);
@@ -569,8 +582,10 @@ void loaded(actor_t* self) {
     finalize(self);
     return;
   }
-  logger()->info("{}: {} at n={} ({}){}", s.id, box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
-                 s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
+  logger()->info(
+      "{}: {} at n={} ({}){}", s.id,
+      box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
+      s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
   if (!s.fail_reason.empty()) {
     s.m->resume(now_unix_ms(), "session actor failed");
     s.m->fail(s.fail_reason, now_unix_ms());
@@ -581,7 +596,8 @@ void loaded(actor_t* self) {
   read_inputs(self);
 }
 
-caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason) {
+caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::string id,
+                               std::string fail_reason) {
   auto& s = self->state;
   s.rt = std::move(rt);
   s.id = std::move(id);
@@ -609,12 +625,14 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         auto& st = self->state;
         auto box = std::move(st.commit);
         st.busy = false;
-        st.outbox.erase(st.outbox.begin(), st.outbox.begin() + static_cast<std::ptrdiff_t>(box->published));
+        st.outbox.erase(st.outbox.begin(),
+                        st.outbox.begin() + static_cast<std::ptrdiff_t>(box->published));
         st.journal_seq = box->journal_seq;
         if (box->failure) {
           if (box->failure->is(errc::fenced)) {
-            logger()->error("{}: lost ownership (journal moved under us): {}; stopping without touching it", st.id,
-                            box->failure->message);
+            logger()->error(
+                "{}: lost ownership (journal moved under us): {}; stopping without touching it",
+                st.id, box->failure->message);
             if (st.running) st.running->proc->stop(millis(0));
             self->quit(caf::exit_reason::user_shutdown);
             return;
@@ -622,7 +640,8 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           // NATS or disk trouble: keep the outbox (it is in the snapshot) and try again.
           auto delay = std::min(5000, 100 << std::min(st.publish_failures, 6));
           ++st.publish_failures;
-          logger()->warn("{}: commit failed ({}); retrying in {} ms", st.id, box->failure->message, delay);
+          logger()->warn("{}: commit failed ({}); retrying in {} ms", st.id, box->failure->message,
+                         delay);
           self->delayed_send(self, std::chrono::milliseconds(delay), retry_atom::value);
           return;
         }
@@ -686,7 +705,9 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         for (const auto& sp : st.m->state().spec.steps)
           if (sp.id == step) spec = &sp;
         st.running->timed_out = true;
-        st.running->kill_reason = "timed out after " + format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
+        st.running->kill_reason =
+            "timed out after " +
+            format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
         st.running->proc->stop(st.rt->cfg.session.kill_grace);
       },
       [=](tick_atom) {
@@ -703,13 +724,16 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         auto& st = self->state;
         auto box = std::move(st.inputs);
         st.reading_inputs = false;
-        if (box->failure) logger()->warn("{}: reading inputs failed: {}", st.id, box->failure->message);
+        if (box->failure)
+          logger()->warn("{}: reading inputs failed: {}", st.id, box->failure->message);
         for (auto& msg : box->msgs) st.pending_inputs.emplace(msg.seq, std::move(msg.data));
         if (!box->failure) st.inputs_ready = true;
         drain_inputs(self);
         if (st.inputs_dirty || box->failure) {
-          if (box->failure) self->delayed_send(self, std::chrono::seconds(1), wake_atom::value);
-          else read_inputs(self);
+          if (box->failure)
+            self->delayed_send(self, std::chrono::seconds(1), wake_atom::value);
+          else
+            read_inputs(self);
         }
       },
       [=](stop_atom) {
@@ -738,7 +762,8 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
 
 }  // namespace
 
-caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason) {
+caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id,
+                         std::string fail_reason) {
   return sys.spawn(session_behavior, std::move(rt), std::move(id), std::move(fail_reason));
 }
 

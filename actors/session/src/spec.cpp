@@ -6,13 +6,16 @@ namespace berth::session {
 
 namespace {
 
-error bad(const std::string& field, const std::string& why) { return error{errc::invalid_argument, field + ": " + why}; }
+error bad(const std::string& field, const std::string& why) {
+  return error{errc::invalid_argument, field + ": " + why};
+}
 
 error wrong_type(const std::string& field, const char* expected, const json::value& v) {
   return bad(field, std::string("expected ") + expected + ", got " + json::kind_name(v.type()));
 }
 
-status only_known(const json::value& obj, const std::string& where, std::initializer_list<const char*> known) {
+status only_known(const json::value& obj, const std::string& where,
+                  std::initializer_list<const char*> known) {
   for (const auto& [k, _] : obj.as_object()) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -25,7 +28,8 @@ status only_known(const json::value& obj, const std::string& where, std::initial
   return {};
 }
 
-result<std::string> get_string(const json::value& obj, const char* key, const std::string& field, bool required) {
+result<std::string> get_string(const json::value& obj, const char* key, const std::string& field,
+                               bool required) {
   const auto* v = obj.find(key);
   if (!v || v->is_null()) {
     if (required) return bad(field, "is required");
@@ -37,7 +41,8 @@ result<std::string> get_string(const json::value& obj, const char* key, const st
   return v->as_string();
 }
 
-result<std::optional<millis>> get_duration(const json::value& obj, const char* key, const std::string& field) {
+result<std::optional<millis>> get_duration(const json::value& obj, const char* key,
+                                           const std::string& field) {
   const auto* v = obj.find(key);
   if (!v || v->is_null()) return std::optional<millis>();
   if (!v->is_string()) return wrong_type(field, "a duration string such as \"30s\"", *v);
@@ -47,18 +52,19 @@ result<std::optional<millis>> get_duration(const json::value& obj, const char* k
   return std::optional<millis>(*d);
 }
 
-result<std::int64_t> get_int(const json::value& obj, const char* key, const std::string& field, std::int64_t def,
-                             std::int64_t min, std::int64_t max) {
+result<std::int64_t> get_int(const json::value& obj, const char* key, const std::string& field,
+                             std::int64_t def, std::int64_t min, std::int64_t max) {
   const auto* v = obj.find(key);
   if (!v || v->is_null()) return def;
   if (!v->is_int()) return wrong_type(field, "an integer", *v);
   if (v->as_int() < min || v->as_int() > max)
-    return bad(field, std::to_string(v->as_int()) + " is out of range [" + std::to_string(min) + ", " +
-                          std::to_string(max) + "]");
+    return bad(field, std::to_string(v->as_int()) + " is out of range [" + std::to_string(min) +
+                          ", " + std::to_string(max) + "]");
   return v->as_int();
 }
 
-result<step_spec> parse_step(const json::value& v, const std::string& at, const spec_limits& limits) {
+result<step_spec> parse_step(const json::value& v, const std::string& at,
+                             const spec_limits& limits) {
   if (!v.is_object()) return wrong_type(at, "an object", v);
   BERTH_TRY(only_known(v, at, {"id", "run", "timeout", "retry", "env"}));
   step_spec s;
@@ -67,7 +73,8 @@ result<step_spec> parse_step(const json::value& v, const std::string& at, const 
   BERTH_TRY(validate_id(*id, at + ".id"));
   s.id = *id;
   const auto* run = v.find("run");
-  if (!run || run->is_null()) return bad(at + ".run", "is required (the command as an array of strings)");
+  if (!run || run->is_null())
+    return bad(at + ".run", "is required (the command as an array of strings)");
   if (!run->is_array()) return wrong_type(at + ".run", "an array of strings", *run);
   if (run->as_array().empty()) return bad(at + ".run", "must not be empty");
   if (run->as_array().size() > limits.max_argv)
@@ -118,13 +125,15 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   if (!v.is_object()) return wrong_type("spec", "an object", v);
   auto size = v.dump().size();
   if (static_cast<std::int64_t>(size) > limits.max_spec_bytes)
-    return error{errc::too_large, "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
-                                      std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
+    return error{errc::too_large,
+                 "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
+                     std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
   BERTH_TRY(only_known(v, "", {"id", "repo", "ref", "goal", "timeout", "priority", "steps"}));
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
-  if (const auto* given = v.find("id"); given && !given->is_null()) BERTH_TRY(validate_id(*id, "id"));
+  if (const auto* given = v.find("id"); given && !given->is_null())
+    BERTH_TRY(validate_id(*id, "id"));
   s.id = *id;
   auto repo = get_string(v, "repo", "repo", true);
   if (!repo) return repo.err();
@@ -145,7 +154,8 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   if (!p) return p.err();
   s.priority = *p;
   const auto* steps = v.find("steps");
-  if (!steps || steps->is_null()) return bad("steps", "is required: a session needs at least one step");
+  if (!steps || steps->is_null())
+    return bad("steps", "is required: a session needs at least one step");
   if (!steps->is_array()) return wrong_type("steps", "an array of step objects", *steps);
   if (steps->as_array().empty()) return bad("steps", "must contain at least one step");
   if (steps->as_array().size() > limits.max_steps)
@@ -177,7 +187,8 @@ json::value to_json(const session_spec& s) {
     for (const auto& a : st.run) run.push(a);
     j.set("run", std::move(run));
     if (st.timeout) j.set("timeout", format_duration(*st.timeout));
-    if (st.retry.max_attempts != 1 || st.retry.backoff != millis(1000) || st.retry.max_backoff != millis(60'000)) {
+    if (st.retry.max_attempts != 1 || st.retry.backoff != millis(1000) ||
+        st.retry.max_backoff != millis(60'000)) {
       json::value r = json::value::make_object();
       r.set("max_attempts", st.retry.max_attempts);
       r.set("backoff", format_duration(st.retry.backoff));

@@ -1,17 +1,18 @@
 #include "berth/supervision/supervisor.hpp"
 
+#include "berth/base/log.hpp"
+#include "berth/session/atoms.hpp"
+
 #include <caf/all.hpp>
 
 #include <map>
-
-#include "berth/base/log.hpp"
-#include "berth/session/atoms.hpp"
 
 namespace berth::supervision {
 
 restart_tracker::decision restart_tracker::on_failure(std::int64_t now_ms) {
   failures_.push_back(now_ms);
-  while (!failures_.empty() && failures_.front() <= now_ms - policy_.window.count()) failures_.pop_front();
+  while (!failures_.empty() && failures_.front() <= now_ms - policy_.window.count())
+    failures_.pop_front();
   decision d;
   d.failures_in_window = static_cast<int>(failures_.size());
   if (d.failures_in_window > policy_.max_restarts) return d;
@@ -56,8 +57,9 @@ void maybe_finish_stop(actor_t* self) {
   }
 }
 
-caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_factory factory,
-                                  std::function<void(const std::string&, const std::string&)> on_event) {
+caf::behavior supervisor_behavior(
+    actor_t* self, restart_policy policy, child_factory factory,
+    std::function<void(const std::string&, const std::string&)> on_event) {
   self->state.policy = policy;
   self->state.factory = std::move(factory);
   self->state.on_event = std::move(on_event);
@@ -74,7 +76,8 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
     bool normal = dm.reason == caf::none || dm.reason == caf::exit_reason::normal;
     bool fenced = dm.reason == caf::exit_reason::user_shutdown;
     if (normal || fenced || s.stopping || c.escalated) {
-      if (c.escalated && !normal) logger()->error("{}: exited abnormally after escalation: {}", key, to_string(dm.reason));
+      if (c.escalated && !normal)
+        logger()->error("{}: exited abnormally after escalation: {}", key, to_string(dm.reason));
       s.children.erase(cit);
       maybe_finish_stop(self);
       return;
@@ -82,12 +85,13 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
     auto what = to_string(dm.reason);
     auto d = c.tracker.on_failure(now_unix_ms());
     if (d.restart) {
-      logger()->warn("{}: exited with {}; restart {} in {} ms", key, what, d.failures_in_window, d.delay.count());
+      logger()->warn("{}: exited with {}; restart {} in {} ms", key, what, d.failures_in_window,
+                     d.delay.count());
       if (s.on_event) s.on_event(key, "restart");
       self->delayed_send(self, d.delay, restart_atom::value, key);
     } else {
-      auto reason = "supervisor gave up after " + std::to_string(d.failures_in_window) + " failures within " +
-                    format_duration(s.policy.window) + "; last: " + what;
+      auto reason = "supervisor gave up after " + std::to_string(d.failures_in_window) +
+                    " failures within " + format_duration(s.policy.window) + "; last: " + what;
       logger()->error("{}: {}", key, reason);
       if (s.on_event) s.on_event(key, "escalate");
       c.escalated = true;
@@ -106,7 +110,8 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
         auto h = s.factory(key, "");
         self->monitor(h);
         s.keys[h.address()] = key;
-        auto& c = s.children.try_emplace(key, child{nullptr, restart_tracker(s.policy), false}).first->second;
+        auto& c = s.children.try_emplace(key, child{nullptr, restart_tracker(s.policy), false})
+                      .first->second;
         c.handle = h;
       },
       [=](restart_atom, const std::string& key) {
@@ -118,7 +123,9 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
         s.keys[h.address()] = key;
         it->second.handle = h;
       },
-      [=](count_atom) -> std::int64_t { return static_cast<std::int64_t>(self->state.keys.size()); },
+      [=](count_atom) -> std::int64_t {
+        return static_cast<std::int64_t>(self->state.keys.size());
+      },
       [=](stop_atom) {
         auto& s = self->state;
         s.stopping = true;
@@ -135,8 +142,9 @@ caf::behavior supervisor_behavior(actor_t* self, restart_policy policy, child_fa
 
 }  // namespace
 
-caf::actor spawn_supervisor(caf::actor_system& sys, restart_policy policy, child_factory factory,
-                            std::function<void(const std::string& key, const std::string& what)> on_event) {
+caf::actor spawn_supervisor(
+    caf::actor_system& sys, restart_policy policy, child_factory factory,
+    std::function<void(const std::string& key, const std::string& what)> on_event) {
   return sys.spawn(supervisor_behavior, policy, std::move(factory), std::move(on_event));
 }
 

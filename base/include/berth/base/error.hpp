@@ -12,13 +12,13 @@ enum class errc : int {
   ok = 0,
   invalid_argument = 1,  ///< bad user input; the message names the field
   not_found = 2,
-  conflict = 3,          ///< e.g. an idempotency key reused with a different spec
+  conflict = 3,  ///< e.g. an idempotency key reused with a different spec
   timeout = 4,
-  unavailable = 5,       ///< a dependency (NATS, disk) cannot be reached right now
+  unavailable = 5,  ///< a dependency (NATS, disk) cannot be reached right now
   io_error = 6,
-  corrupt = 7,           ///< stored data cannot be read back
-  unsupported = 8,       ///< e.g. a newer on-disk schema
-  fenced = 9,            ///< this writer lost ownership of a session
+  corrupt = 7,      ///< stored data cannot be read back
+  unsupported = 8,  ///< e.g. a newer on-disk schema
+  fenced = 9,       ///< this writer lost ownership of a session
   internal = 10,
   too_large = 11,
   permission_denied = 12,
@@ -33,7 +33,9 @@ struct std::is_error_code_enum<berth::errc> : std::true_type {};
 namespace berth {
 
 const std::error_category& berth_category() noexcept;
-inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), berth_category()}; }
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), berth_category()};
+}
 
 /// An error value: a code for programs and a message for people. The message names the field,
 /// file or subject at fault and, where useful, what to do next.
@@ -96,18 +98,19 @@ using status = result<void>;
 }  // namespace berth
 
 /// Propagate an error from a result-returning expression.
-#define BERTH_TRY(expr)                              \
-  do {                                               \
-    auto&& berth_try_r_ = (expr);                    \
+#define BERTH_TRY(expr)                                \
+  do {                                                 \
+    auto&& berth_try_r_ = (expr);                      \
     if (!berth_try_r_.ok()) return berth_try_r_.err(); \
   } while (false)
 
 /// Broken invariant: log and abort; never limp on.
-#define BERTH_ASSERT(cond, what)                              \
-  do {                                                        \
+#define BERTH_ASSERT(cond, what)                                          \
+  do {                                                                    \
     if (!(cond)) ::berth::assert_failed(#cond, what, __FILE__, __LINE__); \
   } while (false)
 
 namespace berth {
-[[noreturn]] void assert_failed(const char* cond, const std::string& what, const char* file, int line);
+[[noreturn]] void assert_failed(const char* cond, const std::string& what, const char* file,
+                                int line);
 }

@@ -1,8 +1,8 @@
 #pragma once
 
-#include <string>
-
 #include "berth/base/error.hpp"
+
+#include <string>
 
 namespace berth::fs {
 

@@ -1,9 +1,9 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <string>
 #include <string_view>
-
-#include "berth/base/error.hpp"
 
 namespace berth {
 

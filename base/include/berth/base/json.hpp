@@ -1,5 +1,7 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -7,8 +9,6 @@
 #include <utility>
 #include <variant>
 #include <vector>
-
-#include "berth/base/error.hpp"
 
 namespace berth::json {
 
@@ -21,16 +21,16 @@ class value {
   enum class kind { null, boolean, integer, number, string, array, object };
 
   value() = default;
-  value(std::nullptr_t) {}                                   // NOLINT
-  value(bool b) : v_(b) {}                                   // NOLINT
+  value(std::nullptr_t) {}  // NOLINT
+  value(bool b) : v_(b) {}  // NOLINT
   template <class I, std::enable_if_t<std::is_integral_v<I> && !std::is_same_v<I, bool>, int> = 0>
-  value(I i) : v_(static_cast<std::int64_t>(i)) {}           // NOLINT
-  value(double d) : v_(d) {}                                 // NOLINT
-  value(std::string s) : v_(std::move(s)) {}                 // NOLINT
-  value(std::string_view s) : v_(std::string(s)) {}          // NOLINT
-  value(const char* s) : v_(std::string(s)) {}               // NOLINT
-  value(array a) : v_(std::move(a)) {}                       // NOLINT
-  value(object o) : v_(std::move(o)) {}                      // NOLINT
+  value(I i) : v_(static_cast<std::int64_t>(i)) {}   // NOLINT
+  value(double d) : v_(d) {}                         // NOLINT
+  value(std::string s) : v_(std::move(s)) {}         // NOLINT
+  value(std::string_view s) : v_(std::string(s)) {}  // NOLINT
+  value(const char* s) : v_(std::string(s)) {}       // NOLINT
+  value(array a) : v_(std::move(a)) {}               // NOLINT
+  value(object o) : v_(std::move(o)) {}              // NOLINT
 
   static value make_object() { return value(object{}); }
   static value make_array() { return value(array{}); }

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <sys/types.h>
 
 #include <map>
@@ -7,18 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "berth/base/error.hpp"
-
 namespace berth::process {
 
 /// How to start a child. The runtime never calls fork(): posix_spawn only, so the cost does not
 /// grow with the parent's memory.
 struct spawn_options {
-  std::string cwd;                                  ///< empty: inherit
+  std::string cwd;                                        ///< empty: inherit
   std::optional<std::map<std::string, std::string>> env;  ///< nullopt: inherit the environment
-  int stdin_fd = -1;   ///< -1: /dev/null
-  int stdout_fd = -1;  ///< -1: /dev/null
-  int stderr_fd = -1;  ///< -1: /dev/null
+  int stdin_fd = -1;                                      ///< -1: /dev/null
+  int stdout_fd = -1;                                     ///< -1: /dev/null
+  int stderr_fd = -1;                                     ///< -1: /dev/null
   bool new_process_group = true;  ///< the child leads its own group (killed as a group)
   bool search_path = true;        ///< look argv[0] up in PATH
 };

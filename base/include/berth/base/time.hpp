@@ -1,11 +1,11 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include "berth/base/error.hpp"
 
 namespace berth {
 
@@ -15,7 +15,9 @@ using millis = std::chrono::milliseconds;
 [[nodiscard]] std::int64_t now_unix_ms();
 /// RFC 3339 UTC with milliseconds, e.g. "2026-11-22T04:00:00.123Z".
 [[nodiscard]] std::string format_timestamp(std::int64_t unix_ms);
-[[nodiscard]] inline std::string now_timestamp() { return format_timestamp(now_unix_ms()); }
+[[nodiscard]] inline std::string now_timestamp() {
+  return format_timestamp(now_unix_ms());
+}
 
 /// Parse a duration string: one or more `<number><unit>` with units ms, s, m, h, d ("1h30m").
 /// `field` names the offending field in the error.

@@ -1,5 +1,9 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/time.hpp"
+#include "berth/bus/subjects.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -7,10 +11,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "berth/base/error.hpp"
-#include "berth/base/time.hpp"
-#include "berth/bus/subjects.hpp"
 
 namespace berth::bus {
 
@@ -20,8 +20,8 @@ struct message {
   std::string data;
   std::string reply;
   std::map<std::string, std::string> headers;
-  std::uint64_t seq = 0;       ///< stream sequence (JetStream messages only)
-  std::int64_t time_ns = 0;    ///< stream timestamp (JetStream messages only)
+  std::uint64_t seq = 0;     ///< stream sequence (JetStream messages only)
+  std::int64_t time_ns = 0;  ///< stream timestamp (JetStream messages only)
   [[nodiscard]] std::string header(const std::string& key) const;
 };
 
@@ -89,43 +89,54 @@ class client {
   [[nodiscard]] status publish_core(const std::string& subject, const std::string& data,
                                     const std::map<std::string, std::string>& headers = {});
   /// Request-reply on core NATS.
-  [[nodiscard]] result<message> request(const std::string& subject, const std::string& data, millis timeout);
+  [[nodiscard]] result<message> request(const std::string& subject, const std::string& data,
+                                        millis timeout);
 
   /// First message on `subject` with stream sequence >= `from_seq` (direct get); nullopt: none.
-  [[nodiscard]] result<std::optional<message>> next_message(const std::string& stream, const std::string& subject,
+  [[nodiscard]] result<std::optional<message>> next_message(const std::string& stream,
+                                                            const std::string& subject,
                                                             std::uint64_t from_seq);
   /// Last message on `subject`; nullopt: the subject is empty.
-  [[nodiscard]] result<std::optional<message>> last_message(const std::string& stream, const std::string& subject);
+  [[nodiscard]] result<std::optional<message>> last_message(const std::string& stream,
+                                                            const std::string& subject);
   /// The message at a stream sequence; nullopt: none.
-  [[nodiscard]] result<std::optional<message>> message_at(const std::string& stream, std::uint64_t seq);
+  [[nodiscard]] result<std::optional<message>> message_at(const std::string& stream,
+                                                          std::uint64_t seq);
   /// Subjects of a stream matching `filter`, with their message counts.
-  [[nodiscard]] result<std::map<std::string, std::uint64_t>> stream_subjects(const std::string& stream,
-                                                                            const std::string& filter);
+  [[nodiscard]] result<std::map<std::string, std::uint64_t>> stream_subjects(
+      const std::string& stream, const std::string& filter);
 
   /// KV: create only if absent (errc::conflict when present); returns the revision.
-  [[nodiscard]] result<std::uint64_t> kv_create(const std::string& bucket, const std::string& key, const std::string& value);
-  [[nodiscard]] result<std::uint64_t> kv_put(const std::string& bucket, const std::string& key, const std::string& value);
+  [[nodiscard]] result<std::uint64_t> kv_create(const std::string& bucket, const std::string& key,
+                                                const std::string& value);
+  [[nodiscard]] result<std::uint64_t> kv_put(const std::string& bucket, const std::string& key,
+                                             const std::string& value);
   /// KV: compare-and-set on the revision (errc::conflict when it moved).
   [[nodiscard]] result<std::uint64_t> kv_update(const std::string& bucket, const std::string& key,
                                                 const std::string& value, std::uint64_t revision);
-  [[nodiscard]] result<std::optional<kv_entry>> kv_get(const std::string& bucket, const std::string& key);
+  [[nodiscard]] result<std::optional<kv_entry>> kv_get(const std::string& bucket,
+                                                       const std::string& key);
   [[nodiscard]] status kv_delete(const std::string& bucket, const std::string& key);
   /// Every current entry of a bucket, read in one pass (a watcher over the bucket's stream).
   [[nodiscard]] result<std::map<std::string, kv_entry>> kv_entries(const std::string& bucket);
 
   /// Core subscription; `queue` empty for none. The callback runs on a nats.c thread.
-  [[nodiscard]] result<std::unique_ptr<subscription>> subscribe(const std::string& subject, const std::string& queue,
-                                                                std::function<void(message)> on_message);
+  [[nodiscard]] result<std::unique_ptr<subscription>> subscribe(
+      const std::string& subject, const std::string& queue,
+      std::function<void(message)> on_message);
   /// Ordered push consumer over a stream from `start_seq` (0: from the first message).
-  [[nodiscard]] result<std::unique_ptr<subscription>> follow(const std::string& stream, const std::string& filter,
-                                                             std::uint64_t start_seq,
-                                                             std::function<void(message)> on_message);
+  [[nodiscard]] result<std::unique_ptr<subscription>> follow(
+      const std::string& stream, const std::string& filter, std::uint64_t start_seq,
+      std::function<void(message)> on_message);
   /// Ordered push consumer over a stream delivering only messages stored from now on.
-  [[nodiscard]] result<std::unique_ptr<subscription>> follow_new(const std::string& stream, const std::string& filter,
-                                                                 std::function<void(message)> on_message);
+  [[nodiscard]] result<std::unique_ptr<subscription>> follow_new(
+      const std::string& stream, const std::string& filter,
+      std::function<void(message)> on_message);
   /// Bind (creating if needed) a durable pull consumer with explicit acks.
-  [[nodiscard]] result<std::unique_ptr<pull_consumer>> pull(const std::string& stream, const std::string& durable,
-                                                            const std::string& filter, millis ack_wait);
+  [[nodiscard]] result<std::unique_ptr<pull_consumer>> pull(const std::string& stream,
+                                                            const std::string& durable,
+                                                            const std::string& filter,
+                                                            millis ack_wait);
 
   [[nodiscard]] std::string connected_url() const;
   [[nodiscard]] millis request_timeout() const;

@@ -1,12 +1,12 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <sys/types.h>
 
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "berth/base/error.hpp"
 
 namespace berth::bus {
 
@@ -21,8 +21,8 @@ class embedded_server {
  public:
   struct options {
     std::string binary = "nats-server";
-    std::string dir;                  ///< <data-dir>/nats: config, store, pid and ports files, log
-    std::string server_name;          ///< unique per node
+    std::string dir;          ///< <data-dir>/nats: config, store, pid and ports files, log
+    std::string server_name;  ///< unique per node
     std::string cluster_name;
     std::vector<std::string> routes;  ///< peers (nodes joined by config)
   };

@@ -11,21 +11,22 @@ class subjects {
   explicit subjects(std::string prefix = "berth");
 
   [[nodiscard]] const std::string& prefix() const { return prefix_; }
-  [[nodiscard]] std::string api(std::string_view verb) const;   ///< berth.api.v1.<verb>
-  [[nodiscard]] std::string api_wildcard() const;                ///< berth.api.v1.>
-  [[nodiscard]] std::string input(std::string_view session) const;   ///< berth.in.<session>
+  [[nodiscard]] std::string api(std::string_view verb) const;       ///< berth.api.v1.<verb>
+  [[nodiscard]] std::string api_wildcard() const;                   ///< berth.api.v1.>
+  [[nodiscard]] std::string input(std::string_view session) const;  ///< berth.in.<session>
   [[nodiscard]] std::string input_wildcard() const;
   [[nodiscard]] std::string journal(std::string_view session) const;  ///< berth.ev.<session>
   [[nodiscard]] std::string journal_wildcard() const;
   [[nodiscard]] std::string log(std::string_view session, std::string_view step) const;
-  [[nodiscard]] std::string log_wildcard(std::string_view session) const;  ///< berth.log.<session>.>
-  [[nodiscard]] std::string work(int priority) const;            ///< berth.work.<priority>
+  [[nodiscard]] std::string log_wildcard(
+      std::string_view session) const;                 ///< berth.log.<session>.>
+  [[nodiscard]] std::string work(int priority) const;  ///< berth.work.<priority>
   [[nodiscard]] std::string work_wildcard() const;
 
-  [[nodiscard]] std::string stream_in() const;    ///< BERTH_IN
-  [[nodiscard]] std::string stream_ev() const;    ///< BERTH_EV
-  [[nodiscard]] std::string stream_log() const;   ///< BERTH_LOG
-  [[nodiscard]] std::string stream_work() const;  ///< BERTH_WORK
+  [[nodiscard]] std::string stream_in() const;      ///< BERTH_IN
+  [[nodiscard]] std::string stream_ev() const;      ///< BERTH_EV
+  [[nodiscard]] std::string stream_log() const;     ///< BERTH_LOG
+  [[nodiscard]] std::string stream_work() const;    ///< BERTH_WORK
   [[nodiscard]] std::string bucket_owners() const;  ///< berth-owners
   [[nodiscard]] std::string bucket_nodes() const;   ///< berth-nodes
 

@@ -1,18 +1,18 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/time.hpp"
+
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
-#include "berth/base/error.hpp"
-#include "berth/base/time.hpp"
-
 namespace berth::config {
 
 /// `[node]`: this process.
 struct node_section {
-  std::string id;                 ///< empty: generated once and kept in the data dir
+  std::string id;  ///< empty: generated once and kept in the data dir
   std::string data_dir;
   std::int64_t max_sessions = 0;  ///< sessions this node runs at once
   std::vector<std::string> labels;

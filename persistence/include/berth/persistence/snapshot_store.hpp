@@ -1,13 +1,13 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "berth/base/error.hpp"
 
 namespace berth::persistence {
 
@@ -43,7 +43,8 @@ class snapshot_store {
 
   [[nodiscard]] result<std::optional<std::string>> get_session(const std::string& id);
   /// Visit every stored session snapshot in key order.
-  [[nodiscard]] status for_each_session(const std::function<void(std::string_view id, std::string_view snapshot)>& fn);
+  [[nodiscard]] status for_each_session(
+      const std::function<void(std::string_view id, std::string_view snapshot)>& fn);
 
   [[nodiscard]] result<std::optional<std::string>> get_meta(const std::string& key);
 

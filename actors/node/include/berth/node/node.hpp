@@ -1,8 +1,8 @@
 #pragma once
 
-#include <string>
-
 #include "berth/config/config.hpp"
+
+#include <string>
 
 namespace berth::node {
 

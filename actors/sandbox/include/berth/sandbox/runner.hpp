@@ -1,5 +1,8 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/time.hpp"
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -10,16 +13,13 @@
 #include <string_view>
 #include <vector>
 
-#include "berth/base/error.hpp"
-#include "berth/base/time.hpp"
-
 namespace berth::sandbox {
 
 /// One command to run for a step.
 struct command {
   std::vector<std::string> argv;
-  std::string cwd;                          ///< the session's working directory
-  std::map<std::string, std::string> env;   ///< the complete environment of the command
+  std::string cwd;                             ///< the session's working directory
+  std::map<std::string, std::string> env;      ///< the complete environment of the command
   std::int64_t max_output_bytes = 64LL << 20;  ///< per stream; the rest is dropped and marked
   std::size_t chunk_bytes = 16 * 1024;
 };
@@ -57,7 +57,8 @@ class step_runner {
  public:
   virtual ~step_runner() = default;
   /// Start `cmd`. A missing program is errc::not_found naming it.
-  [[nodiscard]] virtual result<std::unique_ptr<running_command>> start(const command& cmd, output_fn on_output) = 0;
+  [[nodiscard]] virtual result<std::unique_ptr<running_command>> start(const command& cmd,
+                                                                       output_fn on_output) = 0;
   /// A short name for logs and stats ("process", "bwrap").
   [[nodiscard]] virtual std::string name() const = 0;
 };

@@ -1,13 +1,13 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/session/spec.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "berth/base/error.hpp"
-#include "berth/base/json.hpp"
-#include "berth/session/spec.hpp"
 
 namespace berth::session {
 
@@ -76,11 +76,13 @@ struct exit_result {
   int signal = 0;
   bool start_failed = false;  ///< could not be started (e.g. no such binary)
   bool timed_out = false;
-  bool interrupted = false;   ///< stopped by a node shutdown
+  bool interrupted = false;  ///< stopped by a node shutdown
   std::string error;
   std::int64_t duration_ms = 0;
   bool truncated = false;
-  [[nodiscard]] bool success() const { return !start_failed && !timed_out && !interrupted && signal == 0 && exit_code == 0; }
+  [[nodiscard]] bool success() const {
+    return !start_failed && !timed_out && !interrupted && signal == 0 && exit_code == 0;
+  }
 };
 
 /// What the owner should do after `advance`.
@@ -113,7 +115,8 @@ class machine {
   /// Decide what happens next; may emit events (session.started, step.started, terminal).
   [[nodiscard]] action advance(std::int64_t now_ms);
   /// A step's command ended.
-  void step_exited(const std::string& step, std::int64_t attempt, const exit_result& r, std::int64_t now_ms);
+  void step_exited(const std::string& step, std::int64_t attempt, const exit_result& r,
+                   std::int64_t now_ms);
   /// An input message from berth.in.<id> (stream sequence `seq`). Bad inputs are journaled
   /// as rejected, never dropped silently.
   void input(std::uint64_t seq, const json::value& msg, std::int64_t now_ms);

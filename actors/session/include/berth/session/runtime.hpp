@@ -1,17 +1,5 @@
 #pragma once
 
-#include <atomic>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <set>
-#include <unordered_map>
-#include <vector>
-
-#include <caf/actor.hpp>
-#include <caf/actor_addr.hpp>
-#include <string>
-
 #include "berth/base/worker_pool.hpp"
 #include "berth/bus/client.hpp"
 #include "berth/bus/subjects.hpp"
@@ -19,11 +7,23 @@
 #include "berth/persistence/snapshot_store.hpp"
 #include "berth/sandbox/runner.hpp"
 
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
 namespace berth::session {
 
 /// Counters a node reports in `stats`. Updated by session actors, read by the API.
 struct node_counters {
-  std::atomic<std::int64_t> sessions{0};        ///< session actors alive on this node
+  std::atomic<std::int64_t> sessions{0};  ///< session actors alive on this node
   std::atomic<std::int64_t> steps_running{0};
   std::atomic<std::int64_t> steps_started{0};
   std::atomic<std::int64_t> sessions_finished{0};
@@ -72,7 +72,7 @@ struct runtime {
   std::shared_ptr<sandbox::step_runner> runner;
   std::shared_ptr<worker_pool> io;
   std::shared_ptr<worker_pool> launcher;  ///< bounded: starts step processes (no spawn storms)
-  std::string work_root;  ///< <data_dir>/work: one directory per session
+  std::string work_root;                  ///< <data_dir>/work: one directory per session
   /// Sessions whose claim the start-up scan confirmed in one bulk read; their load skips the
   /// per-session owner lookup. Guarded by `verified_mu`.
   std::mutex verified_mu;

@@ -18,7 +18,8 @@ struct runtime;
 /// Messages it takes: input_atom (an input pushed with its stream sequence), wake_atom (re-read
 /// inputs from its cursor, e.g. after a reconnect), stop_atom (graceful node stop).
 /// It exits normally when the session is terminal and cleaned up, or when stopped.
-caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id, std::string fail_reason);
+caf::actor spawn_session(caf::actor_system& sys, std::shared_ptr<runtime> rt, std::string id,
+                         std::string fail_reason);
 
 /// The JSON stored in RocksDB for a session that was placed but has not run yet.
 std::string placement_snapshot(const std::string& node, std::uint64_t epoch);

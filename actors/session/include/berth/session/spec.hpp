@@ -1,14 +1,14 @@
 #pragma once
 
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/base/time.hpp"
+
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "berth/base/error.hpp"
-#include "berth/base/json.hpp"
-#include "berth/base/time.hpp"
 
 namespace berth::session {
 

@@ -1,13 +1,13 @@
 #pragma once
 
+#include "berth/base/time.hpp"
+
 #include <caf/fwd.hpp>
 
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <string>
-
-#include "berth/base/time.hpp"
 
 namespace berth::supervision {
 
@@ -39,7 +39,8 @@ class restart_tracker {
 
 /// Makes a child for `key`; `fail_reason` non-empty asks for a child that only records the
 /// escalation (e.g. a session that marks itself failed with that reason) and exits.
-using child_factory = std::function<caf::actor(const std::string& key, const std::string& fail_reason)>;
+using child_factory =
+    std::function<caf::actor(const std::string& key, const std::string& fail_reason)>;
 
 /// Spawn a supervisor. It holds strong handles to its children, spawns them monitored,
 /// restarts a child that exits abnormally under `policy`, and past the limit escalates by
@@ -50,7 +51,8 @@ using child_factory = std::function<caf::actor(const std::string& key, const std
 /// Messages: (spawn_atom, key) starts a child unless one runs; (count_atom) -> int64 children;
 /// (stop_atom) forwards stop_atom to every child, waits until all are gone, replies
 /// stopped_atom to the sender and exits.
-caf::actor spawn_supervisor(caf::actor_system& sys, restart_policy policy, child_factory factory,
-                            std::function<void(const std::string& key, const std::string& what)> on_event = {});
+caf::actor spawn_supervisor(
+    caf::actor_system& sys, restart_policy policy, child_factory factory,
+    std::function<void(const std::string& key, const std::string& what)> on_event = {});
 
 }  // namespace berth::supervision
