@@ -89,7 +89,13 @@ int main(int argc, char** argv) {
                     "repeat-safe start key (default: the session id)");
   start->add_option("--priority", sa.priority, "0..9, higher placed first (default 5)");
   start->add_option("--session-timeout", sa.timeout, "session timeout, e.g. 45m");
-  start->add_option("--run", sa.run, "a one-step session running this command")->expected(1, -1);
+  start
+      ->add_option("--run", sa.run,
+                   "a one-step session running this command (no arguments starting with '-')")
+      ->expected(1, -1);
+  std::vector<std::string> trailing_command;
+  start->add_option("command", trailing_command,
+                    "a one-step session running the command after `--`, e.g. -- sh -c 'make test'");
   auto* wait_flag = start->add_flag(
       "--wait", sa.wait, "wait until the session ends; exit non-zero unless it succeeded");
   start->add_flag("--follow,-f", sa.follow, "show events and output live until the session ends")
@@ -177,6 +183,15 @@ int main(int argc, char** argv) {
   }
   if (*bench) return run_bench(g, scenario, bench_n);
   if (*start) {
+    if (!trailing_command.empty()) {
+      if (!sa.run.empty()) {
+        std::fprintf(
+            stderr,
+            "berth: session start: give the command either with --run or after --, not both\n");
+        return usage;
+      }
+      sa.run = trailing_command;
+    }
     if (sa.repo.empty() && sa.workflow.empty()) {
       std::fprintf(
           stderr,
@@ -184,7 +199,9 @@ int main(int argc, char** argv) {
       return usage;
     }
     if (sa.workflow.empty() && sa.run.empty()) {
-      std::fprintf(stderr, "berth: session start: give --workflow FILE or --run COMMAND...\n");
+      std::fprintf(
+          stderr,
+          "berth: session start: give --workflow FILE, --run COMMAND or -- COMMAND ARGS...\n");
       return usage;
     }
     return cmd_session_start(g, sa);

@@ -462,3 +462,100 @@ TEST(cli, usage_errors_exit_2_and_no_node_is_a_clear_error) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("no node to talk to"), std::string::npos) << r.err;
 }
+
+namespace {
+std::int64_t event_ms(const std::vector<json::value>& evs, const std::string& type) {
+  for (const auto& e : evs)
+    if (e.get_string("type") == type) {
+      auto ts = e.get_string("ts");  // 2026-11-22T04:00:00.123Z
+      std::tm tm{};
+      int ms = 0;
+      std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms);
+      tm.tm_year -= 1900;
+      tm.tm_mon -= 1;
+      return static_cast<std::int64_t>(timegm(&tm)) * 1000 + ms;
+    }
+  return -1;
+}
+
+struct small_node : ::testing::Test {
+  test::temp_dir dir;
+  std::unique_ptr<test::node_process> node;
+  void start_node(std::map<std::string, std::string> env) {
+    node = std::make_unique<test::node_process>(dir / "node", std::vector<std::string>{},
+                                                std::move(env));
+    node->start();
+  }
+  std::string start(const std::string& cmd, int priority) {
+    auto r =
+        run_berth({"--data-dir", node->data_dir(), "session", "start", "--repo", "x", "--priority",
+                   std::to_string(priority), "-o", "json", "--", "sh", "-c", cmd});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.json() ? r.json()->get_string("id") : std::string();
+  }
+  bool done(const std::string& id) {
+    auto evs = test::journal(*node, id);
+    return !evs.empty() && evs.back().get_string("type") == "session.succeeded";
+  }
+};
+}  // namespace
+
+TEST_F(small_node, max_sessions_caps_what_runs_at_once) {
+  start_node({{"BERTH_NODE_MAX_SESSIONS", "1"}});
+  auto a = start("sleep 1", 5);
+  auto b = start("sleep 1", 5);
+  ASSERT_TRUE(test::eventually([&] { return done(a) && done(b); }, std::chrono::seconds(60)));
+  auto ea = test::journal(*node, a);
+  auto eb = test::journal(*node, b);
+  // One ran after the other: the later start comes after the earlier session's end.
+  bool a_first = event_ms(ea, "session.started") <= event_ms(eb, "session.started");
+  const auto& first = a_first ? ea : eb;
+  const auto& second = a_first ? eb : ea;
+  EXPECT_GE(event_ms(second, "session.started"), event_ms(first, "session.succeeded"));
+}
+
+TEST_F(small_node, the_highest_priority_waiting_session_is_placed_first) {
+  start_node({{"BERTH_NODE_MAX_SESSIONS", "1"}});
+  auto blocker = start("sleep 1", 5);
+  ASSERT_TRUE(test::eventually([&] {
+    for (const auto& e : test::journal(*node, blocker))
+      if (e.get_string("type") == "step.started") return true;
+    return false;
+  }));
+  auto low = start("true", 1);
+  auto high = start("true", 9);
+  ASSERT_TRUE(test::eventually([&] { return done(low) && done(high); }, std::chrono::seconds(60)));
+  EXPECT_LT(event_ms(test::journal(*node, high), "session.started"),
+            event_ms(test::journal(*node, low), "session.started"));
+}
+
+TEST_F(small_node, sigterm_past_the_grace_interrupts_the_step_and_the_restart_retries_it) {
+  start_node({{"BERTH_NODE_SHUTDOWN_GRACE", "200ms"}});
+  auto id = start("sleep 30", 5);
+  ASSERT_TRUE(test::eventually([&] {
+    for (const auto& e : test::journal(*node, id))
+      if (e.get_string("type") == "step.started") return true;
+    return false;
+  }));
+  node->signal(SIGTERM);
+  int st = node->wait_exit(std::chrono::seconds(30));
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0);
+  node->start();
+  ASSERT_TRUE(test::eventually([&] {
+    for (const auto& e : test::journal(*node, id))
+      if (e.get_string("type") == "step.started" && e.find("data")->get_int("attempt") == 2)
+        return true;
+    return false;
+  }));
+  auto evs = test::journal(*node, id);
+  std::vector<std::string> seen = types(evs);
+  // started(1), then interrupted by the stop (the restart adds nothing before attempt 2).
+  auto it = std::find(seen.begin(), seen.end(), "step.interrupted");
+  ASSERT_NE(it, seen.end());
+  const auto& interrupted = evs[static_cast<std::size_t>(it - seen.begin())];
+  EXPECT_EQ(interrupted.find("data")->get_string("reason"), "node shutting down");
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), "step.interrupted"), 1);
+  EXPECT_EQ(test::journal_problems(test::journal(*node, id), false), "");
+}
