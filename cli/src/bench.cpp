@@ -331,6 +331,11 @@ int bench_sessions(const globals& g, int n) {
     std::lock_guard lock(feed.mu);
     applied_before = feed.events.size();
   }
+  pid_t nats_pid = 0;
+  if (auto text = fs::read_file(env.node->data_dir() + "/nats/nats-server.pid"))
+    nats_pid = std::stoi(*text);
+  double cpu_node0 = cpu_ms(env.node->pid()), cpu_nats0 = cpu_ms(nats_pid),
+         cpu_self0 = cpu_ms(::getpid());
   auto x0 = clock::now();
   if (auto e = publish_all([&](int i) {
         return env.names.input(idle_ids[static_cast<std::size_t>(i) % idle_ids.size()]);
@@ -346,6 +351,8 @@ int bench_sessions(const globals& g, int n) {
           std::chrono::seconds(600)))
     return report(error{errc::timeout, "not every input was applied"});
   double x_secs = std::chrono::duration<double>(clock::now() - x0).count();
+  double cpu_node = cpu_ms(env.node->pid()) - cpu_node0, cpu_nats = cpu_ms(nats_pid) - cpu_nats0,
+         cpu_self = cpu_ms(::getpid()) - cpu_self0;
   auto y0 = clock::now();
   if (auto e = publish_all(
           [&](int i) { return env.names.input("bench-peer-" + std::to_string(i % 100)); }))
@@ -419,6 +426,9 @@ int bench_sessions(const globals& g, int n) {
   extra.set("process_steps_per_s", steps_per_s);
   extra.set("peer_spawns_per_s", spawns_per_s);
   extra.set("transitions_per_s", transitions_per_s);
+  extra.set("transitions_cpu_us_node", 1000 * cpu_node / transitions);
+  extra.set("transitions_cpu_us_nats_server", 1000 * cpu_nats / transitions);
+  extra.set("transitions_cpu_us_bench_client", 1000 * cpu_self / transitions);
   extra.set("peer_publish_per_s", peer_publish_per_s);
   return emit(g, "sessions", {trow, rj}, std::move(extra));
 }
