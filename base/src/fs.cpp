@@ -1,6 +1,7 @@
 #include "berth/base/fs.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,9 +20,10 @@ result<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-status write_file_atomic(const std::string& path, const std::string& content) {
+status write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) return error{errc::io_error, tmp + ": cannot create: " + std::strerror(errno)};
   std::size_t off = 0;
   while (off < content.size()) {
@@ -35,6 +37,7 @@ status write_file_atomic(const std::string& path, const std::string& content) {
     }
     off += static_cast<std::size_t>(n);
   }
+  ::fchmod(fd, static_cast<mode_t>(mode));  // exact mode, whatever the umask
   ::fsync(fd);
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {

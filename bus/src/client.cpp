@@ -68,6 +68,14 @@ message copy_message(natsMsg* m) {
 
 }  // namespace
 
+std::string redact_url(const std::string& url) {
+  auto scheme = url.find("://");
+  auto start = scheme == std::string::npos ? 0 : scheme + 3;
+  auto at = url.find('@', start);
+  if (at == std::string::npos) return url;
+  return url.substr(0, start) + "***" + url.substr(at);
+}
+
 std::string message::header(const std::string& key) const {
   auto it = headers.find(key);
   return it == headers.end() ? std::string() : it->second;
@@ -152,7 +160,7 @@ void on_reconnected(natsConnection* nc, void* closure) {
   auto* i = static_cast<client::impl*>(closure);
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
-  logger()->info("reconnected to NATS at {}", url);
+  logger()->info("reconnected to NATS at {}", redact_url(url));
   if (i->opts.on_connection_change) i->opts.on_connection_change(true);
 }
 }  // namespace
@@ -198,7 +206,7 @@ result<std::unique_ptr<client>> client::connect(options o) {
   if (s != NATS_OK) {
     i->nc = nullptr;  // nothing to close
     std::string list;
-    for (const auto& u : i->opts.servers) list += (list.empty() ? "" : ", ") + u;
+    for (const auto& u : i->opts.servers) list += (list.empty() ? "" : ", ") + redact_url(u);
     auto e = translate(s, static_cast<jsErrCode>(0), "connect to NATS at " + list);
     e.code = make_error_code(errc::unavailable);
     return e;

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 namespace berth::bus {
@@ -55,6 +56,7 @@ bool cmdline_mentions(pid_t pid, const std::string& needle) {
 
 struct embedded_server::impl {
   options opts;
+  std::string token;
   std::mutex mu;
   std::condition_variable cv;
   pid_t pid = -1;
@@ -70,6 +72,7 @@ struct embedded_server::impl {
     std::string conf;
     conf += "server_name: \"" + opts.server_name + "\"\n";
     conf += "max_payload: 8MB\n";
+    conf += "authorization {\n  token: \"" + token + "\"\n}\n";
     conf += "jetstream {\n  store_dir: \"" + opts.dir + "/store\"\n}\n";
     if (!opts.routes.empty()) {
       conf += "cluster {\n  name: \"" + opts.cluster_name +
@@ -77,7 +80,7 @@ struct embedded_server::impl {
       for (const auto& r : opts.routes) conf += "    \"" + r + "\"\n";
       conf += "  ]\n}\n";
     }
-    return fs::write_file_atomic(opts.dir + "/nats-server.conf", conf);
+    return fs::write_file_atomic(opts.dir + "/nats-server.conf", conf, 0600);
   }
 
   // Start a new server process (on `port`, or a random one) and wait for its ports file.
@@ -210,6 +213,16 @@ result<std::unique_ptr<embedded_server>> embedded_server::start(options opts) {
   auto i = std::make_unique<impl>();
   i->opts = std::move(opts);
   BERTH_TRY(fs::ensure_writable_dir(i->opts.dir, "embedded nats-server directory"));
+  // The access token: made once, kept owner-readable only.
+  auto token_path = i->opts.dir + "/token";
+  if (auto kept = fs::read_file(token_path); kept && kept->size() >= 32) {
+    i->token = kept->substr(0, kept->find_first_of("\r\n"));
+  } else {
+    std::random_device rd;
+    static constexpr char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 48; ++k) i->token.push_back(hex[rd() % 16]);
+    BERTH_TRY(fs::write_file_atomic(token_path, i->token + "\n", 0600));
+  }
   if (!i->adopt()) BERTH_TRY(i->launch());
   auto* raw = i.get();
   i->watchdog = std::thread([raw] { raw->watch(); });
@@ -219,6 +232,11 @@ result<std::unique_ptr<embedded_server>> embedded_server::start(options opts) {
 std::string embedded_server::url() const {
   std::lock_guard lock(impl_->mu);
   return impl_->url;
+}
+
+std::string embedded_server::url_with_token() const {
+  std::lock_guard lock(impl_->mu);
+  return "nats://" + impl_->token + "@" + impl_->url.substr(std::string("nats://").size());
 }
 
 pid_t embedded_server::pid() const {

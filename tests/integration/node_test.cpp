@@ -559,3 +559,26 @@ TEST_F(small_node, sigterm_past_the_grace_interrupts_the_step_and_the_restart_re
   EXPECT_EQ(std::count(seen.begin(), seen.end(), "step.interrupted"), 1);
   EXPECT_EQ(test::journal_problems(test::journal(*node, id), false), "");
 }
+
+TEST_F(node_fixture, the_embedded_server_refuses_clients_without_the_token) {
+  namespace sfs = std::filesystem;
+  auto perms = [](const std::string& p) { return sfs::status(p).permissions() & sfs::perms::all; };
+  EXPECT_EQ(perms(node->data_dir() + "/node.json"),
+            sfs::perms::owner_read | sfs::perms::owner_write);
+  EXPECT_EQ(perms(node->data_dir() + "/nats/token"),
+            sfs::perms::owner_read | sfs::perms::owner_write);
+  auto url = json::parse(*fs::read_file(node->data_dir() + "/node.json"))->get_string("nats_url");
+  auto at = url.find('@');
+  ASSERT_NE(at, std::string::npos) << "node.json must carry the token";
+  bus::client::options o;
+  o.servers = {"nats://" + url.substr(at + 1)};
+  o.connect_timeout = millis(500);
+  auto anonymous = bus::client::connect(o);
+  ASSERT_FALSE(anonymous.ok());
+  EXPECT_EQ(anonymous.err().message.find(url.substr(7, at - 7)), std::string::npos)
+      << "token leaked in error";
+  o.servers = {url};
+  EXPECT_TRUE(bus::client::connect(o).ok());
+  EXPECT_EQ(node->log().find(url.substr(7, at - 7)), std::string::npos)
+      << "token leaked in the log";
+}

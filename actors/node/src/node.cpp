@@ -328,7 +328,7 @@ int run_node(const config::config& cfg) {
       return 1;
     }
     embedded = std::move(*es);
-    servers = {embedded->url()};
+    servers = {embedded->url_with_token()};
   }
   bus::client::options co;
   co.servers = servers;
@@ -414,17 +414,18 @@ int run_node(const config::config& cfg) {
       json::value info = json::value::make_object();
       info.set("node", rt->node_id);
       info.set("pid", static_cast<std::int64_t>(::getpid()));
-      info.set("nats_url", embedded ? embedded->url() : servers.front());
+      // With the embedded server the URL carries its access token: node.json is owner-only.
+      info.set("nats_url", servers.front());
       info.set("started_at", format_timestamp(rt->started_ms));
       info.set("data_dir", dir);
       auto node_json = dir + "/node.json";
-      if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n"); !st)
+      if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n", 0600); !st)
         lg->error("{}", st.err().message);
       auto pointer = last_node_pointer_path();
       std::error_code ec;
       std::filesystem::create_directories(std::filesystem::path(pointer).parent_path(), ec);
       (void)fs::write_file_atomic(pointer, node_json + "\n");
-      lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, info.get_string("nats_url"),
+      lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, bus::redact_url(servers.front()),
                dir);
 
       int sig = 0;

@@ -8,8 +8,9 @@ namespace berth::fs {
 
 /// Read a whole file. Errors name the path.
 [[nodiscard]] result<std::string> read_file(const std::string& path);
-/// Write a file atomically: write a temporary sibling, fsync, rename over `path`.
-[[nodiscard]] status write_file_atomic(const std::string& path, const std::string& content);
+/// Write a file atomically: write a temporary sibling with `mode`, fsync, rename over `path`.
+[[nodiscard]] status write_file_atomic(const std::string& path, const std::string& content,
+                                       unsigned mode = 0644);
 /// Create a directory (and parents) and check that this process can write into it. `what`
 /// says what the directory is for, e.g. "node.data_dir".
 [[nodiscard]] status ensure_writable_dir(const std::string& path, const std::string& what);

@@ -14,6 +14,9 @@
 
 namespace berth::bus {
 
+/// A NATS URL fit for logs and error messages: user info (tokens, passwords) replaced by "***".
+[[nodiscard]] std::string redact_url(const std::string& url);
+
 /// A message as Berth sees it: copied out of nats.c, safe to keep and move across threads.
 struct message {
   std::string subject;

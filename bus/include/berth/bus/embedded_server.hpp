@@ -14,6 +14,9 @@ namespace berth::bus {
 /// only, a random port chosen at first start and kept across restarts, its store under the
 /// node's data dir.
 ///
+/// Clients must present a random token, generated on first start and kept in `<dir>/token`
+/// (mode 0600): on a shared machine, other local users cannot reach the node's API.
+///
 /// A watchdog thread restarts it on the same port if it dies. It is deliberately not tied to
 /// the node's lifetime: after `kill -9` of the node it keeps running with its data, and the
 /// restarted node adopts it (found through its pid file). `stop()` (graceful node stop) ends it.
@@ -26,6 +29,10 @@ class embedded_server {
     std::string cluster_name;
     std::vector<std::string> routes;  ///< peers (nodes joined by config)
   };
+
+  /// The client URL with the access token, e.g. nats://<token>@127.0.0.1:<port>. Secret: only
+  /// for files of mode 0600.
+  [[nodiscard]] std::string url_with_token() const;
 
   /// Adopt a live server of this dir or start one; returns once it accepts clients.
   [[nodiscard]] static result<std::unique_ptr<embedded_server>> start(options opts);
