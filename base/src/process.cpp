@@ -33,6 +33,9 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
   redirect(opts.stdout_fd, 1, O_WRONLY);
   redirect(opts.stderr_fd, 2, O_WRONLY);
   if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd.c_str());
+  // Nothing of ours leaks into the child: not the NATS sockets (a leftover child would keep a
+  // dead node's connection, and its subscriptions, alive), not RocksDB's files.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
   sigset_t none;

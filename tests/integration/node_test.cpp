@@ -582,3 +582,33 @@ TEST_F(node_fixture, the_embedded_server_refuses_clients_without_the_token) {
   EXPECT_EQ(node->log().find(url.substr(7, at - 7)), std::string::npos)
       << "token leaked in the log";
 }
+
+TEST_F(node_fixture, a_session_whose_actor_keeps_failing_is_escalated_to_failed_with_the_reason) {
+  auto id = start("[[steps]]\nid = \"long\"\nrun = [\"sleep\", \"30\"]\n");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  node->signal(SIGKILL);
+  node->wait_exit();
+  {
+    // Damage this session's snapshot: every load of it now fails.
+    auto store = persistence::snapshot_store::open(node->data_dir() + "/snapshots");
+    ASSERT_TRUE(store.ok()) << store.err().message;
+    persistence::write_set w;
+    w.sessions = {{id, "{ this is not a snapshot"}};
+    ASSERT_TRUE((*store)->commit(w).ok());
+  }
+  node->start();
+  ASSERT_TRUE(ends(id, "failed", std::chrono::seconds(60))) << node->log();
+  auto show = cli({"session", "show", id, "-o", "json"}).json();
+  EXPECT_NE(show->get_string("reason").find("supervisor gave up after 4 failures"),
+            std::string::npos)
+      << show->get_string("reason");
+  EXPECT_NE(show->get_string("reason").find("snapshot of session"), std::string::npos)
+      << show->get_string("reason");
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  // Other sessions on the node are untouched.
+  EXPECT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
+  auto stats = cli({"stats", "-o", "json"}).json();
+  EXPECT_EQ(stats->get_int("escalations"), 1);
+  EXPECT_EQ(stats->get_int("restarts"), 3);
+}

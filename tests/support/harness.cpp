@@ -284,10 +284,13 @@ std::string journal_problems(const std::vector<json::value>& events, bool must_e
       }
     }
   }
-  for (const auto& [step, attempt] : interrupted) {
-    bool ended = !events.empty() && events.back().get_string("type") == "session.cancelled";
-    if (!ended) problems += "interrupted step " + step + " never retried; ";
-  }
+  // An interrupted attempt must be retried unless the session then ended without success
+  // (cancelled, failed by escalation, timed out).
+  auto last_type = events.empty() ? std::string() : events.back().get_string("type");
+  bool stopped = last_type == "session.cancelled" || last_type == "session.failed" ||
+                 last_type == "session.timed_out";
+  for (const auto& [step, attempt] : interrupted)
+    if (!stopped) problems += "interrupted step " + step + " never retried; ";
   if (must_end) {
     auto last = events.empty() ? std::string() : events.back().get_string("type");
     if (last != "session.succeeded" && last != "session.failed" && last != "session.cancelled" &&

@@ -4,6 +4,7 @@
 
 #include "berth/base/process.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -141,4 +142,19 @@ TEST(process_runner, leftover_is_killed_only_when_the_start_time_matches) {
   EXPECT_TRUE(sandbox::kill_leftover(pid, *st));
   auto out = (*r)->wait();
   EXPECT_EQ(out.signal, SIGKILL);
+}
+
+TEST(process_runner, the_command_inherits_only_stdin_stdout_and_stderr) {
+  test::temp_dir dir;
+  int leak = ::open("/dev/null", O_RDONLY);  // an fd of ours without O_CLOEXEC
+  ASSERT_GE(leak, 3);
+  auto runner = sandbox::make_process_runner();
+  captured cap;
+  auto r = runner->start(cmd({"sh", "-c", "ls /proc/$$/fd | sort -n | tr '\\n' ' '"}, dir.path()),
+                         cap.fn());
+  ASSERT_TRUE(r.ok());
+  (void)(*r)->wait();
+  ::close(leak);
+  // sh's own fds only; ls may add one of its own for reading the directory, numbered 3.
+  EXPECT_TRUE(cap.out == "0 1 2 " || cap.out == "0 1 2 3 ") << cap.out;
 }

@@ -165,7 +165,26 @@ result<std::pair<machine, std::uint64_t>> fold_journal(runtime& rt, const std::s
   return std::make_pair(std::move(m), last);
 }
 
-void load_job(runtime& rt, const std::string& id, load_box& box) {
+// `escalated`: the supervisor gave up on this session; whatever made its actors fail may be in
+// the local snapshot, so rebuild from the journal (the source of truth). Outbox events that
+// never reached the journal had no effects yet, so nothing is lost by dropping them.
+void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated) {
+  if (escalated) {
+    auto folded = fold_journal(rt, id);
+    if (!folded) {
+      box.failure = folded.err();
+      return;
+    }
+    auto snap = rt.store->get_session(id);
+    if (snap && snap->has_value()) {
+      auto doc = json::parse(**snap);
+      if (doc) box.epoch = static_cast<std::uint64_t>(doc->get_int("epoch"));
+    }
+    box.m.emplace(std::move(folded->first));
+    box.journal_seq = folded->second;
+    box.takeover = true;
+    return;
+  }
   auto snap = rt.store->get_session(id);
   if (!snap) {
     box.failure = snap.err();
@@ -614,8 +633,9 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
     auto r = s.rt;
     auto sid = s.id;
     caf::actor me = caf::actor_cast<caf::actor>(self);
-    r->io->post([r, sid, box, me] {
-      load_job(*r, sid, *box);
+    bool escalated = !s.fail_reason.empty();
+    r->io->post([r, sid, box, me, escalated] {
+      load_job(*r, sid, *box, escalated);
       caf::anon_send(me, loaded_atom::value);
     });
   }

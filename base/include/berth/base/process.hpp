@@ -23,7 +23,8 @@ struct spawn_options {
   bool search_path = true;        ///< look argv[0] up in PATH
 };
 
-/// Start argv[0] with posix_spawn. Errors name the program; a missing binary is
+/// Start argv[0] with posix_spawn. The child gets only descriptors 0, 1 and 2. Errors name the
+/// program; a missing binary is
 /// errc::not_found ("no such file: <argv0>").
 [[nodiscard]] result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& opts);
 
