@@ -6,41 +6,41 @@
 namespace berth {
 namespace {
 
+struct errc_info {
+  errc code;
+  const char* name;     // stable, machine-readable (API replies)
+  const char* message;  // for people
+};
+
+constexpr errc_info infos[] = {
+    {errc::ok, "ok", "ok"},
+    {errc::invalid_argument, "invalid_argument", "invalid argument"},
+    {errc::not_found, "not_found", "not found"},
+    {errc::conflict, "conflict", "conflict"},
+    {errc::timeout, "timeout", "timeout"},
+    {errc::unavailable, "unavailable", "unavailable"},
+    {errc::io_error, "io_error", "i/o error"},
+    {errc::corrupt, "corrupt", "corrupt data"},
+    {errc::unsupported, "unsupported", "unsupported"},
+    {errc::fenced, "fenced", "fenced (ownership lost)"},
+    {errc::internal, "internal", "internal error"},
+    {errc::too_large, "too_large", "too large"},
+    {errc::permission_denied, "permission_denied", "permission denied"},
+    {errc::cancelled, "cancelled", "cancelled"},
+};
+
+const errc_info* info_of(int c) {
+  for (const auto& i : infos)
+    if (static_cast<int>(i.code) == c) return &i;
+  return nullptr;
+}
+
 class category final : public std::error_category {
  public:
   const char* name() const noexcept override { return "berth"; }
   std::string message(int c) const override {
-    switch (static_cast<errc>(c)) {
-      case errc::ok:
-        return "ok";
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::not_found:
-        return "not found";
-      case errc::conflict:
-        return "conflict";
-      case errc::timeout:
-        return "timeout";
-      case errc::unavailable:
-        return "unavailable";
-      case errc::io_error:
-        return "i/o error";
-      case errc::corrupt:
-        return "corrupt data";
-      case errc::unsupported:
-        return "unsupported";
-      case errc::fenced:
-        return "fenced (ownership lost)";
-      case errc::internal:
-        return "internal error";
-      case errc::too_large:
-        return "too large";
-      case errc::permission_denied:
-        return "permission denied";
-      case errc::cancelled:
-        return "cancelled";
-    }
-    return "unknown berth error " + std::to_string(c);
+    const auto* i = info_of(c);
+    return i ? i->message : "unknown berth error " + std::to_string(c);
   }
 };
 
@@ -49,6 +49,18 @@ class category final : public std::error_category {
 const std::error_category& berth_category() noexcept {
   static const category c;
   return c;
+}
+
+const char* errc_name(const std::error_code& c) noexcept {
+  if (c.category() != berth_category()) return "internal";
+  const auto* i = info_of(c.value());
+  return i ? i->name : "internal";
+}
+
+errc errc_from_name(std::string_view name) noexcept {
+  for (const auto& i : infos)
+    if (name == i.name) return i.code;
+  return errc::internal;
 }
 
 std::string error::describe() const {

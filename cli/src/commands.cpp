@@ -95,19 +95,7 @@ result<json::value> api_client::call(const std::string& verb, const json::value&
   if (!v) return error{errc::internal, "malformed reply from node: " + v.err().message};
   if (const auto* e = v->find("error")) {
     auto code = e->get_string("code");
-    errc c = errc::internal;
-    if (code == "invalid_argument")
-      c = errc::invalid_argument;
-    else if (code == "not_found")
-      c = errc::not_found;
-    else if (code == "conflict")
-      c = errc::conflict;
-    else if (code == "timeout")
-      c = errc::timeout;
-    else if (code == "too_large")
-      c = errc::too_large;
-    else if (code == "unavailable")
-      c = errc::unavailable;
+    errc c = errc_from_name(code);
     return error{c, e->get_string("message")};
   }
   return std::move(*v);

@@ -108,7 +108,7 @@ std::vector<json::value> journal(const node_process& node, const std::string& id
 namespace berth::test {
 /// Check a session's journal: numbers 1..N without gaps or repeats, at most one result
 /// (finished / failed / interrupted) per step attempt, every interrupted attempt followed by a
-/// new attempt of that step (unless the session then ended without success), and (if `must_end`) a terminal session event last. Returns the
-/// problems found, empty when the journal is sound.
+/// new attempt of that step (unless the session then ended without success), and (if `must_end`) a
+/// terminal session event last. Returns the problems found, empty when the journal is sound.
 std::string journal_problems(const std::vector<json::value>& events, bool must_end = true);
 }  // namespace berth::test

@@ -34,3 +34,11 @@ TEST(json, set_replaces_existing_member) {
   v.set("a", "two");
   EXPECT_EQ(v.dump(), R"({"a":"two"})");
 }
+
+TEST(errc, names_round_trip_and_unknown_names_are_internal) {
+  for (auto c : {errc::invalid_argument, errc::not_found, errc::conflict, errc::timeout,
+                 errc::too_large, errc::fenced, errc::unavailable})
+    EXPECT_EQ(errc_from_name(errc_name(make_error_code(c))), c);
+  EXPECT_EQ(errc_from_name("no_such_code"), errc::internal);
+  EXPECT_STREQ(errc_name(std::make_error_code(std::errc::io_error)), "internal");
+}

@@ -47,38 +47,10 @@ json::value without_id(json::value spec) {
 }
 }  // namespace
 
-std::string code_name(const std::error_code& c) {
-  if (c.category() != berth_category()) return "internal";
-  switch (static_cast<errc>(c.value())) {
-    case errc::invalid_argument:
-      return "invalid_argument";
-    case errc::not_found:
-      return "not_found";
-    case errc::conflict:
-      return "conflict";
-    case errc::timeout:
-      return "timeout";
-    case errc::unavailable:
-      return "unavailable";
-    case errc::too_large:
-      return "too_large";
-    case errc::permission_denied:
-      return "permission_denied";
-    case errc::fenced:
-      return "fenced";
-    case errc::corrupt:
-      return "corrupt";
-    case errc::unsupported:
-      return "unsupported";
-    default:
-      return "internal";
-  }
-}
-
 std::string error_reply(const error& e) {
   json::value v = json::value::make_object();
   json::value err = json::value::make_object();
-  err.set("code", code_name(e.code));
+  err.set("code", errc_name(e.code));
   err.set("message", e.message);
   v.set("error", std::move(err));
   return v.dump();

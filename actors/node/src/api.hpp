@@ -30,7 +30,5 @@ class api_service {
 
 /// The error reply body for an error.
 [[nodiscard]] std::string error_reply(const error& e);
-/// A stable name for an error code ("invalid_argument", "not_found", ...).
-[[nodiscard]] std::string code_name(const std::error_code& c);
 
 }  // namespace berth::node

@@ -388,11 +388,11 @@ int run_node(const config::config& cfg) {
           auto verb = m.subject.substr(rt->names.api("").size());
           rt->io->post([rt, &api, verb, m = std::move(m)] {
             auto t0 = std::chrono::steady_clock::now();
-        auto reply = api.handle(verb, m.data);
-        logger()->debug("api {} answered in {} us", verb,
-                        std::chrono::duration_cast<std::chrono::microseconds>(
-                            std::chrono::steady_clock::now() - t0)
-                            .count());
+            auto reply = api.handle(verb, m.data);
+            logger()->debug("api {} answered in {} us", verb,
+                            std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - t0)
+                                .count());
             if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
           });
         });

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <variant>
@@ -33,6 +34,13 @@ struct std::is_error_code_enum<berth::errc> : std::true_type {};
 namespace berth {
 
 const std::error_category& berth_category() noexcept;
+
+/// The stable, machine-readable name of a code ("invalid_argument", "not_found", ...); codes of
+/// other categories are "internal".
+const char* errc_name(const std::error_code& c) noexcept;
+/// The code of a name from errc_name(); errc::internal for an unknown name.
+errc errc_from_name(std::string_view name) noexcept;
+
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), berth_category()};
 }
