@@ -21,6 +21,17 @@ std::string format_timestamp(std::int64_t unix_ms) {
   return buf;
 }
 
+std::int64_t parse_timestamp(const std::string& ts) {
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
+    return 0;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + ms;
+}
+
 result<millis> parse_duration(std::string_view text, std::string_view field) {
   auto bad = [&](const std::string& why) {
     return error{errc::invalid_argument, std::string(field) + ": invalid duration \"" +

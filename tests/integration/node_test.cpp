@@ -466,16 +466,7 @@ TEST(cli, usage_errors_exit_2_and_no_node_is_a_clear_error) {
 namespace {
 std::int64_t event_ms(const std::vector<json::value>& evs, const std::string& type) {
   for (const auto& e : evs)
-    if (e.get_string("type") == type) {
-      auto ts = e.get_string("ts");  // 2026-11-22T04:00:00.123Z
-      std::tm tm{};
-      int ms = 0;
-      std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms);
-      tm.tm_year -= 1900;
-      tm.tm_mon -= 1;
-      return static_cast<std::int64_t>(timegm(&tm)) * 1000 + ms;
-    }
+    if (e.get_string("type") == type) return parse_timestamp(e.get_string("ts"));
   return -1;
 }
 

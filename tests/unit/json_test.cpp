@@ -1,5 +1,7 @@
 #include "berth/base/json.hpp"
 
+#include "berth/base/time.hpp"
+
 #include <gtest/gtest.h>
 
 using namespace berth;
@@ -41,4 +43,9 @@ TEST(errc, names_round_trip_and_unknown_names_are_internal) {
     EXPECT_EQ(errc_from_name(errc_name(make_error_code(c))), c);
   EXPECT_EQ(errc_from_name("no_such_code"), errc::internal);
   EXPECT_STREQ(errc_name(std::make_error_code(std::errc::io_error)), "internal");
+}
+
+TEST(time, timestamps_round_trip) {
+  EXPECT_EQ(parse_timestamp(format_timestamp(1795320000123)), 1795320000123);
+  EXPECT_EQ(parse_timestamp("yesterday"), 0);
 }

@@ -49,27 +49,13 @@ json::value event::envelope() const {
   return v;
 }
 
-namespace {
-// Parse "2026-11-22T04:00:00.123Z" back to unix ms.
-std::int64_t parse_ts(const std::string& ts) {
-  std::tm tm{};
-  int ms = 0;
-  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
-    return 0;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + ms;
-}
-}  // namespace
-
 result<event> event::from_envelope(const json::value& v) {
   if (!v.is_object()) return error{errc::corrupt, "event: not a JSON object"};
   event e;
   e.session = v.get_string("session");
   e.n = v.get_int("n", 0);
   e.type = v.get_string("type");
-  e.ts_ms = parse_ts(v.get_string("ts"));
+  e.ts_ms = parse_timestamp(v.get_string("ts"));
   if (const auto* d = v.find("data")) e.data = *d;
   if (e.n <= 0 || e.type.empty()) return error{errc::corrupt, "event: missing n or type"};
   return e;

@@ -18,6 +18,8 @@ using millis = std::chrono::milliseconds;
 [[nodiscard]] inline std::string now_timestamp() {
   return format_timestamp(now_unix_ms());
 }
+/// Parse what format_timestamp() writes back to Unix milliseconds; 0 when malformed.
+[[nodiscard]] std::int64_t parse_timestamp(const std::string& ts);
 
 /// Parse a duration string: one or more `<number><unit>` with units ms, s, m, h, d ("1h30m").
 /// `field` names the offending field in the error.
