@@ -316,13 +316,9 @@ void commit_job(runtime& rt, const std::string& id, json::value snapshot, std::v
   box.journal_seq = journal_seq;
   if (box.failure) return;
   crash_point("after_publish");
-  // The outbox is in the journal now: record that (unsynced; if this write is lost, the synced
-  // snapshot above still has the outbox and resume reconciles it with the journal tail).
-  snapshot.set("outbox", json::value::make_array());
-  snapshot.set("journal_seq", journal_seq);
-  persistence::write_set trimmed;
-  trimmed.sessions.emplace_back(id, snapshot.dump());
-  (void)rt.store->commit_unsynced(trimmed);
+  // No second write to record the trimmed outbox here: it would cost a RocksDB write per
+  // transition. A started step's pid record (record_pid) writes the trimmed state anyway, and a
+  // snapshot that still lists published events is reconciled with the journal tail on resume.
 }
 
 // --- the actor -------------------------------------------------------------------------------
