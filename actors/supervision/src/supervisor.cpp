@@ -123,9 +123,6 @@ caf::behavior supervisor_behavior(
         s.keys[h.address()] = key;
         it->second.handle = h;
       },
-      [=](count_atom) -> std::int64_t {
-        return static_cast<std::int64_t>(self->state.keys.size());
-      },
       [=](stop_atom) {
         auto& s = self->state;
         s.stopping = true;

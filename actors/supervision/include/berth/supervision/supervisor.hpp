@@ -48,7 +48,7 @@ using child_factory =
 /// exits with `caf::exit_reason::user_shutdown` (e.g. fenced: it lost ownership) is not
 /// restarted.
 ///
-/// Messages: (spawn_atom, key) starts a child unless one runs; (count_atom) -> int64 children;
+/// Messages: (spawn_atom, key) starts a child unless one runs;
 /// (stop_atom) forwards stop_atom to every child, waits until all are gone, replies
 /// stopped_atom to the sender and exits.
 caf::actor spawn_supervisor(
