@@ -424,6 +424,18 @@ result<std::optional<message>> client::next_message(const std::string& stream,
                     "read " + subject + " from sequence " + std::to_string(from_seq));
 }
 
+status client::read_subject(const std::string& stream, const std::string& subject,
+                            std::uint64_t from_seq, const std::function<bool(message&)>& fn) {
+  auto seq = from_seq == 0 ? 1 : from_seq;
+  for (;;) {
+    auto msg = next_message(stream, subject, seq);
+    if (!msg) return msg.err();
+    if (!msg->has_value()) return {};
+    seq = (*msg)->seq + 1;
+    if (!fn(**msg)) return {};
+  }
+}
+
 result<std::optional<message>> client::last_message(const std::string& stream,
                                                     const std::string& subject) {
   jsDirectGetMsgOptions o;

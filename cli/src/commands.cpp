@@ -272,15 +272,12 @@ int cmd_session_events(const globals& g, const std::string& id, bool follow, std
     follow_session(g, *api, id, since, false, false, &status);
     return ok;
   }
-  auto seq = since == 0 ? 1 : since;
-  for (;;) {
-    auto m = api->bus().next_message(api->names().stream_ev(), api->names().journal(id), seq);
-    if (!m) return report(m.err());
-    if (!m->has_value()) break;
-    auto ev = json::parse((*m)->data);
-    if (ev) print_event(g, *ev, (*m)->seq);
-    seq = (*m)->seq + 1;
-  }
+  auto st = api->bus().read_subject(api->names().stream_ev(), api->names().journal(id), since,
+                                    [&](bus::message& m) {
+                                      if (auto ev = json::parse(m.data)) print_event(g, *ev, m.seq);
+                                      return true;
+                                    });
+  if (!st) return report(st.err());
   return ok;
 }
 
@@ -293,14 +290,11 @@ int cmd_session_logs(const globals& g, const std::string& id, bool follow,
   if (!last->has_value()) return report(error{errc::not_found, "session " + id + " not found"});
   auto subject = step.empty() ? api->names().log_wildcard(id) : api->names().log(id, step);
   if (!follow) {
-    auto seq = std::uint64_t{1};
-    for (;;) {
-      auto m = api->bus().next_message(api->names().stream_log(), subject, seq);
-      if (!m) return report(m.err());
-      if (!m->has_value()) break;
-      print_log(g, **m, false);
-      seq = (*m)->seq + 1;
-    }
+    auto st = api->bus().read_subject(api->names().stream_log(), subject, 1, [&](bus::message& m) {
+      print_log(g, m, false);
+      return true;
+    });
+    if (!st) return report(st.err());
     return ok;
   }
   feed f;

@@ -122,3 +122,27 @@ TEST(bus, connect_to_nothing_fails_clearly) {
   EXPECT_TRUE(r.err().is(errc::unavailable));
   EXPECT_NE(r.err().message.find("127.0.0.1:1"), std::string::npos);
 }
+
+TEST_F(bus_fixture, read_subject_reads_one_subject_in_order_from_a_sequence_and_can_stop) {
+  std::vector<std::uint64_t> seqs;
+  for (int i = 1; i <= 4; ++i) {
+    auto a = c->publish(names.journal("a"), "a" + std::to_string(i));
+    ASSERT_TRUE(a.ok());
+    seqs.push_back(a->seq);
+    ASSERT_TRUE(c->publish(names.journal("b"), "b").ok());
+  }
+  std::vector<std::string> got;
+  auto st = c->read_subject(names.stream_ev(), names.journal("a"), seqs[1], [&](bus::message& m) {
+    got.push_back(m.data);
+    return true;
+  });
+  ASSERT_TRUE(st.ok()) << st.err().message;
+  EXPECT_EQ(got, (std::vector<std::string>{"a2", "a3", "a4"}));
+  got.clear();
+  st = c->read_subject(names.stream_ev(), names.journal("a"), 0, [&](bus::message& m) {
+    got.push_back(m.data);
+    return got.size() < 2;
+  });
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2"}));
+}

@@ -2,6 +2,7 @@
 
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
+#include "berth/session/journal.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/spec.hpp"
 
@@ -202,23 +203,10 @@ result<json::value> api_service::start(const json::value& req) {
 }
 
 result<json::value> api_service::summary_of(const std::string& id) {
-  auto& rt = *rt_;
-  session::machine m(id, rt.cfg.session.default_timeout.count());
-  auto subject = rt.names.journal(id);
-  std::uint64_t seq = 1;
-  std::uint64_t last_seq = 0;
-  for (;;) {
-    auto msg = rt.bus->next_message(rt.names.stream_ev(), subject, seq);
-    if (!msg) return msg.err();
-    if (!msg->has_value()) break;
-    auto parsed = json::parse((*msg)->data);
-    if (parsed) {
-      auto ev = session::event::from_envelope(*parsed);
-      if (ev && ev->n == m.state().n + 1) (void)m.apply(*ev);
-    }
-    last_seq = (*msg)->seq;
-    seq = last_seq + 1;
-  }
+  auto folded =
+      session::fold_journal(*rt_->bus, rt_->names, id, rt_->cfg.session.default_timeout.count());
+  if (!folded) return folded.err();
+  const auto& [m, last_seq] = *folded;
   if (m.state().status.empty()) return error{errc::not_found, "session " + id + " not found"};
   auto v = m.state().summary();
   v.set("journal_seq", last_seq);

@@ -5,6 +5,7 @@
 #include "berth/base/log.hpp"
 #include "berth/base/process.hpp"
 #include "berth/session/atoms.hpp"
+#include "berth/session/journal.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
 
@@ -135,34 +136,8 @@ json::value snapshot_json(const session_state_actor& s) {
 
 // --- load (io thread) ------------------------------------------------------------------------
 
-// Fold the whole journal of a session from JetStream.
 result<std::pair<machine, std::uint64_t>> fold_journal(runtime& rt, const std::string& id) {
-  machine m(id, rt.cfg.session.default_timeout.count());
-  std::uint64_t seq = 1;
-  std::uint64_t last = 0;
-  auto subject = rt.names.journal(id);
-  for (;;) {
-    auto msg = rt.bus->next_message(rt.names.stream_ev(), subject, seq);
-    if (!msg) return msg.err();
-    if (!msg->has_value()) break;
-    auto parsed = json::parse((*msg)->data);
-    if (!parsed)
-      return error{errc::corrupt, subject + " sequence " + std::to_string((*msg)->seq) + ": " +
-                                      parsed.err().message};
-    auto ev = event::from_envelope(*parsed);
-    if (!ev) return ev.err();
-    if (ev->n <= m.state().n) {
-      // A duplicate that slipped past the de-duplication window: the fence makes this
-      // impossible for our own writes; skip it rather than fold twice.
-      logger()->warn("{}: journal holds event n={} twice (sequence {}); ignoring the repeat", id,
-                     ev->n, (*msg)->seq);
-    } else {
-      BERTH_TRY(m.apply(*ev));
-    }
-    last = (*msg)->seq;
-    seq = last + 1;
-  }
-  return std::make_pair(std::move(m), last);
+  return session::fold_journal(*rt.bus, rt.names, id, rt.cfg.session.default_timeout.count());
 }
 
 // `escalated`: the supervisor gave up on this session; whatever made its actors fail may be in
@@ -370,7 +345,7 @@ void finalize(actor_t* self) {
     w.deleted_sessions.push_back(id);
     auto st = rt->store->commit_unsynced(w);
     if (!st) logger()->warn("{}: deleting snapshot failed: {}", id, st.err().message);
-    fs::remove_tree(rt->work_root + "/" + id);
+    fs::remove_tree(workdir(*rt, id));
     caf::anon_send(me, final_atom::value);
   });
 }
@@ -538,18 +513,12 @@ void read_inputs(actor_t* self) {
   auto from = std::max(s.input_cursor, s.m->state().last_input_seq) + 1;
   caf::actor me = caf::actor_cast<caf::actor>(self);
   rt->io->post([rt, id, from, box, me] {
-    auto subject = rt->names.input(id);
-    auto seq = from;
-    for (;;) {
-      auto msg = rt->bus->next_message(rt->names.stream_in(), subject, seq);
-      if (!msg) {
-        box->failure = msg.err();
-        break;
-      }
-      if (!msg->has_value()) break;
-      seq = (*msg)->seq + 1;
-      box->msgs.push_back(std::move(**msg));
-    }
+    auto st = rt->bus->read_subject(rt->names.stream_in(), rt->names.input(id), from,
+                                    [&](bus::message& m) {
+                                      box->msgs.push_back(std::move(m));
+                                      return true;
+                                    });
+    if (!st) box->failure = st.err();
     caf::anon_send(me, inputs_atom::value);
   });
 }

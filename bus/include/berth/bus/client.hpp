@@ -99,6 +99,12 @@ class client {
   [[nodiscard]] result<std::optional<message>> next_message(const std::string& stream,
                                                             const std::string& subject,
                                                             std::uint64_t from_seq);
+  /// Every message on `subject` with stream sequence >= `from_seq`, in order, through `fn`
+  /// (one direct get each; for bounded subjects such as one session's journal or inputs).
+  /// `fn` returns false to stop early.
+  [[nodiscard]] status read_subject(const std::string& stream, const std::string& subject,
+                                    std::uint64_t from_seq,
+                                    const std::function<bool(message&)>& fn);
   /// Last message on `subject`; nullopt: the subject is empty.
   [[nodiscard]] result<std::optional<message>> last_message(const std::string& stream,
                                                             const std::string& subject);
