@@ -41,12 +41,25 @@ std::size_t worker_pool::queued() const {
   return jobs_.size();
 }
 
+void worker_pool::hold() {
+  std::lock_guard lock(mu_);
+  held_ = true;
+}
+
+void worker_pool::release() {
+  {
+    std::lock_guard lock(mu_);
+    held_ = false;
+  }
+  cv_.notify_all();
+}
+
 void worker_pool::run() {
   for (;;) {
     std::function<void()> job;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || (!held_ && !jobs_.empty()); });
       if (jobs_.empty()) return;
       job = std::move(jobs_.front());
       jobs_.pop_front();

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace berth::bus {
 
@@ -91,6 +92,10 @@ struct client::impl {
   std::mutex kv_mu;
   std::map<std::string, kvStore*> kvs;
   std::atomic<bool> closing{false};
+  // In-flight asynchronous publishes by Nats-Msg-Id.
+  std::mutex async_mu;
+  std::unordered_map<std::string, std::pair<std::string, std::function<void(result<pub_ack>)>>>
+      async_done;
   std::mutex closed_mu;
   std::condition_variable closed_cv;
   bool closed = false;
@@ -144,6 +149,30 @@ client::client(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 client::~client() = default;
 
 namespace {
+// Every asynchronous publish ends here, acked or not (nats.c's thread).
+void on_async_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* i = static_cast<client::impl*>(closure);
+  // With an AckHandler the original message is ours to destroy (nats.h, jsPubAckHandler).
+  std::string id;
+  if (const char* h = nullptr; natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) id = h;
+  natsMsg_Destroy(msg);
+  std::pair<std::string, std::function<void(result<pub_ack>)>> entry;
+  {
+    std::lock_guard lock(i->async_mu);
+    auto it = i->async_done.find(id);
+    if (it == i->async_done.end()) return;
+    entry = std::move(it->second);
+    i->async_done.erase(it);
+  }
+  if (pae != nullptr) {
+    entry.second(translate(pae->Err, pae->ErrCode, "publish to " + entry.first));
+  } else if (pa != nullptr) {
+    entry.second(pub_ack{pa->Sequence, pa->Duplicate});
+  } else {
+    entry.second(error{errc::internal, "publish to " + entry.first + ": no acknowledgement"});
+  }
+}
+
 void on_closed(natsConnection*, void* closure) {
   auto* i = static_cast<client::impl*>(closure);
   std::lock_guard lock(i->closed_mu);
@@ -214,6 +243,8 @@ result<std::unique_ptr<client>> client::connect(options o) {
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = i->opts.request_timeout.count();
+  jo.PublishAsync.AckHandler = on_async_ack;
+  jo.PublishAsync.AckHandlerClosure = i.get();
   s = natsConnection_JetStream(&i->js, i->nc, &jo);
   if (s != NATS_OK) return translate(s, static_cast<jsErrCode>(0), "JetStream context");
   // Wait until JetStream answers (a freshly started or electing server says "no responders").
@@ -362,6 +393,38 @@ result<pub_ack> client::publish(const std::string& subject, const std::string& d
   pub_ack out{pa->Sequence, pa->Duplicate};
   jsPubAck_Destroy(pa);
   return out;
+}
+
+status client::publish_async(const std::string& subject, const std::string& data,
+                             const publish_options& po, std::function<void(result<pub_ack>)> done) {
+  auto& i = *impl_;
+  BERTH_ASSERT(!po.msg_id.empty(), "publish_async needs a Nats-Msg-Id");
+  {
+    std::lock_guard lock(i.async_mu);
+    if (!i.async_done.emplace(po.msg_id, std::make_pair(subject, std::move(done))).second)
+      return error{errc::conflict,
+                   "publish to " + subject + ": message " + po.msg_id + " is already in flight"};
+  }
+  natsMsg* m = nullptr;
+  natsStatus st =
+      natsMsg_Create(&m, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+  if (st == NATS_OK) st = natsMsgHeader_Set(m, "Nats-Msg-Id", po.msg_id.c_str());
+  if (st == NATS_OK && po.expected_last_subject_seq)
+    st = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence",
+                           std::to_string(*po.expected_last_subject_seq).c_str());
+  if (st == NATS_OK) {
+    jsPubOptions jpo;
+    jsPubOptions_Init(&jpo);
+    jpo.MaxWait = i.opts.request_timeout.count();
+    st = js_PublishMsgAsync(i.js, &m, &jpo);
+  }
+  natsMsg_Destroy(m);  // no-op when the library took it
+  if (st != NATS_OK) {
+    std::lock_guard lock(i.async_mu);
+    i.async_done.erase(po.msg_id);
+    return translate(st, static_cast<jsErrCode>(0), "publish to " + subject);
+  }
+  return {};
 }
 
 status client::publish_core(const std::string& subject, const std::string& data,

@@ -89,6 +89,7 @@ struct event_feed {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<json::value> events;
+  std::vector<std::int64_t> stored_ns;  ///< stream timestamp of each event (server clock)
   std::uint64_t last_seq = 0;
   std::unique_ptr<bus::subscription> sub;
 
@@ -97,7 +98,10 @@ struct event_feed {
       auto v = json::parse(m.data);
       std::lock_guard lock(mu);
       last_seq = std::max(last_seq, m.seq);
-      if (v) events.push_back(std::move(*v));
+      if (v) {
+        events.push_back(std::move(*v));
+        stored_ns.push_back(m.time_ns);
+      }
       cv.notify_all();
     });
     if (!s) return s.err();
@@ -124,7 +128,13 @@ struct bench_env {
       node->stop();
       node->kill_embedded_server();
     }
-    if (!dir.empty()) fs::remove_tree(dir);
+    if (dir.empty()) return;
+    if (std::getenv("BERTH_BENCH_KEEP")) {
+      std::fprintf(stderr, "bench: kept %s (node log: %s)\n", dir.c_str(),
+                   node ? node->log_path().c_str() : "-");
+      return;
+    }
+    fs::remove_tree(dir);
   }
 
   status start(std::map<std::string, std::string> env) {
@@ -229,7 +239,9 @@ int bench_step(const globals& g, int n) {
     return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}";
   };
   std::size_t seen = 0;
-  for (int i = -100; i < n; ++i) {  // 100 warm-up rounds of each
+  // Berth's own path, on the server's clock: input stored -> its journal event stored.
+  std::vector<std::pair<std::uint64_t, std::int64_t>> node_path;  // (input seq, event stored)
+  for (int i = -100; i < n; ++i) {                                // 100 warm-up rounds of each
     auto t0 = clock::now();
     auto pa = c.publish(peer_subject, payload(i));
     if (!pa) return report(pa.err());
@@ -257,12 +269,28 @@ int bench_step(const globals& g, int n) {
     if (i >= 0) {
       r.peer_us.push_back(peer_us);
       r.berth_us.push_back(berth_us);
+      std::lock_guard lock(feed.mu);
+      node_path.emplace_back(ack->seq, feed.stored_ns[seen - 1]);
     }
   }
+  std::vector<double> node_us;
+  for (const auto& [seq, event_ns] : node_path) {
+    auto in = c.message_at(env.names.stream_in(), seq);
+    if (!in) return report(in.err());
+    if (in->has_value()) node_us.push_back(static_cast<double>(event_ns - (*in)->time_ns) / 1000);
+  }
+  std::sort(node_us.begin(), node_us.end());
   json::value extra = json::value::make_object();
   extra.set("note",
-            "berth path: client JetStream publish of the input, node wake-up, input read, "
-            "synced RocksDB snapshot, fenced journal publish, event pushed to the client");
+            "berth path: client JetStream publish of the input, input pushed to the session "
+            "actor, synced RocksDB snapshot, fenced journal publish, event pushed to the client");
+  if (!node_us.empty()) {
+    extra.set("node_path_p50_us", node_us[node_us.size() / 2]);
+    extra.set("node_path_p99_us", node_us[node_us.size() * 99 / 100]);
+    extra.set("node_path_note",
+              "input stored -> journal event stored, on the server's clock: delivery to the "
+              "node, the actor, the synced snapshot, the journal publish");
+  }
   return emit(g, "step", {row_json(r)}, std::move(extra));
 }
 

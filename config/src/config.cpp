@@ -90,7 +90,8 @@ const std::vector<key_spec>& schema() {
        1,
        256,
        {},
-       "Threads for blocking I/O (synced snapshot writes, JetStream round trips).",
+       "Threads for blocking I/O: snapshot loads, KV and direct-get round trips (commits have "
+       "their own thread).",
        [](config& c, const raw& r) { c.node.io_threads = as<std::int64_t>(r); }},
       {"cluster",
        "name",

@@ -1,30 +1,9 @@
-#include "harness.hpp"
+#include "bus_fixture.hpp"
 
-#include "berth/bus/client.hpp"
-
-#include <gtest/gtest.h>
+#include <future>
 
 using namespace berth;
-
-namespace {
-struct bus_fixture : ::testing::Test {
-  test::temp_dir dir;
-  test::nats_server server{dir / "nats"};
-  std::unique_ptr<bus::client> c;
-  bus::subjects names{"berth"};
-
-  void SetUp() override {
-    server.start();
-    bus::client::options o;
-    o.servers = {server.url()};
-    o.request_timeout = millis(3000);
-    auto r = bus::client::connect(o);
-    ASSERT_TRUE(r.ok()) << r.err().message;
-    c = std::move(*r);
-    ASSERT_TRUE(c->provision(names, {}).ok());
-  }
-};
-}  // namespace
+using test::bus_fixture;
 
 TEST_F(bus_fixture, provisioning_is_idempotent) {
   auto again = c->provision(names, {});
@@ -145,4 +124,70 @@ TEST_F(bus_fixture, read_subject_reads_one_subject_in_order_from_a_sequence_and_
   });
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2"}));
+}
+
+TEST_F(bus_fixture, publish_async_acks_deduplicates_and_fences) {
+  auto send = [&](const std::string& id, std::uint64_t expected) {
+    auto p = std::make_shared<std::promise<result<bus::pub_ack>>>();
+    auto f = p->get_future();
+    bus::publish_options po;
+    po.msg_id = id;
+    po.expected_last_subject_seq = expected;
+    auto st = c->publish_async(names.journal("a1"), id, po,
+                               [p](result<bus::pub_ack> a) { p->set_value(std::move(a)); });
+    EXPECT_TRUE(st.ok()) << st.err().message;
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    return f.get();
+  };
+  auto first = send("a1:1", 0);
+  ASSERT_TRUE(first.ok()) << first.err().message;
+  EXPECT_FALSE(first->duplicate);
+  auto again = send("a1:1", 0);  // the same event again: a duplicate, not a fence error
+  ASSERT_TRUE(again.ok()) << again.err().message;
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->seq, first->seq);
+  auto stale = send("a1:2", 0);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_TRUE(stale.err().is(errc::fenced)) << stale.err().message;
+  auto next = send("a1:2", first->seq);
+  ASSERT_TRUE(next.ok()) << next.err().message;
+  EXPECT_GT(next->seq, first->seq);
+}
+
+TEST_F(bus_fixture, publish_async_refuses_an_id_already_in_flight) {
+  std::atomic<int> calls{0};
+  bus::publish_options po;
+  po.msg_id = "dup:1";
+  server.pause(true);  // no ack can arrive: the first publish stays in flight
+  auto a = c->publish_async(names.journal("d1"), "x", po, [&](result<bus::pub_ack>) { ++calls; });
+  auto b = c->publish_async(names.journal("d1"), "x", po, [&](result<bus::pub_ack>) { ++calls; });
+  server.pause(false);
+  ASSERT_TRUE(a.ok()) << a.err().message;
+  ASSERT_FALSE(b.ok());
+  EXPECT_TRUE(b.err().is(errc::conflict)) << b.err().message;
+  EXPECT_NE(b.err().message.find("dup:1"), std::string::npos);
+  EXPECT_TRUE(test::eventually([&] { return calls.load() == 1; }));
+}
+
+TEST_F(bus_fixture, publish_async_reports_a_timeout_when_no_ack_comes) {
+  bus::client::options o;
+  o.servers = {server.url()};
+  o.request_timeout = millis(300);
+  auto quick = bus::client::connect(o);
+  ASSERT_TRUE(quick.ok()) << quick.err().message;
+  auto p = std::make_shared<std::promise<result<bus::pub_ack>>>();
+  auto f = p->get_future();
+  bus::publish_options po;
+  po.msg_id = "t:1";
+  server.pause(true);
+  auto st = (*quick)->publish_async(names.journal("t1"), "x", po,
+                                    [p](result<bus::pub_ack> a) { p->set_value(std::move(a)); });
+  ASSERT_TRUE(st.ok()) << st.err().message;
+  auto ready = f.wait_for(std::chrono::seconds(5));
+  server.pause(false);
+  ASSERT_EQ(ready, std::future_status::ready);
+  auto r = f.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::timeout)) << r.err().message;
+  EXPECT_NE(r.err().message.find("publish to berth.ev.t1"), std::string::npos) << r.err().message;
 }

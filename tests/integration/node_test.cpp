@@ -363,6 +363,9 @@ run = ["true"]
   int interrupted = 0;
   for (const auto& e : evs) interrupted += e.get_string("type") == "step.interrupted";
   EXPECT_EQ(interrupted, 1);
+  // The relaunch waited until the resumed session had journaled its recovery.
+  EXPECT_NE(node->log().find("1 resumed session(s) recorded their recovery"), std::string::npos)
+      << node->log();
 }
 
 TEST_F(node_fixture, sigterm_stops_gracefully_keeps_ownership_and_the_restart_resumes) {

@@ -85,6 +85,25 @@ void nats_server::kill(int sig) {
   pid_ = -1;
 }
 
+void nats_server::pause(bool paused) {
+  if (pid_ <= 0) return;
+  ::kill(pid_, paused ? SIGSTOP : SIGCONT);
+  if (!paused) return;
+  // kill() returns before the process is stopped: wait until every thread is ("T" in stat).
+  auto stopped = [&] {
+    for (const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task")) {
+      auto stat = fs::read_file(t.path().string() + "/stat");
+      if (!stat) continue;
+      auto close = stat->rfind(')');
+      if (close == std::string::npos || close + 2 >= stat->size() || (*stat)[close + 2] != 'T')
+        return false;
+    }
+    return true;
+  };
+  eventually(stopped, std::chrono::seconds(2));
+}
+
 // --- running the CLI -----------------------------------------------------------------------------
 
 std::optional<json::value> run_result::json() const {

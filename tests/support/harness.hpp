@@ -34,6 +34,8 @@ class nats_server {
   ~nats_server();
   void start(int port = -1);
   void kill(int sig = 9);
+  /// SIGSTOP / SIGCONT: the server keeps its connections but answers nothing meanwhile.
+  void pause(bool paused);
   [[nodiscard]] const std::string& url() const { return url_; }
   [[nodiscard]] int port() const { return port_; }
 

@@ -8,6 +8,7 @@
 #include "berth/base/log.hpp"
 #include "berth/bus/embedded_server.hpp"
 #include "berth/session/atoms.hpp"
+#include "berth/session/committer.hpp"
 #include "berth/session/session_actor.hpp"
 #include "berth/supervision/supervisor.hpp"
 
@@ -134,6 +135,21 @@ void resume_job(std::shared_ptr<session::runtime> rt,
   if (!owners)
     logger()->warn("reading the owners bucket failed: {}; sessions check one by one",
                    owners.err().message);
+  // Generous: a session that cannot settle (NATS down) must not hold every step back for long.
+  auto t0 = std::chrono::steady_clock::now();
+  rt->resume.arm(rt->launcher, ids, now_unix_ms() + 10'000, [t0](std::size_t n, std::size_t late) {
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (late == 0)
+      logger()->info("{} resumed session(s) recorded their recovery in {} ms; starting steps", n,
+                     ms);
+    else
+      logger()->warn(
+          "{} of {} resumed session(s) did not record their recovery within {} ms; "
+          "starting steps anyway",
+          late, n, ms);
+  });
   for (const auto& id : ids) {
     if (owners) {
       auto it = owners->find(id);
@@ -214,6 +230,7 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         // Periodic sweep: placements whose wake-up was missed, and capacity freed by
         // finished sessions.
         if (self->state.stopping) return;
+        (void)self->state.rt->resume.expire(now_unix_ms());
         self->send(self, place_atom::value, false);
         self->state.place_again = true;
         self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
@@ -231,6 +248,7 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         st.stop_waiter = caf::actor_cast<caf::actor>(self->current_sender());
         logger()->info("stopping: no new sessions; {} session(s) reach a checkpoint",
                        st.rt->counters.sessions.load());
+        st.rt->resume.abandon();
         self->send(st.sup, stop_atom::value);
       },
       [=](stopped_atom) {
@@ -371,6 +389,7 @@ int run_node(const config::config& cfg) {
   lg->warn("sandbox.mode = \"none\": step commands run as plain processes without isolation");
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
   rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");
+  rt->commits = std::make_shared<session::committer>(rt->store, rt->bus);
 
   int exit_code = 0;
   {
@@ -444,6 +463,7 @@ int run_node(const config::config& cfg) {
     subs.clear();  // no callback runs after this
     rt->io->shutdown();
     rt->launcher->shutdown();
+    rt->commits->stop();
   }
   rt->bus.reset();
   if (embedded) embedded->stop();

@@ -1,10 +1,10 @@
 #include "berth/session/session_actor.hpp"
 
-#include "berth/base/crash.hpp"
 #include "berth/base/fs.hpp"
 #include "berth/base/log.hpp"
 #include "berth/base/process.hpp"
 #include "berth/session/atoms.hpp"
+#include "berth/session/committer.hpp"
 #include "berth/session/journal.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
@@ -263,39 +263,6 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
   box.takeover = true;
 }
 
-// --- commit (io thread) ----------------------------------------------------------------------
-
-void commit_job(runtime& rt, const std::string& id, json::value snapshot, std::vector<event> outbox,
-                std::uint64_t journal_seq, commit_box& box) {
-  persistence::write_set w;
-  w.sessions.emplace_back(id, snapshot.dump());
-  auto st = rt.store->commit(w);
-  if (!st) {
-    box.failure = st.err();
-    return;
-  }
-  crash_point("after_snapshot");
-  auto subject = rt.names.journal(id);
-  for (const auto& e : outbox) {
-    bus::publish_options po;
-    po.msg_id = id + ":" + std::to_string(e.n);
-    po.expected_last_subject_seq = journal_seq;
-    auto ack = rt.bus->publish(subject, e.envelope().dump(), po);
-    if (!ack) {
-      box.failure = ack.err();
-      break;
-    }
-    journal_seq = ack->seq;
-    ++box.published;
-  }
-  box.journal_seq = journal_seq;
-  if (box.failure) return;
-  crash_point("after_publish");
-  // No second write to record the trimmed outbox here: it would cost a RocksDB write per
-  // transition. A started step's pid record (record_pid) writes the trimmed state anyway, and a
-  // snapshot that still lists published events is reconciled with the journal tail on resume.
-}
-
 // --- the actor -------------------------------------------------------------------------------
 
 void pump(actor_t* self);
@@ -314,17 +281,24 @@ void start_commit(actor_t* self) {
   auto& s = self->state;
   s.busy = true;
   s.commit = std::make_shared<commit_box>();
-  auto snapshot = snapshot_json(s);
-  auto box = s.commit;
-  auto rt = s.rt;
-  auto id = s.id;
-  auto outbox = s.outbox;
-  auto seq = s.journal_seq;
-  caf::actor me = caf::actor_cast<caf::actor>(self);
-  rt->io->post([rt, id, snapshot = std::move(snapshot), outbox = std::move(outbox), seq, box, me] {
-    commit_job(*rt, id, snapshot, outbox, seq, *box);
+  committer::request r;
+  r.session = s.id;
+  r.snapshot = snapshot_json(s).dump();
+  r.subject = s.rt->names.journal(s.id);
+  r.events.reserve(s.outbox.size());
+  for (const auto& e : s.outbox)
+    r.events.emplace_back(s.id + ":" + std::to_string(e.n), e.envelope().dump());
+  r.journal_seq = s.journal_seq;
+  // No second write to record the trimmed outbox afterwards: it would cost a RocksDB write per
+  // transition. A started step's pid record (record_pid) writes the trimmed state anyway, and a
+  // snapshot that still lists published events is reconciled with the journal tail on resume.
+  r.done = [box = s.commit, me = caf::actor_cast<caf::actor>(self)](committer::outcome o) {
+    box->published = o.published;
+    box->journal_seq = o.journal_seq;
+    box->failure = std::move(o.failure);
     caf::anon_send(me, commit_atom::value);
-  });
+  };
+  s.rt->commits->submit(std::move(r));
 }
 
 void finalize(actor_t* self) {
@@ -577,6 +551,7 @@ void loaded(actor_t* self) {
     s.m->resume(now_unix_ms(), "node restarted while the step was running");
   }
   pump(self);
+  if (!s.busy && s.outbox.empty()) s.rt->resume.settle(s.id);
   read_inputs(self);
 }
 
@@ -589,6 +564,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
   s.rt->counters.sessions++;
   s.rt->sessions.add(s.id, caf::actor_cast<caf::actor>(self));
   self->attach_functor([rt = s.rt, id = s.id, addr = self->address()] {
+    rt->resume.settle(id);
     rt->sessions.remove(id, addr);
     rt->counters.sessions--;
   });
@@ -631,6 +607,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           return;
         }
         st.publish_failures = 0;
+        if (st.outbox.empty()) st.rt->resume.settle(st.id);
         record_pid(self);
         if (auto a = std::exchange(st.after_commit, std::nullopt)) execute(self, *a);
         pump(self);

@@ -25,6 +25,9 @@ class worker_pool {
   /// Stop accepting jobs, run what is queued, join the threads. Idempotent.
   void shutdown();
   [[nodiscard]] std::size_t queued() const;
+  /// While held, queued jobs wait (new ones are still accepted); release() lets them run.
+  void hold();
+  void release();
 
  private:
   void run();
@@ -33,6 +36,7 @@ class worker_pool {
   std::deque<std::function<void()>> jobs_;
   std::vector<std::thread> threads_;
   bool stopping_ = false;
+  bool held_ = false;
 };
 
 }  // namespace berth

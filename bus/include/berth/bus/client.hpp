@@ -88,6 +88,13 @@ class client {
   /// JetStream publish with headers; waits for the ack.
   [[nodiscard]] result<pub_ack> publish(const std::string& subject, const std::string& data,
                                         const publish_options& opts = {});
+  /// JetStream publish that does not wait: `done` runs on a nats.c thread with the ack or the
+  /// error (refusals, a timeout after the request timeout, a closed connection). It must only
+  /// hand off, and may publish again. `opts.msg_id` is required and must not be in flight
+  /// already. Failures to send at all are returned here and `done` is not called.
+  [[nodiscard]] status publish_async(const std::string& subject, const std::string& data,
+                                     const publish_options& opts,
+                                     std::function<void(result<pub_ack>)> done);
   /// Core NATS publish, no ack (log chunks, replies). Non-blocking.
   [[nodiscard]] status publish_core(const std::string& subject, const std::string& data,
                                     const std::map<std::string, std::string>& headers = {});

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -20,6 +21,8 @@
 #include <vector>
 
 namespace berth::session {
+
+class committer;
 
 /// Counters a node reports in `stats`. Updated by session actors, read by the API.
 struct node_counters {
@@ -61,6 +64,63 @@ class session_registry {
   std::unordered_map<std::string, caf::actor> actors_;
 };
 
+/// After a restart, step processes wait until every resumed session has journaled its recovery
+/// (`step.interrupted`, republished outbox events), or until a deadline: bringing every
+/// session's durable state up to date first keeps a thousand process starts from competing with
+/// the recovery for the CPU. Thread-safe.
+class resume_barrier {
+ public:
+  /// Hold `launcher` until every id in `ids` has settled or `deadline_ms` (unix ms) has passed.
+  /// `on_open(sessions, late)` runs once when the barrier opens (on the settling thread).
+  void arm(std::shared_ptr<worker_pool> launcher, std::vector<std::string> ids,
+           std::int64_t deadline_ms,
+           std::function<void(std::size_t sessions, std::size_t late)> on_open = {}) {
+    std::lock_guard lock(mu_);
+    if (ids.empty()) return;
+    on_open_ = std::move(on_open);
+    armed_ = ids.size();
+    launcher_ = std::move(launcher);
+    pending_.insert(ids.begin(), ids.end());
+    deadline_ms_ = deadline_ms;
+    launcher_->hold();
+  }
+  /// `id` has journaled its recovery (or is gone). Idempotent; unknown ids are ignored.
+  void settle(const std::string& id) {
+    std::lock_guard lock(mu_);
+    if (pending_.erase(id) > 0 && pending_.empty()) open_locked(0);
+  }
+  /// Open the barrier if its deadline has passed; returns how many sessions had not settled.
+  std::size_t expire(std::int64_t now_ms) {
+    std::lock_guard lock(mu_);
+    if (!launcher_ || now_ms < deadline_ms_) return 0;
+    auto left = pending_.size();
+    pending_.clear();
+    open_locked(left);
+    return left;
+  }
+  /// Open now without reporting (the node is stopping: held launches must run so that their
+  /// sessions can stop them).
+  void abandon() {
+    std::lock_guard lock(mu_);
+    pending_.clear();
+    on_open_ = nullptr;
+    open_locked(0);
+  }
+
+ private:
+  void open_locked(std::size_t late) {
+    if (launcher_) launcher_->release();
+    launcher_.reset();
+    if (auto f = std::exchange(on_open_, nullptr)) f(armed_, late);
+  }
+  std::function<void(std::size_t, std::size_t)> on_open_;
+  std::size_t armed_ = 0;
+  std::mutex mu_;
+  std::set<std::string> pending_;
+  std::shared_ptr<worker_pool> launcher_;
+  std::int64_t deadline_ms_ = 0;
+};
+
 /// What every actor of a node shares: the plain mechanisms it wraps. Owned by the node; lives
 /// longer than every actor (the node joins the actor system before destroying it).
 struct runtime {
@@ -71,6 +131,7 @@ struct runtime {
   std::shared_ptr<persistence::snapshot_store> store;
   std::shared_ptr<sandbox::step_runner> runner;
   std::shared_ptr<worker_pool> io;
+  std::shared_ptr<committer> commits;     ///< group commit of every transition (committer.hpp)
   std::shared_ptr<worker_pool> launcher;  ///< bounded: starts step processes (no spawn storms)
   std::string work_root;                  ///< <data_dir>/work: one directory per session
   /// Sessions whose claim the start-up scan confirmed in one bulk read; their load skips the
@@ -78,6 +139,7 @@ struct runtime {
   std::mutex verified_mu;
   std::set<std::string> verified_owned;
   session_registry sessions;
+  resume_barrier resume;
   std::int64_t started_ms = 0;
   node_counters counters;
 };

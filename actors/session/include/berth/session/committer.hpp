@@ -1,0 +1,70 @@
+#pragma once
+
+#include "berth/base/error.hpp"
+#include "berth/bus/client.hpp"
+#include "berth/persistence/snapshot_store.hpp"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace berth::session {
+
+/// The commit point of every session transition, as a group commit: one thread takes every
+/// commit queued while it was busy, writes all their snapshots in one synced RocksDB
+/// WriteBatch, then publishes each session's outbox to its journal asynchronously. A
+/// session's events are published one after the other, each fenced on the stream sequence its
+/// predecessor was acknowledged with; sessions do not wait for each other.
+///
+/// The order per session is the outbox protocol's (DESIGN.md "Durability"): snapshot synced,
+/// then publish, then report. A session has at most one commit in flight.
+class committer {
+ public:
+  struct outcome {
+    std::size_t published = 0;      ///< outbox events the journal acknowledged, in order
+    std::uint64_t journal_seq = 0;  ///< stream sequence of the last acknowledged one
+    std::optional<error> failure;   ///< set when the snapshot or a publish failed
+  };
+  struct request {
+    std::string session;
+    std::string snapshot;  ///< serialized snapshot, outbox included
+    std::string subject;   ///< the session's journal subject
+    std::vector<std::pair<std::string, std::string>> events;  ///< (Nats-Msg-Id, envelope)
+    std::uint64_t journal_seq = 0;                            ///< fence for the first event
+    /// Runs once, on the committer's or a nats.c thread: hand off only.
+    std::function<void(outcome)> done;
+  };
+
+  committer(std::shared_ptr<persistence::snapshot_store> store, std::shared_ptr<bus::client> bus);
+  ~committer();  ///< stop()
+  committer(const committer&) = delete;
+  committer& operator=(const committer&) = delete;
+
+  /// Queue a commit. Thread-safe. After stop(), `done` gets an error at once.
+  void submit(request r);
+  /// Commit what is queued, wait up to `drain` for publishes in flight, join. Idempotent.
+  void stop(millis drain = std::chrono::seconds(5));
+
+  struct core;   ///< internal: what publish callbacks share with the committer
+  struct chain;  ///< internal: one request on its way through the journal
+
+ private:
+  void run();
+
+  std::shared_ptr<persistence::snapshot_store> store_;
+  std::shared_ptr<bus::client> bus_;
+  std::shared_ptr<core> core_;
+  std::deque<request> queue_;  ///< guarded by core_->mu
+  bool stopping_ = false;      ///< guarded by core_->mu
+  std::thread thread_;
+};
+
+}  // namespace berth::session
