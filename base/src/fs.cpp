@@ -20,22 +20,43 @@ result<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
+status write_existing(const std::string& path, const std::string& content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return error{errc::io_error, path + ": cannot open: " + std::strerror(errno)};
+  ssize_t n;
+  do {
+    n = ::write(fd, content.data(), content.size());
+  } while (n < 0 && errno == EINTR);
+  int e = errno;
+  ::close(fd);
+  if (n < 0)
+    return error{errc::io_error,
+                 path + ": write of \"" + content + "\" refused: " + std::strerror(e)};
+  return {};
+}
+
+int write_all(int fd, std::string_view data) {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    auto n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
 status write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) return error{errc::io_error, tmp + ": cannot create: " + std::strerror(errno)};
-  std::size_t off = 0;
-  while (off < content.size()) {
-    auto n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return error{errc::io_error, tmp + ": write failed: " + std::strerror(e)};
-    }
-    off += static_cast<std::size_t>(n);
+  if (int e = write_all(fd, content)) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return error{errc::io_error, tmp + ": write failed: " + std::strerror(e)};
   }
   ::fchmod(fd, static_cast<mode_t>(mode));  // exact mode, whatever the umask
   ::fsync(fd);

@@ -33,9 +33,27 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
   redirect(opts.stdout_fd, 1, O_WRONLY);
   redirect(opts.stderr_fd, 2, O_WRONLY);
   if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd.c_str());
-  // Nothing of ours leaks into the child: not the NATS sockets (a leftover child would keep a
-  // dead node's connection, and its subscriptions, alive), not RocksDB's files.
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  // Extra descriptors become 3, 4, ...: first moved above that range, so that no dup2 of the
+  // list overwrites a source still to come.
+  const int first = 3;
+  const int n_extra = static_cast<int>(opts.extra_fds.size());
+  std::vector<int> moved;
+  for (int fd : opts.extra_fds) {
+    int high = ::fcntl(fd, F_DUPFD_CLOEXEC, first + n_extra);
+    if (high < 0) {
+      for (int m : moved) ::close(m);
+      posix_spawn_file_actions_destroy(&fa);
+      posix_spawnattr_destroy(&attr);
+      return error{errc::io_error,
+                   std::string("cannot pass a descriptor: ") + std::strerror(errno)};
+    }
+    moved.push_back(high);
+  }
+  for (int i = 0; i < n_extra; ++i)
+    posix_spawn_file_actions_adddup2(&fa, moved[static_cast<std::size_t>(i)], first + i);
+  // Nothing else of ours leaks into the child: not the NATS sockets (a leftover child would keep
+  // a dead node's connection, and its subscriptions, alive), not RocksDB's files.
+  posix_spawn_file_actions_addclosefrom_np(&fa, first + n_extra);
 
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
   sigset_t none;
@@ -67,6 +85,7 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
                             : posix_spawn(&pid, args[0], &fa, &attr, args.data(), env);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  for (int m : moved) ::close(m);
   if (rc != 0) {
     if (rc == ENOENT) return error{errc::not_found, "no such file or directory: " + argv[0]};
     if (rc == EACCES) return error{errc::permission_denied, "permission denied: " + argv[0]};

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -142,6 +143,7 @@ struct bench_env {
     const char* d = ::mkdtemp(tmpl);
     if (!d) return error{errc::io_error, "cannot create a temporary directory"};
     dir = d;
+    ::chmod(d, 0711);  // the sandbox user walks through to the workspaces
     env.emplace("BERTH_LOG_LEVEL", std::getenv("BERTH_BENCH_LOG_LEVEL")
                                        ? std::getenv("BERTH_BENCH_LOG_LEVEL")
                                        : "warn");

@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ int run_demo(const globals& g) {
   if (!base)
     return report(error{errc::io_error, "cannot create a temporary directory for the demo"});
   std::string dir = base;
+  ::chmod(dir.c_str(), 0711);  // the sandbox user walks through to the workspaces
   std::string data_dir = dir + "/node";
   std::string wf = dir + "/demo.toml";
   if (auto st = fs::write_file_atomic(wf, demo_workflow); !st) return report(st.err());

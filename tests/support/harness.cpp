@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,8 @@ temp_dir::temp_dir() {
   buf.push_back('\0');
   if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
   path_ = buf.data();
+  // Traversable (not listable) by a sandbox user, like a node's data dir.
+  ::chmod(path_.c_str(), 0711);
 }
 
 temp_dir::~temp_dir() {

@@ -7,13 +7,16 @@
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
 #include "berth/bus/embedded_server.hpp"
+#include "berth/sandbox/sandbox.hpp"
 #include "berth/session/atoms.hpp"
 #include "berth/session/committer.hpp"
 #include "berth/session/session_actor.hpp"
 #include "berth/supervision/supervisor.hpp"
 
 #include <caf/all.hpp>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -259,6 +262,58 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
   };
 }
 
+// The step runner of `sandbox.mode`. When the sandbox cannot work here, sessions fail with the
+// reason (never run unsandboxed), and the node says so once at start.
+std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const std::string& dir) {
+  const auto& sc = rt.cfg.sandbox;
+  if (sc.mode == "none") {
+    logger()->warn(
+        "sandbox.mode = \"none\": step commands run as plain processes without isolation");
+    return sandbox::make_process_runner();
+  }
+  sandbox::bwrap_runner_options o;
+  o.group = rt.node_id;
+  o.work_root = rt.work_root;
+  o.bwrap = sc.bwrap;
+  o.memory_bytes = sc.memory_bytes;
+  o.pids = sc.pids;
+  o.cpu_percent = sc.cpu_percent;
+  o.tmp_bytes = sc.tmp_bytes;
+  o.nofile = sc.nofile;
+  o.fsize_bytes = sc.fsize_bytes;
+  auto fail = [&](const error& e) {
+    logger()->error("{}; every session will fail until this is fixed", e.message);
+    return std::shared_ptr<sandbox::step_runner>(sandbox::make_failing_runner(e));
+  };
+  if (::geteuid() == 0) {
+    auto* pw = ::getpwnam(sc.user.c_str());
+    if (!pw)
+      return fail(error{errc::invalid_argument,
+                        "sandbox.user: no such user \"" + sc.user + "\" on this host"});
+    o.uid = pw->pw_uid;
+    o.gid = pw->pw_gid;
+  }
+  // The sandbox user walks to its workspace (and nothing else: the node's own files stay
+  // owner-only).
+  ::chmod(dir.c_str(), 0711);
+  ::chmod(rt.work_root.c_str(), 0711);
+  for (const char* own : {"/snapshots", "/nats"}) ::chmod((dir + own).c_str(), 0700);
+  auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/sandbox");
+  if (!helper) return fail(helper.err());
+  o.helper = *helper;
+  if (auto st = sandbox::check_host(o.bwrap, o.helper); !st) return fail(st.err());
+  if (o.uid >= 0)
+    if (auto st = sandbox::check_reachable(rt.work_root, static_cast<uid_t>(o.uid),
+                                           static_cast<gid_t>(o.gid));
+        !st)
+      return fail(st.err());
+  if (auto n = sandbox::sweep_leftovers(rt.node_id))
+    logger()->warn("killed {} sandbox(es) left by an earlier run of this node", n);
+  logger()->info("sandbox: bubblewrap, one per session, as uid {}",
+                 o.uid >= 0 ? o.uid : ::geteuid());
+  return std::shared_ptr<sandbox::step_runner>(sandbox::make_bwrap_runner(std::move(o)));
+}
+
 // Node id: the configured one, else the one kept in the store, else a new one (kept).
 result<std::string> node_identity(const config::config& cfg, persistence::snapshot_store& store) {
   auto kept = store.get_meta("node_id");
@@ -385,8 +440,7 @@ int run_node(const config::config& cfg) {
     }
     place->by_priority.push_back(std::shared_ptr<bus::pull_consumer>(std::move(*c)));
   }
-  rt->runner = sandbox::make_process_runner();
-  lg->warn("sandbox.mode = \"none\": step commands run as plain processes without isolation");
+  rt->runner = make_runner(*rt, dir);
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
   rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");
   rt->commits = std::make_shared<session::committer>(rt->store, rt->bus);

@@ -1,3 +1,5 @@
+#include "pump.hpp"
+
 #include "berth/base/process.hpp"
 #include "berth/sandbox/runner.hpp"
 
@@ -59,74 +61,24 @@ class process_command final : public running_command {
 
   outcome wait() override {
     outcome out;
-    std::uint64_t bytes[3] = {0, 0, 0};
-    bool marked[3] = {false, false, false};
-    std::string buf(cmd_.chunk_bytes, '\0');
-    bool exited = false;
     int status = 0;
-    auto drain_deadline = clock::time_point::max();
-    while (true) {
-      pollfd fds[3];
-      int n = 0;
-      int idx_out = -1, idx_err = -1, idx_pid = -1;
-      if (out_fd_ >= 0) {
-        fds[n] = {out_fd_, POLLIN, 0};
-        idx_out = n++;
-      }
-      if (err_fd_ >= 0) {
-        fds[n] = {err_fd_, POLLIN, 0};
-        idx_err = n++;
-      }
-      if (!exited && pidfd_ >= 0) {
-        fds[n] = {pidfd_, POLLIN, 0};
-        idx_pid = n++;
-      }
-      if (n == 0) break;
-      int timeout_ms = 100;
-      ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
-      auto read_stream = [&](int idx, int& fd, int stream) {
-        if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) return;
-        auto r = ::read(fd, buf.data(), buf.size());
-        if (r > 0) {
-          auto len = static_cast<std::uint64_t>(r);
-          auto before = bytes[stream];
-          bytes[stream] += len;
-          auto cap = static_cast<std::uint64_t>(cmd_.max_output_bytes);
-          if (before < cap) {
-            auto keep = std::min<std::uint64_t>(len, cap - before);
-            fn_(stream, std::string_view(buf.data(), keep), false);
-          }
-          if (bytes[stream] > cap && !marked[stream]) {
-            marked[stream] = true;
-            out.truncated = true;
-            fn_(stream, std::string_view(), true);
-          }
-        } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-          ::close(fd);
-          fd = -1;
-        }
-      };
-      read_stream(idx_out, out_fd_, 1);
-      read_stream(idx_err, err_fd_, 2);
-      if (!exited && (idx_pid >= 0 ? (fds[idx_pid].revents & POLLIN) : true)) {
-        // WNOWAIT: keep the zombie (and so the pid and process group id) until the group is
-        // killed, so no later process can be hit by mistake.
-        siginfo_t info{};
-        if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-            info.si_pid == pid_) {
-          exited = true;
+    pump_output(
+        out_fd_, err_fd_, pidfd_, cmd_, fn_, out,
+        [&] {
+          // WNOWAIT: keep the zombie (and so the pid and process group id) until the group is
+          // killed, so no later process can be hit by mistake.
+          siginfo_t info{};
+          if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+              info.si_pid != pid_)
+            return false;
           // Whatever the command left running in its group goes with it.
           process::kill_group(pid_, SIGKILL);
-          drain_deadline = clock::now() + std::chrono::seconds(2);
-        }
-      }
-      {
-        std::lock_guard lock(mu_);
-        if (stop_requested_ && !exited && clock::now() >= kill_at_)
-          process::kill_group(pid_, SIGKILL);
-      }
-      if (exited && clock::now() >= drain_deadline) break;  // a grandchild escaped the group
-    }
+          return true;
+        },
+        [&] {
+          std::lock_guard lock(mu_);
+          if (stop_requested_ && clock::now() >= kill_at_) process::kill_group(pid_, SIGKILL);
+        });
     {
       std::lock_guard lock(mu_);
       ::waitpid(pid_, &status, 0);
@@ -134,8 +86,6 @@ class process_command final : public running_command {
     }
     if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);
     if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
-    out.stdout_bytes = bytes[1];
-    out.stderr_bytes = bytes[2];
     out.duration_ms = std::chrono::duration_cast<millis>(clock::now() - start_).count();
     return out;
   }

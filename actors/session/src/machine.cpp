@@ -366,6 +366,8 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
       d.set("exit_code", r.exit_code);
   }
   if (r.truncated) d.set("output_truncated", true);
+  if (r.peak_memory_bytes > 0) d.set("peak_memory_bytes", r.peak_memory_bytes);
+  if (r.oom_killed) d.set("oom_killed", true);
   if (r.success()) {
     emit("step.finished", std::move(d), now_ms);
     return;
@@ -380,6 +382,8 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
     reason = "could not start: " + r.error;
   else if (r.timed_out)
     reason = r.error.empty() ? "timed out" : r.error;
+  else if (r.oom_killed)
+    reason = "killed by the out-of-memory killer: the sandbox's memory limit was reached";
   else if (r.signal)
     reason = "killed by signal " + std::to_string(r.signal);
   else

@@ -319,6 +319,7 @@ void finalize(actor_t* self) {
     w.deleted_sessions.push_back(id);
     auto st = rt->store->commit_unsynced(w);
     if (!st) logger()->warn("{}: deleting snapshot failed: {}", id, st.err().message);
+    rt->runner->release(id);  // the session's sandbox, before its workspace goes
     fs::remove_tree(workdir(*rt, id));
     caf::anon_send(me, final_atom::value);
   });
@@ -345,8 +346,11 @@ void launch(actor_t* self, const action& a) {
   BERTH_ASSERT(spec != nullptr, "launch of unknown step " + a.step);
   auto dir = workdir(rt, s.id);
   sandbox::command cmd;
+  cmd.session = s.id;
   cmd.argv = spec->run;
   cmd.cwd = dir;
+  const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
+  cmd.network = net == "host";
   const char* path = std::getenv("PATH");
   cmd.env = {{"PATH", path ? path : "/usr/local/bin:/usr/bin:/bin"},
              {"HOME", dir},
@@ -544,6 +548,11 @@ void loaded(actor_t* self) {
       "{}: {} at n={} ({}){}", s.id,
       box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
       s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
+  if (s.rt->runner->name() == "process")
+    logger()->warn(
+        "{}: runs unsandboxed (sandbox.mode = \"none\"): its commands have the node's "
+        "privileges",
+        s.id);
   if (!s.fail_reason.empty()) {
     s.m->resume(now_unix_ms(), "session actor failed");
     s.m->fail(s.fail_reason, now_unix_ms());
@@ -633,6 +642,8 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           x.signal = r.proc->result.signal;
           x.duration_ms = r.proc->result.duration_ms;
           x.truncated = r.proc->result.truncated;
+          x.oom_killed = r.proc->result.oom_killed;
+          x.peak_memory_bytes = r.proc->result.peak_memory_bytes;
         }
         if (x.start_failed) {
           // could not start: nothing else to say

@@ -63,10 +63,19 @@ result<std::int64_t> get_int(const json::value& obj, const char* key, const std:
   return v->as_int();
 }
 
+// The sandbox network policy: "none" (loopback only) or "host".
+result<std::string> get_network(const json::value& v, const std::string& field) {
+  auto n = get_string(v, "network", field, false);
+  if (!n) return n.err();
+  if (!n->empty() && *n != "none" && *n != "host")
+    return bad(field, "must be \"none\" or \"host\", not \"" + *n + "\"");
+  return *n;
+}
+
 result<step_spec> parse_step(const json::value& v, const std::string& at,
                              const spec_limits& limits) {
   if (!v.is_object()) return wrong_type(at, "an object", v);
-  BERTH_TRY(only_known(v, at, {"id", "run", "timeout", "retry", "env"}));
+  BERTH_TRY(only_known(v, at, {"id", "run", "timeout", "retry", "env", "network"}));
   step_spec s;
   auto id = get_string(v, "id", at + ".id", true);
   if (!id) return id.err();
@@ -116,6 +125,9 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
       s.env[k] = val.as_string();
     }
   }
+  auto net = get_network(v, at.empty() ? "network" : at + ".network");
+  if (!net) return net.err();
+  s.network = *net;
   return s;
 }
 
@@ -128,7 +140,8 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     return error{errc::too_large,
                  "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
                      std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
-  BERTH_TRY(only_known(v, "", {"id", "repo", "ref", "goal", "timeout", "priority", "steps"}));
+  BERTH_TRY(
+      only_known(v, "", {"id", "repo", "ref", "goal", "timeout", "priority", "network", "steps"}));
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
@@ -153,6 +166,9 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   auto p = get_int(v, "priority", "priority", 5, 0, 9);
   if (!p) return p.err();
   s.priority = *p;
+  auto net = get_network(v, "network");
+  if (!net) return net.err();
+  s.network = *net;
   const auto* steps = v.find("steps");
   if (!steps || steps->is_null())
     return bad("steps", "is required: a session needs at least one step");
@@ -179,6 +195,7 @@ json::value to_json(const session_spec& s) {
   if (!s.goal.empty()) v.set("goal", s.goal);
   if (s.timeout) v.set("timeout", format_duration(*s.timeout));
   v.set("priority", s.priority);
+  if (!s.network.empty()) v.set("network", s.network);
   json::value steps = json::value::make_array();
   for (const auto& st : s.steps) {
     json::value j = json::value::make_object();
@@ -200,6 +217,7 @@ json::value to_json(const session_spec& s) {
       for (const auto& [k, val] : st.env) e.set(k, val);
       j.set("env", std::move(e));
     }
+    if (!st.network.empty()) j.set("network", st.network);
     steps.push(std::move(j));
   }
   v.set("steps", std::move(steps));

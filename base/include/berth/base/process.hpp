@@ -21,6 +21,8 @@ struct spawn_options {
   int stderr_fd = -1;                                     ///< -1: /dev/null
   bool new_process_group = true;  ///< the child leads its own group (killed as a group)
   bool search_path = true;        ///< look argv[0] up in PATH
+  /// Descriptors the child gets as 3, 4, ... in this order (everything else above 2 is closed).
+  std::vector<int> extra_fds;
 };
 
 /// Start argv[0] with posix_spawn. The child gets only descriptors 0, 1 and 2. Errors name the

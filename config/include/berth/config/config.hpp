@@ -50,6 +50,15 @@ struct session_section {
 /// `[sandbox]`: how step commands are isolated.
 struct sandbox_section {
   std::string mode;
+  std::string user;
+  std::string network;
+  std::int64_t memory_bytes = 0;
+  std::int64_t pids = 0;
+  std::int64_t cpu_percent = 0;
+  std::int64_t tmp_bytes = 0;
+  std::int64_t nofile = 0;
+  std::int64_t fsize_bytes = 0;
+  std::string bwrap;
 };
 
 /// `[log]`

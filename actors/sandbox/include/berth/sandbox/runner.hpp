@@ -17,11 +17,13 @@ namespace berth::sandbox {
 
 /// One command to run for a step.
 struct command {
+  std::string session;  ///< whose sandbox runs it (sandboxed runners keep one per session)
   std::vector<std::string> argv;
   std::string cwd;                             ///< the session's working directory
   std::map<std::string, std::string> env;      ///< the complete environment of the command
   std::int64_t max_output_bytes = 64LL << 20;  ///< per stream; the rest is dropped and marked
   std::size_t chunk_bytes = 16 * 1024;
+  bool network = false;  ///< sandboxed runners: the host's network (else loopback only)
 };
 
 /// How a command ended.
@@ -32,6 +34,8 @@ struct outcome {
   std::uint64_t stdout_bytes = 0;
   std::uint64_t stderr_bytes = 0;
   bool truncated = false;
+  bool oom_killed = false;             ///< the memory limit's OOM killer ended it
+  std::int64_t peak_memory_bytes = 0;  ///< largest resident set of the command (0: unknown)
 };
 
 /// Receives output as it is produced, on the thread that runs `wait()`. stream: 1 stdout,
@@ -61,11 +65,29 @@ class step_runner {
                                                                        output_fn on_output) = 0;
   /// A short name for logs and stats ("process", "bwrap").
   [[nodiscard]] virtual std::string name() const = 0;
+  /// The session has ended: tear down what the runner keeps for it. Idempotent.
+  virtual void release(const std::string& session) { (void)session; }
 };
 
 /// Plain child processes: posix_spawn (never fork), each command leading its own process
 /// group in the session's working directory, stopped as a group. No isolation.
 [[nodiscard]] std::unique_ptr<step_runner> make_process_runner();
+
+/// Options of the bubblewrap runner: one warm sandbox per session (and network mode).
+struct bwrap_runner_options {
+  std::string group;      ///< the node's id: its sandboxes' cgroup group
+  std::string work_root;  ///< host directory holding one workspace per session
+  std::string bwrap = "bwrap";
+  std::string helper;
+  std::int64_t uid = -1;  ///< drop to this uid/gid when root (-1: keep)
+  std::int64_t gid = -1;
+  std::int64_t memory_bytes = 0, pids = 0, cpu_percent = 0, tmp_bytes = 0, nofile = 0,
+               fsize_bytes = 0;
+};
+
+/// Every command in its session's bubblewrap sandbox (sandbox.hpp). Commands see their
+/// session's workspace at /work; `cmd.cwd` may be the host path of the workspace (mapped).
+[[nodiscard]] std::unique_ptr<step_runner> make_bwrap_runner(bwrap_runner_options opts);
 
 /// Kill a process group left over by a crashed node, if `pid` still runs and its start time
 /// matches `start_time` (so a reused pid is never hit). Returns true if something was killed.

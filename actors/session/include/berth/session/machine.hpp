@@ -80,6 +80,8 @@ struct exit_result {
   std::string error;
   std::int64_t duration_ms = 0;
   bool truncated = false;
+  bool oom_killed = false;  ///< the sandbox's memory limit was hit
+  std::int64_t peak_memory_bytes = 0;
   [[nodiscard]] bool success() const {
     return !start_failed && !timed_out && !interrupted && signal == 0 && exit_code == 0;
   }

@@ -25,6 +25,7 @@ struct step_spec {
   std::optional<millis> timeout;
   retry_policy retry;
   std::map<std::string, std::string> env;
+  std::string network;  ///< "none" | "host"; empty: the session's
 };
 
 /// A validated session spec: what a client asked for.
@@ -35,6 +36,7 @@ struct session_spec {
   std::string goal;
   std::optional<millis> timeout;  ///< nullopt: the node's session.default_timeout
   std::int64_t priority = 5;      ///< 0..9, higher placed first
+  std::string network;            ///< "none" | "host"; empty: "none" (sandbox network policy)
   std::vector<step_spec> steps;
 };
 

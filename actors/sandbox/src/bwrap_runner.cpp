@@ -1,0 +1,170 @@
+#include "berth/base/fs.hpp"
+#include "berth/sandbox/runner.hpp"
+#include "berth/sandbox/sandbox.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+namespace berth::sandbox {
+
+namespace {
+
+class bwrap_runner final : public step_runner {
+ public:
+  explicit bwrap_runner(bwrap_runner_options o) : opts_(std::move(o)) {}
+  ~bwrap_runner() override {
+    std::lock_guard lock(mu_);
+    for (auto& [_, box] : boxes_) box->stop();
+  }
+
+  result<std::unique_ptr<running_command>> start(const command& cmd, output_fn on_output) override {
+    if (cmd.session.empty())
+      return error{errc::invalid_argument, "sandbox: command without a session"};
+    auto box = sandbox_for(cmd);
+    if (!box) return box.err();
+    command inside = cmd;
+    auto ws = workspace(cmd.session);
+    for (auto& [k, v] : inside.env)
+      if (v == ws) v = "/work";
+    return (*box)->exec(inside, std::move(on_output));
+  }
+
+  std::string name() const override { return "bwrap"; }
+
+  void release(const std::string& session) override {
+    std::vector<std::shared_ptr<sandbox>> gone;
+    {
+      std::lock_guard lock(mu_);
+      for (const char* suffix : {"", "+net"}) {
+        auto it = boxes_.find(session + suffix);
+        if (it == boxes_.end()) continue;
+        gone.push_back(it->second);
+        boxes_.erase(it);
+      }
+    }
+    for (auto& b : gone) b->stop();
+  }
+
+ private:
+  std::string workspace(const std::string& session) const {
+    return opts_.work_root + "/" + session;
+  }
+
+  result<std::shared_ptr<sandbox>> sandbox_for(const command& cmd) {
+    auto key = cmd.session + (cmd.network ? "+net" : "");
+    std::lock_guard lock(mu_);
+    auto it = boxes_.find(key);
+    if (it != boxes_.end()) {
+      if (it->second->pid() > 0) return it->second;
+      it->second->stop();  // its helper died: build a new one
+      boxes_.erase(it);
+    }
+    auto ws = workspace(cmd.session);
+    std::error_code ec;
+    std::filesystem::create_directories(ws, ec);
+    if (ec) return error{errc::io_error, "workspace " + ws + ": " + ec.message()};
+    // The sandbox user owns its workspace; nothing else of the node is visible to it.
+    if (opts_.uid >= 0 && ::geteuid() == 0 &&
+        ::chown(ws.c_str(), static_cast<uid_t>(opts_.uid),
+                static_cast<gid_t>(opts_.gid >= 0 ? opts_.gid : opts_.uid)) != 0)
+      return error{errc::io_error, "workspace " + ws + ": chown: " + std::strerror(errno)};
+    ::chmod(ws.c_str(), 0700);
+    sandbox_options so;
+    so.name = key == cmd.session ? cmd.session : cmd.session + "-net";
+    so.group = opts_.group;
+    so.workspace = ws;
+    so.network = cmd.network;
+    so.bwrap = opts_.bwrap;
+    so.helper = opts_.helper;
+    if (opts_.uid >= 0) so.uid = static_cast<uid_t>(opts_.uid);
+    if (opts_.gid >= 0) so.gid = static_cast<gid_t>(opts_.gid);
+    so.lim.memory_bytes = opts_.memory_bytes;
+    so.lim.pids = opts_.pids;
+    so.lim.cpu_percent = opts_.cpu_percent;
+    so.lim.tmp_bytes = opts_.tmp_bytes;
+    so.lim.nofile = opts_.nofile;
+    so.lim.fsize_bytes = opts_.fsize_bytes;
+    auto box = sandbox::start(so);
+    if (!box) return box.err();
+    boxes_[key] = *box;
+    return *box;
+  }
+
+  bwrap_runner_options opts_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<sandbox>> boxes_;
+};
+
+class failing_runner final : public step_runner {
+ public:
+  explicit failing_runner(error why) : why_(std::move(why)) {}
+  result<std::unique_ptr<running_command>> start(const command&, output_fn) override {
+    return why_;
+  }
+  std::string name() const override { return "unavailable"; }
+
+ private:
+  error why_;
+};
+
+}  // namespace
+
+std::unique_ptr<step_runner> make_failing_runner(error why) {
+  return std::make_unique<failing_runner>(std::move(why));
+}
+
+result<std::string> install_helper(const std::string& from, const std::string& dir) {
+  auto data = fs::read_file(from);
+  if (!data) return error{errc::not_found, "sandbox helper " + from + " is missing"};
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return error{errc::io_error, dir + ": " + ec.message()};
+  ::chmod(dir.c_str(), 0711);
+  auto to = dir + "/berth-sandbox";
+  auto have = fs::read_file(to);
+  if (!have || *have != *data) BERTH_TRY(fs::write_file_atomic(to, *data, 0755));
+  return to;
+}
+
+std::string helper_next_to_self() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (ec ? std::filesystem::path(".") : self.parent_path()).string() + "/berth-sandbox";
+}
+
+status check_reachable(const std::string& path, uid_t uid, gid_t gid) {
+  std::filesystem::path p = std::filesystem::absolute(path).lexically_normal();
+  std::filesystem::path at = "/";
+  for (const auto& part : p) {
+    if (part == "/") continue;
+    struct stat st {};
+    if (::stat(at.c_str(), &st) != 0) break;
+    bool x = st.st_uid == uid   ? (st.st_mode & S_IXUSR)
+             : st.st_gid == gid ? (st.st_mode & S_IXGRP)
+                                : (st.st_mode & S_IXOTH);
+    if (!x) {
+      char mode[8];
+      std::snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
+      return error{errc::permission_denied,
+                   "sandbox: the sandbox user (uid " + std::to_string(uid) + ") cannot reach " +
+                       path + ": " + at.string() + " is not traversable (mode " + mode +
+                       "); put node.data_dir where it can (e.g. /var/lib/berth), or set "
+                       "sandbox.mode = \"none\""};
+    }
+    at /= part;
+  }
+  return {};
+}
+
+std::unique_ptr<step_runner> make_bwrap_runner(bwrap_runner_options opts) {
+  return std::make_unique<bwrap_runner>(std::move(opts));
+}
+
+}  // namespace berth::sandbox

@@ -1,0 +1,78 @@
+#include "pump.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+namespace berth::sandbox {
+
+void pump_output(int& out_fd, int& err_fd, int exit_fd, const command& cmd, const output_fn& fn,
+                 outcome& out, const std::function<bool()>& check_exit,
+                 const std::function<void()>& tick) {
+  using clock = std::chrono::steady_clock;
+  std::uint64_t bytes[3] = {0, 0, 0};
+  bool marked[3] = {false, false, false};
+  std::string buf(cmd.chunk_bytes, '\0');
+  bool exited = false;
+  auto drain_deadline = clock::time_point::max();
+  for (;;) {
+    pollfd fds[3];
+    int n = 0;
+    int idx_out = -1, idx_err = -1, idx_exit = -1;
+    if (out_fd >= 0) {
+      fds[n] = {out_fd, POLLIN, 0};
+      idx_out = n++;
+    }
+    if (err_fd >= 0) {
+      fds[n] = {err_fd, POLLIN, 0};
+      idx_err = n++;
+    }
+    if (!exited && exit_fd >= 0) {
+      fds[n] = {exit_fd, POLLIN, 0};
+      idx_exit = n++;
+    }
+    if (n == 0 && exited) break;
+    ::poll(fds, static_cast<nfds_t>(n), 100);
+    auto read_stream = [&](int idx, int& fd, int stream) {
+      if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) return;
+      auto r = ::read(fd, buf.data(), buf.size());
+      if (r > 0) {
+        auto len = static_cast<std::uint64_t>(r);
+        auto before = bytes[stream];
+        bytes[stream] += len;
+        auto cap = static_cast<std::uint64_t>(cmd.max_output_bytes);
+        if (before < cap) {
+          auto keep = std::min<std::uint64_t>(len, cap - before);
+          fn(stream, std::string_view(buf.data(), keep), false);
+        }
+        if (bytes[stream] > cap && !marked[stream]) {
+          marked[stream] = true;
+          out.truncated = true;
+          fn(stream, std::string_view(), true);
+        }
+      } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+        ::close(fd);
+        fd = -1;
+      }
+    };
+    read_stream(idx_out, out_fd, 1);
+    read_stream(idx_err, err_fd, 2);
+    if (!exited && (idx_exit < 0 || (fds[idx_exit].revents & POLLIN)) && check_exit()) {
+      exited = true;
+      drain_deadline = clock::now() + std::chrono::seconds(2);
+    }
+    tick();
+    if (exited && clock::now() >= drain_deadline) break;  // a grandchild holds the pipes
+  }
+  for (int* fd : {&out_fd, &err_fd})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
+  out.stdout_bytes = bytes[1];
+  out.stderr_bytes = bytes[2];
+}
+
+}  // namespace berth::sandbox
