@@ -5,6 +5,7 @@
 #include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
 #include "berth/persistence/snapshot_store.hpp"
+#include "berth/sandbox/sandbox.hpp"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -539,14 +541,141 @@ int bench_resume(const globals& g, int n) {
   return emit(g, "resume", {row_json(r)}, std::move(extra));
 }
 
+// --- sandbox: cold start, warm exec, and both as the node's memory grows -----------------------
+
+// posix_spawn + wait of /bin/true: the peer of every sandbox figure.
+double spawn_true_us() {
+  process::spawn_options so;
+  so.search_path = false;
+  auto t0 = clock::now();
+  auto pid = process::spawn({"/bin/true"}, so);
+  if (pid) ::waitpid(*pid, nullptr, 0);
+  return us_since(t0);
+}
+
+int bench_sandbox(const globals& g, int n) {
+  if (n <= 0) n = 200;
+  char tmpl[] = "/tmp/berth-bench-XXXXXX";
+  const char* d = ::mkdtemp(tmpl);
+  if (!d) return report(error{errc::io_error, "cannot create a temporary directory"});
+  std::string dir = d;
+  ::chmod(d, 0711);
+  struct cleanup {
+    std::string dir;
+    ~cleanup() { fs::remove_tree(dir); }
+  } gone{dir};
+  auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/helper");
+  if (!helper) return report(helper.err());
+  sandbox::sandbox_options o;
+  o.group = "bench-" + std::to_string(::getpid());
+  o.workspace = dir + "/ws";
+  o.helper = *helper;
+  std::filesystem::create_directories(o.workspace);
+  if (::geteuid() == 0) {
+    o.uid = 65534;
+    o.gid = 65534;
+    (void)!::chown(o.workspace.c_str(), 65534, 65534);
+  }
+  o.lim.memory_bytes = 1LL << 30;
+  o.lim.pids = 512;
+  o.lim.tmp_bytes = 64LL << 20;
+  o.lim.nofile = 1024;
+  if (auto st = sandbox::check_host(o.bwrap, o.helper); !st) return report(st.err());
+
+  // Cold: a new sandbox until it answers, then torn down (not timed).
+  auto cold = [&](int rounds, row& r) -> status {
+    for (int i = 0; i < rounds; ++i) {
+      o.name = "cold-" + std::to_string(i);
+      auto t0 = clock::now();
+      auto box = sandbox::sandbox::start(o);
+      auto us = us_since(t0);
+      if (!box) return box.err();
+      (*box)->stop();
+      r.berth_us.push_back(us);
+      r.peer_us.push_back(spawn_true_us());
+    }
+    return {};
+  };
+  // Warm: /bin/true through a running sandbox, waited for.
+  auto warm = [&](int rounds, row& r) -> status {
+    o.name = "warm";
+    auto box = sandbox::sandbox::start(o);
+    if (!box) return box.err();
+    sandbox::command cmd;
+    cmd.argv = {"/bin/true"};
+    for (int i = -20; i < rounds; ++i) {
+      auto t0 = clock::now();
+      auto c = (*box)->exec(cmd, [](int, std::string_view, bool) {});
+      if (!c) return c.err();
+      (void)(*c)->wait();
+      auto us = us_since(t0);
+      auto peer = spawn_true_us();
+      if (i < 0) continue;
+      r.berth_us.push_back(us);
+      r.peer_us.push_back(peer);
+    }
+    (*box)->stop();
+    return {};
+  };
+  row cold_r{"cold sandbox start", "posix_spawn+wait /bin/true", {}, {}};
+  row warm_r{"warm exec /bin/true", "posix_spawn+wait /bin/true", {}, {}};
+  if (auto st = cold(std::max(20, n / 4), cold_r); !st) return report(st.err());
+  if (auto st = warm(n, warm_r); !st) return report(st.err());
+
+  // The node grows: the same measures with 100 MiB and then 2 GiB of touched memory here.
+  auto grow = [](std::size_t bytes) {
+    auto* p = static_cast<char*>(std::malloc(bytes));
+    if (p)
+      for (std::size_t i = 0; i < bytes; i += 4096) p[i] = 1;
+    return p;
+  };
+  row small_w{"warm exec, node at 100 MiB RSS", "", {}, {}};
+  row big_w{"warm exec, node at 2 GiB RSS", "", {}, {}};
+  row small_c{"cold start, node at 100 MiB RSS", "", {}, {}};
+  row big_c{"cold start, node at 2 GiB RSS", "", {}, {}};
+  double rss_small = 0, rss_big = 0;
+  {
+    char* m = grow(100u << 20);
+    rss_small = rss_bytes(::getpid()) / 1048576.0;
+    if (auto st = warm(n, small_w); !st) return report(st.err());
+    if (auto st = cold(20, small_c); !st) return report(st.err());
+    std::free(m);
+  }
+  {
+    char* m = grow(2048u << 20);
+    rss_big = rss_bytes(::getpid()) / 1048576.0;
+    if (auto st = warm(n, big_w); !st) return report(st.err());
+    if (auto st = cold(20, big_c); !st) return report(st.err());
+    std::free(m);
+  }
+  json::value extra = json::value::make_object();
+  extra.set("cold_start_p50_ms", percentile(cold_r.berth_us, 0.5) / 1000);
+  extra.set("warm_exec_p50_us", percentile(warm_r.berth_us, 0.5));
+  extra.set("spawn_p50_us", percentile(warm_r.peer_us, 0.5));
+  auto w_ratio = percentile(big_w.berth_us, 0.5) / percentile(small_w.berth_us, 0.5);
+  auto c_ratio = percentile(big_c.berth_us, 0.5) / percentile(small_c.berth_us, 0.5);
+  extra.set("warm_exec_2g_over_100m", w_ratio);
+  extra.set("cold_start_2g_over_100m", c_ratio);
+  extra.set("rss_small_mib", rss_small);
+  extra.set("rss_big_mib", rss_big);
+  // Growth rows compare the 2 GiB run against the 100 MiB run.
+  row wg{"warm exec: 2 GiB node vs 100 MiB node", "same, node at 100 MiB", big_w.berth_us,
+         small_w.berth_us};
+  row cg{"cold start: 2 GiB node vs 100 MiB node", "same, node at 100 MiB", big_c.berth_us,
+         small_c.berth_us};
+  return emit(g, "sandbox", {row_json(cold_r), row_json(warm_r), row_json(wg), row_json(cg)},
+              std::move(extra));
+}
+
 }  // namespace
 
 int run_bench(const globals& g, const std::string& scenario, int n) {
+  if (scenario == "sandbox") return bench_sandbox(g, n);
   if (scenario == "step") return bench_step(g, n);
   if (scenario == "sessions") return bench_sessions(g, n);
   if (scenario == "resume") return bench_resume(g, n);
-  return report(error{errc::invalid_argument,
-                      "bench: unknown scenario \"" + scenario + "\" (step, sessions, resume)"});
+  return report(error{errc::invalid_argument, "bench: unknown scenario \"" + scenario +
+                                                  "\" (step, sessions, resume, sandbox)"});
 }
 
 }  // namespace berth::cli

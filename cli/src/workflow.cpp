@@ -68,13 +68,15 @@ result<json::value> load_workflow(const std::string& path) {
       if (!v.is_table())
         return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
-        static const char* known[] = {"repo", "ref", "goal", "timeout", "priority", "id"};
+        static const char* known[] = {"repo",     "ref", "goal",   "timeout",
+                                      "priority", "id",  "network"};
         bool ok = false;
         for (const char* n : known) ok = ok || sk.str() == n;
         if (!ok)
-          return error{errc::invalid_argument,
-                       at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                           ": unknown key (known: repo, ref, goal, timeout, priority, id)"};
+          return error{
+              errc::invalid_argument,
+              at(path, sk.source()) + ": session." + std::string(sk.str()) +
+                  ": unknown key (known: repo, ref, goal, timeout, priority, id, network)"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;
         spec.set(sk.str(), std::move(*j));
@@ -88,13 +90,13 @@ result<json::value> load_workflow(const std::string& path) {
       for (const auto& t : *v.as_array()) {
         std::string f = "steps[" + std::to_string(i++) + "]";
         for (const auto& [sk, sv] : *t.as_table()) {
-          static const char* known[] = {"id", "run", "timeout", "retry", "env"};
+          static const char* known[] = {"id", "run", "timeout", "retry", "env", "network"};
           bool ok = false;
           for (const char* n : known) ok = ok || sk.str() == n;
           if (!ok)
             return error{errc::invalid_argument,
                          at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
-                             ": unknown key (known: id, run, timeout, retry, env)"};
+                             ": unknown key (known: id, run, timeout, retry, env, network)"};
         }
         auto j = to_json(t, path, f);
         if (!j) return j;

@@ -5,7 +5,9 @@
 #include "berth/persistence/snapshot_store.hpp"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -492,6 +494,13 @@ struct small_node : ::testing::Test {
     auto evs = test::journal(*node, id);
     return !evs.empty() && evs.back().get_string("type") == "session.succeeded";
   }
+  // A workflow file with `text`; returns its path.
+  std::string wf(const std::string& text) {
+    auto path = dir / ("wf-" + std::to_string(files_++) + ".toml");
+    test::write_file(path, text);
+    return path;
+  }
+  int files_ = 0;
 };
 }  // namespace
 
@@ -605,4 +614,109 @@ TEST_F(node_fixture, a_session_whose_actor_keeps_failing_is_escalated_to_failed_
   auto stats = cli({"stats", "-o", "json"}).json();
   EXPECT_EQ(stats->get_int("escalations"), 1);
   EXPECT_EQ(stats->get_int("restarts"), 3);
+}
+
+// --- the sandbox as sessions see it ------------------------------------------------------------
+
+TEST_F(small_node, an_oom_killed_step_is_reported_and_the_session_continues) {
+  start_node({{"BERTH_SANDBOX_MEMORY_BYTES", std::to_string(96 << 20)}});
+  auto r = run_berth({"--data-dir", node->data_dir(), "session", "start", "--repo", "x",
+                      "--workflow", wf(R"(
+[[steps]]
+id = "hog"
+run = ["sh", "-c", "if [ -f .oomed ]; then exit 0; fi; touch .oomed; head -c 1G /dev/zero | tail"]
+retry = { max_attempts = 2, backoff = "100ms" }
+[[steps]]
+id = "after"
+run = ["true"]
+)"),
+                      "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto id = r.json()->get_string("id");
+  // The first attempt is killed by the OOM killer; the retry, in the same sandbox, passes.
+  ASSERT_TRUE(test::eventually([&] { return done(id); }, std::chrono::seconds(60)));
+  bool reported = false;
+  for (const auto& e : test::journal(*node, id))
+    if (e.get_string("type") == "step.failed") {
+      const auto* d = e.find("data");
+      reported = d->get_bool("oom_killed") &&
+                 d->get_string("reason").find("out-of-memory") != std::string::npos;
+    }
+  EXPECT_TRUE(reported);
+  EXPECT_EQ(node->log().find("every session will fail"), std::string::npos);
+  // The node is healthy: another session runs.
+  auto next = start("true", 5);
+  EXPECT_TRUE(test::eventually([&] { return done(next); }, std::chrono::seconds(60)));
+}
+
+TEST_F(small_node, network_is_off_unless_the_step_asks_for_the_host_network) {
+  start_node({});
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(s, 16), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  auto port = std::to_string(ntohs(a.sin_port));
+  auto r = run_berth({"--data-dir", node->data_dir(), "session",
+                      "start", "--repo", "x", "--workflow", wf(R"(
+[[steps]]
+id = "offline"
+run = ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/)" + port + R"( && echo REACHED || echo REFUSED"]
+[[steps]]
+id = "online"
+network = "host"
+run = ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/)" + port + R"( && echo REACHED || echo REFUSED"]
+)"),
+                      "--wait", "-o", "json"});
+  ::close(s);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto id = r.json()->get_string("id");
+  auto offline =
+      run_berth({"--data-dir", node->data_dir(), "session", "logs", id, "--step", "offline"});
+  auto online =
+      run_berth({"--data-dir", node->data_dir(), "session", "logs", id, "--step", "online"});
+  EXPECT_NE(offline.out.find("REFUSED"), std::string::npos) << offline.out;
+  EXPECT_NE(online.out.find("REACHED"), std::string::npos) << online.out;
+}
+
+TEST_F(small_node, a_host_without_bubblewrap_fails_sessions_clearly_instead_of_running_them_bare) {
+  start_node({{"BERTH_SANDBOX_BWRAP", "/nonexistent/bwrap"}});
+  auto id = start("touch /tmp/ran-unsandboxed-" + std::to_string(::getpid()), 5);
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        for (const auto& e : test::journal(*node, id))
+          if (e.get_string("type") == "session.failed") return true;
+        return false;
+      },
+      std::chrono::seconds(60)));
+  EXPECT_FALSE(std::filesystem::exists("/tmp/ran-unsandboxed-" + std::to_string(::getpid())));
+  std::string reasons;
+  for (const auto& e : test::journal(*node, id))
+    if (e.get_string("type") == "step.failed") reasons += e.find("data")->get_string("reason");
+  EXPECT_NE(reasons.find("bubblewrap"), std::string::npos) << reasons;
+  EXPECT_NE(node->log().find("every session will fail"), std::string::npos);
+}
+
+TEST_F(small_node, sandbox_mode_none_warns_for_every_session) {
+  start_node({{"BERTH_SANDBOX_MODE", "none"}});
+  auto a = start("true", 5);
+  auto b = start("true", 5);
+  ASSERT_TRUE(test::eventually([&] { return done(a) && done(b); }, std::chrono::seconds(60)));
+  EXPECT_NE(node->log().find(a + ": runs unsandboxed"), std::string::npos);
+  EXPECT_NE(node->log().find(b + ": runs unsandboxed"), std::string::npos);
+}
+
+TEST_F(node_fixture, a_bad_network_value_is_refused_naming_the_field) {
+  auto r = cli({"session", "start", "--repo", "x", "--workflow", workflow("badnet.toml", R"(
+[[steps]]
+id = "a"
+run = ["true"]
+network = "internet"
+)")});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("steps[0].network"), std::string::npos) << r.err;
+  EXPECT_EQ(session_count(), 0u);
 }
