@@ -720,3 +720,120 @@ network = "internet"
   EXPECT_NE(r.err.find("steps[0].network"), std::string::npos) << r.err;
   EXPECT_EQ(session_count(), 0u);
 }
+
+// --- tool calls: any NATS client publishes them on berth.in.<session> ---------------------------
+
+namespace {
+struct tool_client {
+  std::unique_ptr<bus::client> c;
+  bus::subjects names{"berth"};
+  explicit tool_client(const test::node_process& node) {
+    bus::client::options o;
+    o.servers = {
+        json::parse(*fs::read_file(node.data_dir() + "/node.json"))->get_string("nats_url")};
+    auto r = bus::client::connect(o);
+    EXPECT_TRUE(r.ok()) << r.err().message;
+    if (r) c = std::move(*r);
+  }
+  void call(const std::string& session, const std::string& call_id, const std::string& tool,
+            const std::string& args_json) {
+    auto body = R"({"type":"tool_call","call_id":")" + call_id + R"(","tool":")" + tool +
+                R"(","args":)" + args_json + "}";
+    auto ack = c->publish(names.input(session), body);
+    EXPECT_TRUE(ack.ok()) << ack.err().message;
+  }
+};
+
+std::map<std::string, json::value> tool_results(const std::vector<json::value>& evs) {
+  std::map<std::string, json::value> out;
+  for (const auto& e : evs)
+    if (e.get_string("type") == "tool.result")
+      out[e.find("data")->get_string("call_id")] = *e.find("data");
+  return out;
+}
+}  // namespace
+
+TEST_F(node_fixture, tool_calls_run_in_the_sandbox_and_are_journaled) {
+  auto id = start("[[steps]]\nid = \"hold\"\nrun = [\"sleep\", \"4\"]\n");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  tool_client tc(*node);
+  tc.call(id, "w1", "write_file", R"({"path":"notes/a.txt","content":"hello"})");
+  tc.call(id, "w1", "write_file", R"({"path":"notes/a.txt","content":"again"})");  // repeated
+  tc.call(id, "e1", "edit", R"({"path":"notes/a.txt","search":"hello","replace":"bye"})");
+  tc.call(id, "r1", "read_file", R"({"path":"notes/a.txt"})");
+  tc.call(id, "x1", "exec", R"({"argv":["sh","-c","cat; cat notes/a.txt; id -u"],"stdin":"in:"})");
+  tc.call(id, "bad1", "read_file", R"({"path":"../../../etc/passwd"})");
+  tc.call(id, "l1", "list_dir", R"({"path":"notes"})");
+  tc.call(id, "s1", "search", R"({"pattern":"by+e"})");
+  tc.call(id, "big", "write_file",
+          R"({"path":"big.txt","content":")" + std::string(100000, 'z') + R"("})");
+  tc.call(id, "rbig", "read_file", R"({"path":"big.txt"})");
+  tc.call(id, "u1", "rm_rf", "{}");
+  tc.call(id, "no args", "read_file", "{}");
+  std::map<std::string, json::value> res;
+  ASSERT_TRUE(test::eventually([&] {
+    res = tool_results(test::journal(*node, id));
+    return res.size() >= 9;
+  })) << res.size();
+  EXPECT_TRUE(res["w1"].get_bool("ok"));
+  EXPECT_TRUE(res["e1"].get_bool("ok"));
+  EXPECT_EQ(res["r1"].find("result")->get_string("content"), "bye");
+  const auto* x = res["x1"].find("result");
+  EXPECT_EQ(x->get_int("exit_code", -1), 0);
+  EXPECT_EQ(x->get_string("stdout"), "in:bye65534\n");
+  EXPECT_FALSE(res["bad1"].get_bool("ok"));
+  EXPECT_EQ(res["bad1"].find("result")->get_string("code"), "permission_denied");
+  EXPECT_EQ(res["l1"].find("result")->find("entries")->as_array().size(), 1u);
+  EXPECT_EQ(res["s1"].find("result")->find("matches")->as_array().size(), 1u);
+  // A result too large for the journal is stored on BERTH_LOG; the event points at it.
+  EXPECT_EQ(res["rbig"].find("result")->get_string("result_subject"),
+            "berth.log." + id + ".tool-rbig");
+  EXPECT_GT(res["rbig"].find("result")->get_int("result_bytes"), 100000);
+  auto evs = test::journal(*node, id);
+  int w1_calls = 0;
+  std::string rejected;
+  for (const auto& e : evs) {
+    if (e.get_string("type") == "tool.call" && e.find("data")->get_string("call_id") == "w1")
+      ++w1_calls;
+    if (e.get_string("type") == "input.applied" && e.find("data")->get_string("kind") == "rejected")
+      rejected += e.find("data")->get_string("reason") + "|";
+  }
+  EXPECT_EQ(w1_calls, 1);  // the repeated call_id did not run again
+  EXPECT_EQ(*fs::read_file(node->data_dir() + "/work/" + id + "/notes/a.txt"), "bye");
+  EXPECT_NE(rejected.find("unknown tool \"rm_rf\""), std::string::npos) << rejected;
+  EXPECT_NE(rejected.find("call_id"), std::string::npos) << rejected;
+  EXPECT_EQ(test::journal_problems(evs, false), "");
+  ASSERT_TRUE(ends(id, "succeeded"));
+}
+
+TEST_F(node_fixture, a_tool_call_running_when_the_node_dies_is_interrupted_not_rerun) {
+  auto id = start("[[steps]]\nid = \"hold\"\nrun = [\"sleep\", \"3\"]\n");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  tool_client tc(*node);
+  tc.call(id, "long", "exec", R"({"argv":["sh","-c","echo run >> runs.txt; sleep 30"]})");
+  ASSERT_TRUE(test::eventually(
+      [&] { return fs::read_file(node->data_dir() + "/work/" + id + "/runs.txt").ok(); }));
+  node->signal(SIGKILL);
+  node->wait_exit();
+  node->start();
+  ASSERT_TRUE(test::eventually([&] {
+    for (const auto& e : test::journal(*node, id))
+      if (e.get_string("type") == "tool.interrupted") return true;
+    return false;
+  }));
+  // Not run again: the command's one line is all there is (the step still holds the session).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto runs = fs::read_file(node->data_dir() + "/work/" + id + "/runs.txt");
+  ASSERT_TRUE(runs.ok());
+  EXPECT_EQ(*runs, "run\n");
+  ASSERT_TRUE(ends(id, "succeeded"));
+  auto evs = test::journal(*node, id);
+  int interrupted = 0, results = 0;
+  for (const auto& e : evs) {
+    interrupted += e.get_string("type") == "tool.interrupted";
+    results += e.get_string("type") == "tool.result";
+  }
+  EXPECT_EQ(interrupted, 1);
+  EXPECT_EQ(results, 0);
+  EXPECT_EQ(test::journal_problems(evs), "");
+}

@@ -205,3 +205,70 @@ TEST(machine, folding_emitted_events_rebuilds_the_same_state) {
   }
   EXPECT_EQ(replay.state().to_json(), m.state().to_json());
 }
+
+TEST(machine, a_tool_call_is_journaled_run_once_and_its_result_recorded) {
+  machine m("s1");
+  ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"]}])")).ok());
+  (void)m.advance(2000);
+  (void)m.take_emitted();
+  auto call = *json::parse(R"({"type":"tool_call","call_id":"c1","tool":"read_file",
+                              "args":{"path":"f"}})");
+  m.input(2, call, 2100);
+  EXPECT_EQ(types(m.take_emitted()), (std::vector<std::string>{"input.applied", "tool.call"}));
+  EXPECT_EQ(m.state().tool_calls.at("c1"), "running");
+  EXPECT_EQ(m.state().tool_args.at("c1").get_string("tool"), "read_file");
+  // The same call_id again: applied as a duplicate, not run again.
+  m.input(3, call, 2200);
+  auto dup = m.take_emitted();
+  ASSERT_EQ(types(dup), (std::vector<std::string>{"input.applied"}));
+  EXPECT_TRUE(dup[0].data.get_bool("duplicate"));
+  json::value ok = json::value::make_object();
+  ok.set("ok", true);
+  ok.set("content", "hi");
+  m.tool_finished("c1", ok, 2300);
+  m.tool_finished("c1", ok, 2400);  // a second result is ignored
+  auto done = m.take_emitted();
+  ASSERT_EQ(types(done), (std::vector<std::string>{"tool.result"}));
+  EXPECT_EQ(done[0].data.get_string("tool"), "read_file");
+  EXPECT_EQ(m.state().tool_calls.at("c1"), "done");
+  // The snapshot keeps tool calls.
+  auto back = session_state::from_json(m.state().to_json());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->tool_calls.at("c1"), "done");
+}
+
+TEST(machine, bad_tool_calls_are_rejected_naming_the_field) {
+  machine m("s1");
+  ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"]}])")).ok());
+  (void)m.advance(2000);
+  (void)m.take_emitted();
+  std::uint64_t seq = 2;
+  for (const auto& [body, needle] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"type":"tool_call","call_id":"a.b","tool":"exec"})", "call_id"},
+           {R"({"type":"tool_call","call_id":"","tool":"exec"})", "call_id"},
+           {R"({"type":"tool_call","call_id":"c","tool":"rm"})", "unknown tool \"rm\""},
+           {R"({"type":"tool_call","call_id":"c","tool":"exec","args":[1]})", "args"}}) {
+    m.input(seq++, *json::parse(body), 2100);
+    auto evs = m.take_emitted();
+    ASSERT_EQ(types(evs), (std::vector<std::string>{"input.applied"})) << body;
+    EXPECT_EQ(evs[0].data.get_string("kind"), "rejected") << body;
+    EXPECT_NE(evs[0].data.get_string("reason").find(needle), std::string::npos)
+        << body << ": " << evs[0].data.get_string("reason");
+  }
+  EXPECT_TRUE(m.state().tool_calls.empty());
+}
+
+TEST(machine, a_tool_call_running_at_a_restart_is_interrupted_never_rerun) {
+  machine m("s1");
+  ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"]}])")).ok());
+  (void)m.advance(2000);
+  m.input(2, *json::parse(R"({"type":"tool_call","call_id":"c1","tool":"exec","args":{}})"), 2100);
+  (void)m.take_emitted();
+  machine again(m.state());
+  again.resume(3000, "node restarted");
+  auto evs = again.take_emitted();
+  ASSERT_EQ(types(evs), (std::vector<std::string>{"tool.interrupted", "step.interrupted"}));
+  EXPECT_EQ(evs[0].data.get_string("call_id"), "c1");
+  EXPECT_EQ(again.state().tool_calls.at("c1"), "interrupted");
+  EXPECT_TRUE(again.state().tool_args.empty());
+}

@@ -38,6 +38,56 @@ class bwrap_runner final : public step_runner {
 
   std::string name() const override { return "bwrap"; }
 
+  result<json::value> file_tool(const std::string& session, const std::string& tool,
+                                const json::value& args) override {
+    command probe;
+    probe.session = session;
+    auto box = sandbox_for(probe);
+    if (!box) return box.err();
+    auto& b = **box;
+    auto str = [&](const char* k) -> result<std::string> {
+      const auto* v = args.find(k);
+      if (!v || !v->is_string())
+        return error{errc::invalid_argument, std::string(k) + ": required, a string"};
+      return v->as_string();
+    };
+    json::value out = json::value::make_object();
+    if (tool == "read_file") {
+      auto path = str("path");
+      if (!path) return path.err();
+      auto text = b.read_file(*path, args.get_int("max_bytes", 8 << 20));
+      if (!text) return text.err();
+      out.set("content", std::move(*text));
+      return out;
+    }
+    if (tool == "write_file") {
+      auto path = str("path");
+      if (!path) return path.err();
+      auto content = str("content");
+      if (!content) return content.err();
+      BERTH_TRY(b.write_file(*path, *content, static_cast<int>(args.get_int("mode", 0644))));
+      out.set("bytes", static_cast<std::int64_t>(content->size()));
+      return out;
+    }
+    if (tool == "edit") {
+      auto path = str("path");
+      auto search = str("search");
+      auto replace = str("replace");
+      for (auto* r : {&path, &search, &replace})
+        if (!*r) return r->err();
+      BERTH_TRY(b.edit(*path, *search, *replace));
+      return out;
+    }
+    if (tool == "list_dir") return b.list_dir(args.get_string("path", "."));
+    if (tool == "search") {
+      auto pattern = str("pattern");
+      if (!pattern) return pattern.err();
+      return b.search(*pattern, args.get_string("path", "."), args.get_int("max_results", 200),
+                      args.get_bool("literal"));
+    }
+    return error{errc::invalid_argument, "tool: unknown file tool \"" + tool + "\""};
+  }
+
   void release(const std::string& session) override {
     std::vector<std::shared_ptr<sandbox>> gone;
     {

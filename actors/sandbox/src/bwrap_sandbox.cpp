@@ -216,7 +216,17 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
       ::close(out[1]);
       return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
     }
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int devnull = -1;
+    if (cmd.stdin_data) {
+      auto fd = wire::memfd_with(*cmd.stdin_data, "berth-stdin");
+      if (!fd) {
+        for (int f : {out[0], out[1], err[0], err[1]}) ::close(f);
+        return fd.err();
+      }
+      devnull = *fd;
+    } else {
+      devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
     auto slot = std::make_shared<exec_slot>();
     slot->event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     json::value req = json::value::make_object();

@@ -1,11 +1,13 @@
 #include "pump.hpp"
 
+#include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
 #include "berth/sandbox/runner.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,7 +143,18 @@ class process_runner final : public step_runner {
       ::close(out[1]);
       return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
     }
+    int in_fd = -1;
+    if (cmd.stdin_data) {
+      in_fd = ::memfd_create("berth-stdin", MFD_CLOEXEC);
+      if (in_fd < 0 || fs::write_all(in_fd, *cmd.stdin_data) != 0) {
+        for (int f : {out[0], out[1], err[0], err[1], in_fd})
+          if (f >= 0) ::close(f);
+        return error{errc::io_error, std::string("stdin: ") + std::strerror(errno)};
+      }
+      ::lseek(in_fd, 0, SEEK_SET);
+    }
     process::spawn_options so;
+    so.stdin_fd = in_fd;
     so.cwd = cmd.cwd;
     so.env = cmd.env;
     so.stdout_fd = out[1];
@@ -153,6 +166,7 @@ class process_runner final : public step_runner {
     auto pid = process::spawn(argv, so);
     ::close(out[1]);
     ::close(err[1]);
+    if (in_fd >= 0) ::close(in_fd);
     if (!pid) {
       ::close(out[0]);
       ::close(err[0]);

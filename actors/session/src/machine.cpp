@@ -1,5 +1,6 @@
 #include "berth/session/machine.hpp"
 
+#include "berth/base/ids.hpp"
 #include "berth/base/time.hpp"
 
 #include <algorithm>
@@ -100,6 +101,11 @@ json::value session_state::summary() const {
     arr.push(std::move(j));
   }
   v.set("steps", std::move(arr));
+  if (!tool_calls.empty()) {
+    json::value tc = json::value::make_object();
+    for (const auto& [k, st] : tool_calls) tc.set(k, st);
+    v.set("tool_calls", std::move(tc));
+  }
   return v;
 }
 
@@ -133,6 +139,14 @@ json::value session_state::to_json() const {
     arr.push(std::move(j));
   }
   v.set("steps", std::move(arr));
+  if (!tool_calls.empty()) {
+    json::value tc = json::value::make_object();
+    for (const auto& [k, st] : tool_calls) tc.set(k, st);
+    v.set("tool_calls", std::move(tc));
+    json::value ta = json::value::make_object();
+    for (const auto& [k, a] : tool_args) ta.set(k, a);
+    v.set("tool_args", std::move(ta));
+  }
   return v;
 }
 
@@ -174,6 +188,11 @@ result<session_state> session_state::from_json(const json::value& v) {
       s.steps.push_back(std::move(st));
     }
   }
+  if (const auto* tc = v.find("tool_calls"); tc && tc->is_object())
+    for (const auto& [k, st] : tc->as_object())
+      if (st.is_string()) s.tool_calls[k] = st.as_string();
+  if (const auto* ta = v.find("tool_args"); ta && ta->is_object())
+    for (const auto& [k, a] : ta->as_object()) s.tool_args[k] = a;
   return s;
 }
 
@@ -268,6 +287,18 @@ status machine::apply(const event& e) {
   } else if (e.type == "step.skipped") {
     st->status = step_status::skipped;
     st->reason = d.get_string("reason");
+  } else if (e.type == "tool.call") {
+    auto id = d.get_string("call_id");
+    s.tool_calls[id] = "running";
+    json::value a = json::value::make_object();
+    a.set("n", e.n);  // calls run one at a time, in the order they were journaled
+    a.set("tool", d.get_string("tool"));
+    if (const auto* args = d.find("args")) a.set("args", *args);
+    s.tool_args[id] = std::move(a);
+  } else if (e.type == "tool.result" || e.type == "tool.interrupted") {
+    auto id = d.get_string("call_id");
+    s.tool_calls[id] = e.type == "tool.result" ? "done" : "interrupted";
+    s.tool_args.erase(id);
   } else if (e.type == "input.applied") {
     s.last_input_seq =
         std::max(s.last_input_seq, static_cast<std::uint64_t>(d.get_int("input_seq")));
@@ -279,7 +310,7 @@ status machine::apply(const event& e) {
     s.status = status;
     s.reason = d.get_string("reason");
   }
-  // Other types (tool.*, workspace.*, lease.*, git.*, pr.*) are recorded but change nothing here.
+  // Other types (workspace.*, lease.*, git.*, pr.*) are recorded but change nothing here.
   s.n = e.n;
   s.updated_ms = e.ts_ms;
   return {};
@@ -292,6 +323,17 @@ void machine::finish(const std::string& status, const std::string& reason, std::
 }
 
 void machine::resume(std::int64_t now_ms, const std::string& why) {
+  // A tool call that was running when the node stopped is reported, never run again: its
+  // effects (a command, a write) may or may not have happened.
+  std::vector<std::string> running_tools;
+  for (const auto& [id, st] : state_.tool_calls)
+    if (st == "running") running_tools.push_back(id);
+  for (const auto& id : running_tools) {
+    json::value d = json::value::make_object();
+    d.set("call_id", id);
+    d.set("reason", why);
+    emit("tool.interrupted", std::move(d), now_ms);
+  }
   if (is_terminal(state_.status)) return;
   if (auto* st = state_.running_step()) {
     json::value d = json::value::make_object();
@@ -428,12 +470,55 @@ void machine::input(std::uint64_t seq, const json::value& msg, std::int64_t now_
   } else if (type == "start") {
     // A repeated start (idempotent retry) landing on the same subject: nothing to do.
     d.set("kind", "duplicate_start");
+  } else if (type == "tool_call") {
+    d.set("kind", "tool_call");
+    auto call_id = msg.get_string("call_id");
+    auto tool = msg.get_string("tool");
+    d.set("call_id", call_id);
+    static const char* tools[] = {"exec", "read_file", "write_file", "edit", "list_dir", "search"};
+    bool known = false;
+    for (const char* t : tools) known = known || tool == t;
+    const auto* args = msg.find("args");
+    std::string why;
+    if (auto ok = validate_id(call_id, "call_id"); !ok)
+      why = ok.err().message;
+    else if (!known)
+      why = "tool: unknown tool \"" + tool +
+            "\" (exec, read_file, write_file, edit, list_dir, search)";
+    else if (args && !args->is_object())
+      why = "args: expected an object";
+    else if (state_.tool_calls.count(call_id))
+      d.set("duplicate", true);  // its tool.result (or tool.interrupted) is already journaled
+    if (!why.empty()) {
+      d.set("kind", "rejected");
+      d.set("reason", why);
+    } else if (!d.get_bool("duplicate") && !is_terminal(state_.status) && !state_.status.empty()) {
+      emit("input.applied", std::move(d), now_ms);
+      json::value c = json::value::make_object();
+      c.set("call_id", call_id);
+      c.set("tool", tool);
+      c.set("args", args ? *args : json::value::make_object());
+      emit("tool.call", std::move(c), now_ms);
+      return;
+    }
   } else {
     d.set("kind", "rejected");
     d.set("reason", "unknown input type \"" + type + "\"");
   }
   if (is_terminal(state_.status)) d.set("ignored", "session already " + state_.status);
   emit("input.applied", std::move(d), now_ms);
+}
+
+void machine::tool_finished(const std::string& call_id, json::value result, std::int64_t now_ms) {
+  auto it = state_.tool_calls.find(call_id);
+  if (it == state_.tool_calls.end() || it->second != "running") return;
+  json::value d = json::value::make_object();
+  d.set("call_id", call_id);
+  auto args = state_.tool_args.find(call_id);
+  if (args != state_.tool_args.end()) d.set("tool", args->second.get_string("tool"));
+  d.set("ok", result.get_bool("ok"));
+  d.set("result", std::move(result));
+  emit("tool.result", std::move(d), now_ms);
 }
 
 void machine::fail(const std::string& reason, std::int64_t now_ms) {

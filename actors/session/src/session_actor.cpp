@@ -106,6 +106,8 @@ struct session_state_actor {
   int publish_failures = 0;
   bool pid_dirty = false;    // a started step's pid is not in RocksDB yet
   std::int64_t tick_ms = 0;  // when the pending tick fires
+  // Tool calls this actor started (exec ones with their process), until their result is in.
+  std::map<std::string, std::shared_ptr<step_process>> tools_running;
   static inline const char* name = "berth.session";
 };
 
@@ -450,6 +452,8 @@ void execute(actor_t* self, const action& a) {
 
 // Commit what the machine decided, then act. The heart of the durability argument: snapshot
 // (synced) -> publish the outbox -> act / take the next input.
+void dispatch_tools(actor_t* self);
+
 void pump(actor_t* self) {
   auto& s = self->state;
   if (!s.m || s.busy || s.finalizing) return;
@@ -462,8 +466,10 @@ void pump(actor_t* self) {
     start_commit(self);
     return;
   }
+  // Everything decided is committed: tool calls journaled as tool.call may run now.
+  if (!s.stopping) dispatch_tools(self);
   if (is_terminal(s.m->state().status)) {
-    if (!s.running) finalize(self);
+    if (!s.running && s.tools_running.empty()) finalize(self);
     return;
   }
   if (s.stopping) {
@@ -473,6 +479,195 @@ void pump(actor_t* self) {
   execute(self, next);
   // A step that could not start is decided at once: run the machine again.
   if (next.what == action::kind::launch && !s.running) pump(self);
+}
+
+// --- tool calls ---------------------------------------------------------------------------------
+
+constexpr std::size_t inline_result_bytes = 64 * 1024;  // larger results go to BERTH_LOG
+constexpr std::size_t inline_output_bytes = 16 * 1024;  // of exec's stdout/stderr, in the result
+
+json::value tool_error(const error& e) {
+  json::value r = json::value::make_object();
+  r.set("ok", false);
+  r.set("code", std::string(errc_name(e.code)));
+  r.set("error", e.message);
+  return r;
+}
+
+// A result too large for the journal is stored on the call's BERTH_LOG subject; the journal
+// gets a pointer to it.
+json::value offload(runtime& rt, const std::string& session, const std::string& call_id,
+                    json::value result) {
+  auto text = result.dump();
+  if (text.size() <= inline_result_bytes) return result;
+  auto subject = rt.names.log(session, "tool-" + call_id);
+  auto ack = rt.bus->publish(subject, text);
+  if (!ack)
+    return tool_error(error{ack.err().code, "storing the tool result: " + ack.err().message});
+  json::value r = json::value::make_object();
+  r.set("ok", result.get_bool("ok"));
+  r.set("result_subject", subject);
+  r.set("result_seq", ack->seq);
+  r.set("result_bytes", static_cast<std::int64_t>(text.size()));
+  return r;
+}
+
+// `exec`: a command in the session's sandbox, output streamed to berth.log.<id>.tool-<call>.
+void start_exec_tool(actor_t* self, const std::string& call_id, const json::value& args) {
+  auto& s = self->state;
+  auto& rt = *s.rt;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  auto fail = [&](const std::string& field, const std::string& why) {
+    auto r = tool_error(error{errc::invalid_argument, "args." + field + ": " + why});
+    caf::anon_send(me, tooldone_atom::value, call_id, r.dump());
+  };
+  s.tools_running[call_id] = nullptr;  // started (or refused) once
+  sandbox::command cmd;
+  cmd.session = s.id;
+  const auto* argv = args.find("argv");
+  if (!argv || !argv->is_array() || argv->as_array().empty())
+    return fail("argv", "required, a non-empty array of strings");
+  for (const auto& a : argv->as_array()) {
+    if (!a.is_string()) return fail("argv", "must hold strings only");
+    cmd.argv.push_back(a.as_string());
+  }
+  auto dir = workdir(rt, s.id);
+  cmd.cwd = dir;
+  if (auto cwd = args.get_string("cwd"); !cwd.empty())
+    cmd.cwd = cwd[0] == '/' ? cwd : dir + "/" + cwd;
+  cmd.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
+             {"HOME", dir},
+             {"LANG", "C.UTF-8"},
+             {"BERTH_SESSION", s.id},
+             {"BERTH_TOOL_CALL", call_id}};
+  if (const auto* env = args.find("env"); env && env->is_object())
+    for (const auto& [k, v] : env->as_object()) {
+      if (!v.is_string()) return fail("env." + k, "must be a string");
+      cmd.env[k] = v.as_string();
+    }
+  if (const auto* in = args.find("stdin"); in && in->is_string()) cmd.stdin_data = in->as_string();
+  millis timeout = std::chrono::minutes(10);
+  if (auto t = args.get_string("timeout"); !t.empty()) {
+    auto d = parse_duration(t, "args.timeout");
+    if (!d) {
+      caf::anon_send(me, tooldone_atom::value, call_id,
+                     tool_error(error{errc::invalid_argument, d.err().message}).dump());
+      return;
+    }
+    timeout = *d;
+  }
+  cmd.network = s.m->state().spec.network == "host";
+  cmd.max_output_bytes = rt.cfg.session.max_output_bytes;
+  cmd.chunk_bytes = static_cast<std::size_t>(rt.cfg.session.output_chunk_bytes);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  auto proc = std::make_shared<step_process>();
+  s.tools_running[call_id] = proc;
+  struct captured {
+    std::mutex mu;
+    std::string out, err;
+  };
+  auto cap = std::make_shared<captured>();
+  auto bus = rt.bus;
+  auto subject = rt.names.log(s.id, "tool-" + call_id);
+  auto on_output = [bus, subject, cap](int stream, std::string_view chunk, bool truncated) {
+    std::map<std::string, std::string> h = {{"Berth-Stream", stream == 1 ? "stdout" : "stderr"}};
+    if (truncated) h["Berth-Truncated"] = "true";
+    (void)bus->publish_core(subject, std::string(chunk), h);
+    std::lock_guard lock(cap->mu);
+    auto& keep = stream == 1 ? cap->out : cap->err;
+    if (keep.size() < inline_output_bytes)
+      keep.append(chunk.substr(0, inline_output_bytes - keep.size()));
+  };
+  auto r = s.rt;
+  auto id = s.id;
+  rt.launcher->post([r, id, call_id, cmd = std::move(cmd), on_output, proc, cap, me, subject] {
+    auto started = r->runner->start(cmd, on_output);
+    if (!started) {
+      caf::anon_send(me, tooldone_atom::value, call_id, tool_error(started.err()).dump());
+      return;
+    }
+    {
+      std::lock_guard lock(proc->mu);
+      proc->cmd = std::move(*started);
+      if (proc->stop_requested) proc->cmd->stop(proc->grace);
+    }
+    std::thread([r, id, call_id, proc, cap, me, subject] {
+      auto out = proc->cmd->wait();
+      json::value res = json::value::make_object();
+      res.set("ok", true);
+      if (out.signal)
+        res.set("signal", out.signal);
+      else
+        res.set("exit_code", out.exit_code);
+      res.set("duration_ms", out.duration_ms);
+      res.set("peak_memory_bytes", out.peak_memory_bytes);
+      if (out.oom_killed) res.set("oom_killed", true);
+      bool timed_out;
+      {
+        std::lock_guard lock(proc->mu);
+        timed_out = proc->stop_requested;
+      }
+      if (timed_out) res.set("timed_out", true);
+      {
+        std::lock_guard lock(cap->mu);
+        res.set("stdout", cap->out);
+        res.set("stderr", cap->err);
+      }
+      res.set("stdout_bytes", static_cast<std::int64_t>(out.stdout_bytes));
+      res.set("stderr_bytes", static_cast<std::int64_t>(out.stderr_bytes));
+      if (out.truncated) res.set("truncated", true);
+      res.set("log_subject", subject);
+      caf::anon_send(me, tooldone_atom::value, call_id,
+                     offload(*r, id, call_id, std::move(res)).dump());
+    }).detach();
+  });
+  self->delayed_send(self, timeout, tooltmo_atom::value, call_id);
+}
+
+// Run the next tool call journaled as running, if none runs: one at a time, in journal order,
+// so a call sees the effects of the calls before it.
+void dispatch_tools(actor_t* self) {
+  auto& s = self->state;
+  if (!s.tools_running.empty()) return;
+  std::string next;
+  std::int64_t next_n = 0;
+  for (const auto& [call_id, status] : s.m->state().tool_calls) {
+    if (status != "running") continue;
+    auto a = s.m->state().tool_args.find(call_id);
+    auto n = a != s.m->state().tool_args.end() ? a->second.get_int("n") : 0;
+    if (next.empty() || n < next_n) {
+      next = call_id;
+      next_n = n;
+    }
+  }
+  if (!next.empty()) {
+    const auto& call_id = next;
+    auto a = s.m->state().tool_args.find(call_id);
+    json::value spec = a != s.m->state().tool_args.end() ? a->second : json::value::make_object();
+    auto tool = spec.get_string("tool");
+    json::value args = spec.find("args") ? *spec.find("args") : json::value::make_object();
+    if (tool == "exec") {
+      start_exec_tool(self, call_id, args);
+      return;
+    }
+    s.tools_running[call_id] = nullptr;
+    auto r = s.rt;
+    auto id = s.id;
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    r->io->post([r, id, call_id, tool, args, me] {
+      auto res = r->runner->file_tool(id, tool, args);
+      json::value out;
+      if (res) {
+        out = std::move(*res);
+        out.set("ok", true);
+      } else {
+        out = tool_error(res.err());
+      }
+      caf::anon_send(me, tooldone_atom::value, call_id,
+                     offload(*r, id, call_id, std::move(out)).dump());
+    });
+  }
 }
 
 void read_inputs(actor_t* self) {
@@ -658,6 +853,19 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         }
         st.m->step_exited(step, attempt, x, now_unix_ms());
         pump(self);
+      },
+      [=](tooldone_atom, const std::string& call_id, const std::string& result) {
+        auto& st = self->state;
+        st.tools_running.erase(call_id);
+        auto r = json::parse(result);
+        st.m->tool_finished(call_id, r ? std::move(*r) : tool_error(r.err()), now_unix_ms());
+        pump(self);
+      },
+      [=](tooltmo_atom, const std::string& call_id) {
+        auto& st = self->state;
+        auto it = st.tools_running.find(call_id);
+        if (it != st.tools_running.end() && it->second)
+          it->second->stop(st.rt->cfg.session.kill_grace);
       },
       [=](stepup_atom, const std::string& step, std::int64_t attempt) {
         auto& st = self->state;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
 #include "berth/base/time.hpp"
 
 #include <sys/types.h>
@@ -9,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +25,7 @@ struct command {
   std::map<std::string, std::string> env;      ///< the complete environment of the command
   std::int64_t max_output_bytes = 64LL << 20;  ///< per stream; the rest is dropped and marked
   std::size_t chunk_bytes = 16 * 1024;
+  std::optional<std::string> stdin_data;  ///< nullopt: /dev/null
   bool network = false;  ///< sandboxed runners: the host's network (else loopback only)
 };
 
@@ -65,6 +68,17 @@ class step_runner {
                                                                        output_fn on_output) = 0;
   /// A short name for logs and stats ("process", "bwrap").
   [[nodiscard]] virtual std::string name() const = 0;
+  /// A file tool (`read_file`, `write_file`, `edit`, `list_dir`, `search`) on the session's
+  /// workspace. The plain-process runner has none: tools need the sandbox to keep paths inside.
+  [[nodiscard]] virtual result<json::value> file_tool(const std::string& session,
+                                                      const std::string& tool,
+                                                      const json::value& args) {
+    (void)session;
+    (void)args;
+    return error{errc::unsupported, "tool " + tool +
+                                        ": file tools run only in the sandbox "
+                                        "(sandbox.mode = \"bwrap\")"};
+  }
   /// The session has ended: tear down what the runner keeps for it. Idempotent.
   virtual void release(const std::string& session) { (void)session; }
 };

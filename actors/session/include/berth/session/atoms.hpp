@@ -24,5 +24,7 @@ using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using stepup_atom = caf::atom_constant<caf::atom("step_up")>;
 using input_atom = caf::atom_constant<caf::atom("input")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using tooldone_atom = caf::atom_constant<caf::atom("tool_done")>;
+using tooltmo_atom = caf::atom_constant<caf::atom("tool_tmo")>;
 
 }  // namespace berth

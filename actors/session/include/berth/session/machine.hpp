@@ -5,6 +5,7 @@
 #include "berth/session/spec.hpp"
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,11 @@ struct session_state {
   std::string node;
   std::uint64_t epoch = 0;
   std::vector<step_state> steps;
+  /// Tool calls by call_id: "running" (tool.call journaled, no result yet), "done",
+  /// "interrupted" (the node stopped while it ran; never run again).
+  std::map<std::string, std::string> tool_calls;
+  /// The arguments of running tool calls (what the owner runs once tool.call is committed).
+  std::map<std::string, json::value> tool_args;
 
   [[nodiscard]] std::int64_t deadline_ms() const { return created_ms + timeout_ms; }
   [[nodiscard]] step_state* step(const std::string& id);
@@ -122,6 +128,9 @@ class machine {
   /// An input message from berth.in.<id> (stream sequence `seq`). Bad inputs are journaled
   /// as rejected, never dropped silently.
   void input(std::uint64_t seq, const json::value& msg, std::int64_t now_ms);
+  /// A tool call ended: `result` is the tool's answer ({"ok": true, ...} or {"ok": false,
+  /// "error", "code"}). Ignored unless the call is running.
+  void tool_finished(const std::string& call_id, json::value result, std::int64_t now_ms);
   /// Escalation from the supervisor: fail the session with `reason`.
   void fail(const std::string& reason, std::int64_t now_ms);
   /// Record ownership (session.started carries it).
