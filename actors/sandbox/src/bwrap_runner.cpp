@@ -38,6 +38,13 @@ class bwrap_runner final : public step_runner {
 
   std::string name() const override { return "bwrap"; }
 
+  void prepare(const std::string& session, bool network) override {
+    command probe;
+    probe.session = session;
+    probe.network = network;
+    (void)sandbox_for(probe);
+  }
+
   result<json::value> file_tool(const std::string& session, const std::string& tool,
                                 const json::value& args) override {
     command probe;

@@ -108,6 +108,7 @@ struct session_state_actor {
   std::int64_t tick_ms = 0;  // when the pending tick fires
   // Tool calls this actor started (exec ones with their process), until their result is in.
   std::map<std::string, std::shared_ptr<step_process>> tools_running;
+  bool preparing = false;  // the runner is building the session's sandbox
   static inline const char* name = "berth.session";
 };
 
@@ -469,7 +470,7 @@ void pump(actor_t* self) {
   // Everything decided is committed: tool calls journaled as tool.call may run now.
   if (!s.stopping) dispatch_tools(self);
   if (is_terminal(s.m->state().status)) {
-    if (!s.running && s.tools_running.empty()) finalize(self);
+    if (!s.running && s.tools_running.empty() && !s.preparing) finalize(self);
     return;
   }
   if (s.stopping) {
@@ -743,6 +744,19 @@ void loaded(actor_t* self) {
       "{}: {} at n={} ({}){}", s.id,
       box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
       s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
+  if (st.status == "pending") {
+    // A new session: its sandbox starts now, so the first step does not wait for it. (Resumed
+    // sessions build theirs on their next command, after the resume barrier.)
+    auto r = s.rt;
+    auto id = s.id;
+    bool net = st.spec.network == "host";
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    s.preparing = true;  // the session is not finalized (its sandbox released) before this ends
+    r->launcher->post([r, id, net, me] {
+      r->runner->prepare(id, net);
+      caf::anon_send(me, prepared_atom::value);
+    });
+  }
   if (s.rt->runner->name() == "process")
     logger()->warn(
         "{}: runs unsandboxed (sandbox.mode = \"none\"): its commands have the node's "
@@ -859,6 +873,10 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         st.tools_running.erase(call_id);
         auto r = json::parse(result);
         st.m->tool_finished(call_id, r ? std::move(*r) : tool_error(r.err()), now_unix_ms());
+        pump(self);
+      },
+      [=](prepared_atom) {
+        self->state.preparing = false;
         pump(self);
       },
       [=](tooltmo_atom, const std::string& call_id) {

@@ -79,6 +79,12 @@ class step_runner {
                                         ": file tools run only in the sandbox "
                                         "(sandbox.mode = \"bwrap\")"};
   }
+  /// A session starts: build what its commands will need (its warm sandbox) ahead of the first
+  /// one. Blocking; errors surface again on the first command.
+  virtual void prepare(const std::string& session, bool network) {
+    (void)session;
+    (void)network;
+  }
   /// The session has ended: tear down what the runner keeps for it. Idempotent.
   virtual void release(const std::string& session) { (void)session; }
 };

@@ -26,5 +26,6 @@ using input_atom = caf::atom_constant<caf::atom("input")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using tooldone_atom = caf::atom_constant<caf::atom("tool_done")>;
 using tooltmo_atom = caf::atom_constant<caf::atom("tool_tmo")>;
+using prepared_atom = caf::atom_constant<caf::atom("prepared")>;
 
 }  // namespace berth
