@@ -368,6 +368,11 @@ run = ["true"]
   // The relaunch waited until the resumed session had journaled its recovery.
   EXPECT_NE(node->log().find("1 resumed session(s) recorded their recovery"), std::string::npos)
       << node->log();
+  // The killed run's sandbox died with it (--die-with-parent); its cgroups were swept.
+  EXPECT_TRUE(test::eventually([&] {
+    return node->log().find("removed the cgroups of 1 sandbox(es) left by an earlier run") !=
+           std::string::npos;
+  })) << node->log();
 }
 
 TEST_F(node_fixture, sigterm_stops_gracefully_keeps_ownership_and_the_restart_resumes) {

@@ -5,11 +5,13 @@
 #include "harness.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/base/process.hpp"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -338,31 +340,46 @@ TEST_F(sandbox_fixture, a_symlink_swapped_10000_times_during_reads_never_leaks_t
   RecordProperty("safe_reads", safe);
 }
 
-TEST(sandbox, leftovers_of_a_crashed_node_are_swept) {
+TEST(sandbox, leftovers_of_an_earlier_run_are_swept_and_this_runs_are_not) {
   test::temp_dir dir;
   auto ws = dir / "ws";
   std::filesystem::create_directories(ws);
   ASSERT_EQ(::chown(ws.c_str(), 65534, 65534), 0);
+  auto group = "test-sweep-" + std::to_string(::getpid());
+  // As an earlier run of the node left it: a cgroup with a process still inside.
+  std::vector<std::string> dirs;
+  for (const char* c : {"memory", "pids", "cpu"}) {
+    auto d = std::string("/sys/fs/cgroup/") + c + "/berth/" + group + "/old-session-1";
+    std::filesystem::create_directories(d);
+    dirs.push_back(d);
+  }
+  process::spawn_options so;
+  auto old = process::spawn({"sleep", "300"}, so);
+  ASSERT_TRUE(old.ok());
+  for (const auto& d : dirs)
+    ASSERT_TRUE(fs::write_existing(d + "/cgroup.procs", std::to_string(*old)).ok());
+  // And a sandbox of this run.
   sandbox::sandbox_options o;
-  o.name = "leftover";
-  o.group = "test-sweep-" + std::to_string(::getpid());
+  o.name = "current";
+  o.group = group;
   o.workspace = ws;
   o.helper = helper_path(dir);
   o.uid = 65534;
   o.gid = 65534;
   auto box = sandbox::sandbox::start(o);
   ASSERT_TRUE(box.ok()) << box.err().message;
-  pid_t pid = (*box)->pid();
-  // As after a crash: the cgroups and their processes are still there.
-  EXPECT_EQ(sandbox::sweep_leftovers(o.group), 1u);
-  EXPECT_TRUE(test::eventually(
-      [&] {
-        return ::kill(pid, 0) != 0 ||
-               !std::filesystem::exists("/proc/" + std::to_string(pid) + "/exe");
-      },
-      5s));
+  EXPECT_EQ(sandbox::sweep_leftovers(group), 1u);
+  int st = 0;
+  EXPECT_EQ(::waitpid(*old, &st, 0), *old);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  for (const auto& d : dirs) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+  // This run's sandbox was left alone.
+  sandbox::command cmd;
+  cmd.argv = {"true"};
+  auto c = (*box)->exec(cmd, [](int, std::string_view, bool) {});
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ((*c)->wait().exit_code, 0);
   (*box)->stop();
-  EXPECT_EQ(sandbox::sweep_leftovers(o.group), 0u);
 }
 
 TEST(sandbox, a_missing_bwrap_is_a_clear_error_never_an_unsandboxed_run) {

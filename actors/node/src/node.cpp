@@ -273,6 +273,7 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
   }
   sandbox::bwrap_runner_options o;
   o.group = rt.node_id;
+  o.run = std::to_string(rt.started_ms);
   o.work_root = rt.work_root;
   o.bwrap = sc.bwrap;
   o.memory_bytes = sc.memory_bytes;
@@ -307,8 +308,12 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
                                            static_cast<gid_t>(o.gid));
         !st)
       return fail(st.err());
-  if (auto n = sandbox::sweep_leftovers(rt.node_id))
-    logger()->warn("killed {} sandbox(es) left by an earlier run of this node", n);
+  // What an earlier run left (bubblewrap died with it; its cgroups stay) is swept in the
+  // background: a new sandbox of the same session empties its old cgroup itself.
+  std::thread([group = rt.node_id] {
+    if (auto n = sandbox::sweep_leftovers(group))
+      logger()->info("removed the cgroups of {} sandbox(es) left by an earlier run", n);
+  }).detach();
   logger()->info("sandbox: bubblewrap, one per session, as uid {}",
                  o.uid >= 0 ? o.uid : ::geteuid());
   return std::shared_ptr<sandbox::step_runner>(sandbox::make_bwrap_runner(std::move(o)));

@@ -134,7 +134,9 @@ class bwrap_runner final : public step_runner {
       return error{errc::io_error, "workspace " + ws + ": chown: " + std::strerror(errno)};
     ::chmod(ws.c_str(), 0700);
     sandbox_options so;
-    so.name = key == cmd.session ? cmd.session : cmd.session + "-net";
+    // Named per run of the node: an earlier run's leftovers never share a cgroup with these.
+    so.name = (key == cmd.session ? cmd.session : cmd.session + "-net") +
+              (opts_.run.empty() ? "" : "-" + opts_.run);
     so.group = opts_.group;
     so.workspace = ws;
     so.network = cmd.network;

@@ -7,7 +7,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +22,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -60,7 +63,70 @@ void add_system_dirs(std::vector<std::string>& a, bool network) {
       a.insert(a.end(), {"--ro-bind-try", f, f});
 }
 
+// One thread for the sockets of every sandbox of the node (epoll, level-triggered). A callback
+// returns false to be dropped. Registrations are by id, so a stale event for a closed and
+// reused descriptor never reaches a new owner; remove() waits for a running callback.
+class socket_poller {
+ public:
+  static socket_poller& instance() {
+    static auto* p = new socket_poller();  // lives until exit: callbacks may still be queued
+    return *p;
+  }
+
+  std::uint64_t add(int fd, std::function<bool()> cb) {
+    std::lock_guard lock(mu_);
+    auto id = ++next_;
+    entries_[id] = {fd, std::move(cb)};
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = id;
+    ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+    return id;
+  }
+
+  void remove(std::uint64_t id) {
+    std::lock_guard lock(mu_);  // held by the poller while a callback runs
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
+    entries_.erase(it);
+  }
+
+ private:
+  socket_poller() : ep_(::epoll_create1(EPOLL_CLOEXEC)) {
+    std::thread([this] { run(); }).detach();
+  }
+
+  void run() {
+    pthread_setname_np(pthread_self(), "berth-sandbox");
+    epoll_event evs[64];
+    for (;;) {
+      int n = ::epoll_wait(ep_, evs, 64, -1);
+      for (int i = 0; i < n; ++i) {
+        std::lock_guard lock(mu_);
+        auto it = entries_.find(evs[i].data.u64);
+        if (it == entries_.end()) continue;
+        if (!it->second.second()) {
+          ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
+          entries_.erase(it);
+        }
+      }
+    }
+  }
+
+  int ep_;
+  std::mutex mu_;
+  std::uint64_t next_ = 0;
+  std::map<std::uint64_t, std::pair<int, std::function<bool()>>> entries_;
+};
+
 struct exec_slot {
+  exec_slot() = default;
+  exec_slot(const exec_slot&) = delete;
+  exec_slot& operator=(const exec_slot&) = delete;
+  ~exec_slot() {
+    if (event_fd >= 0) ::close(event_fd);  // only when no one can signal it any more
+  }
   int event_fd = -1;
   std::mutex mu;
   bool exited = false;
@@ -136,7 +202,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
                                std::to_string(opts_.gid.value_or(*opts_.uid))});
     argv.insert(argv.end(), {"--", opts_.bwrap, "--unshare-all"});
     if (opts_.network) argv.push_back("--share-net");
-    argv.insert(argv.end(), {"--die-with-parent", "--new-session", "--disable-userns",
+    // The helper is the sandbox's PID 1 (it reaps orphans): one process less per sandbox.
+    argv.insert(argv.end(), {"--as-pid-1", "--die-with-parent", "--new-session", "--disable-userns",
                              "--unshare-user", "--clearenv", "--hostname", "berth"});
     add_system_dirs(argv, opts_.network);
     argv.insert(argv.end(), {"--proc", "/proc", "--dev", "/dev"});
@@ -202,7 +269,12 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
       return error{errc::unavailable, "sandbox for " + opts_.name + " did not start: " + why};
     }
     alive_ = true;
-    reader_ = std::thread([this] { read_loop(); });
+    // No thread per sandbox: the node's one poller reads every helper's socket.
+    std::weak_ptr<bwrap_sandbox> weak = shared_from_this();
+    poll_id_ = socket_poller::instance().add(sock_, [weak] {
+      auto self = weak.lock();
+      return self && self->on_readable();
+    });
     return {};
   }
 
@@ -253,7 +325,6 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     if (!reply) {
       ::close(out[0]);
       ::close(err[0]);
-      ::close(slot->event_fd);
       std::lock_guard lock(mu_);
       execs_.erase(id);
       return reply.err();
@@ -351,8 +422,9 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
         pid_ = -1;
       }
     }
+    if (poll_id_) socket_poller::instance().remove(poll_id_);
+    gone();  // waiters learn it now (idempotent)
     cg_.remove();
-    if (reader_.joinable()) reader_.join();
     if (sock_ >= 0) ::close(sock_);
     sock_ = -1;
   }
@@ -428,46 +500,52 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     return r;
   }
 
-  void read_loop() {
-    for (;;) {
-      auto m = wire::receive(sock_);
-      if (!m) break;
-      auto id = m->body.get_int("id");
-      if (m->body.get_string("event") == "exited") {
-        std::shared_ptr<exec_slot> slot;
-        {
-          std::lock_guard lock(mu_);
-          auto it = execs_.find(id);
-          if (it != execs_.end()) slot = it->second;
-        }
-        if (slot) {
-          {
-            std::lock_guard lock(slot->mu);
-            slot->exited = true;
-            slot->status = std::move(m->body);
-          }
-          std::uint64_t one = 1;
-          (void)!::write(slot->event_fd, &one, sizeof(one));
-        }
-        continue;
-      }
-      std::shared_ptr<pending_reply> p;
+  // One message from the helper (the node's poller thread). false: the helper is gone.
+  bool on_readable() {
+    auto m = wire::receive(sock_);
+    if (!m) {
+      gone();
+      return false;
+    }
+    auto id = m->body.get_int("id");
+    if (m->body.get_string("event") == "exited") {
+      std::shared_ptr<exec_slot> slot;
       {
         std::lock_guard lock(mu_);
-        auto it = replies_.find(id);
-        if (it != replies_.end()) {
-          p = it->second;
-          replies_.erase(it);
+        auto it = execs_.find(id);
+        if (it != execs_.end()) slot = it->second;
+      }
+      if (slot) {
+        {
+          std::lock_guard lock(slot->mu);
+          slot->exited = true;
+          slot->status = std::move(m->body);
         }
+        std::uint64_t one = 1;
+        (void)!::write(slot->event_fd, &one, sizeof(one));
       }
-      if (!p) {
-        for (int fd : m->fds) ::close(fd);
-        continue;
-      }
-      std::lock_guard lock(p->mu);
-      p->reply = std::move(*m);
-      p->cv.notify_all();
+      return true;
     }
+    std::shared_ptr<pending_reply> p;
+    {
+      std::lock_guard lock(mu_);
+      auto it = replies_.find(id);
+      if (it != replies_.end()) {
+        p = it->second;
+        replies_.erase(it);
+      }
+    }
+    if (!p) {
+      for (int fd : m->fds) ::close(fd);
+      return true;
+    }
+    std::lock_guard lock(p->mu);
+    p->reply = std::move(*m);
+    p->cv.notify_all();
+    return true;
+  }
+
+  void gone() {
     // The helper is gone: every waiter learns it, every running command counts as killed.
     std::map<std::int64_t, std::shared_ptr<pending_reply>> replies;
     std::map<std::int64_t, std::shared_ptr<exec_slot>> execs;
@@ -501,7 +579,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
   cgroup cg_;
   int sock_ = -1;
   pid_t pid_ = -1;
-  std::thread reader_;
+  std::uint64_t poll_id_ = 0;
   mutable std::mutex mu_;
   std::mutex send_mu_;
   std::atomic<bool> alive_{false};
@@ -514,7 +592,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
 sandbox_command::~sandbox_command() {
   if (!done_) signal(SIGKILL);
   box_->forget(id_);
-  for (int fd : {out_fd_, err_fd_, slot_->event_fd})
+  for (int fd : {out_fd_, err_fd_})
     if (fd >= 0) ::close(fd);
 }
 

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -82,6 +83,12 @@ status make_dir(const std::string& d) {
   return {};
 }
 
+// The groups this process created: a sweep of an earlier run's leftovers (which may run in
+// the background) must never remove one of them. Creation and sweeping of one name exclude
+// each other through this lock.
+std::mutex registry_mu;
+std::set<std::string> created_here;
+
 }  // namespace
 
 result<std::string> cgroup::describe() {
@@ -99,6 +106,8 @@ result<std::string> cgroup::describe() {
 
 result<cgroup> cgroup::create(const std::string& group, const std::string& name,
                               const limits& lim) {
+  std::lock_guard registry(registry_mu);
+  created_here.insert(group + "/" + name);
   cgroup cg;
   auto v2 = v2_root();
   if (!v2.empty()) {
@@ -113,6 +122,7 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
     BERTH_TRY(make_dir(dir));
     cg.dirs_.push_back(dir);
     cg.procs_.push_back(dir + "/cgroup.procs");
+    cg.kill_all();  // left by an earlier run of the node: nothing of it may share the group
     if (lim.memory_bytes > 0) {
       BERTH_TRY(write_value(dir + "/memory.max", std::to_string(lim.memory_bytes)));
       (void)write_value(dir + "/memory.swap.max", "0");
@@ -130,6 +140,7 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
     cg.dirs_.push_back(dir);
     cg.procs_.push_back(dir + "/cgroup.procs");
   }
+  cg.kill_all();  // left by an earlier run of the node: nothing of it may share the group
   const auto& mem = cg.dirs_[0];
   if (lim.memory_bytes > 0) {
     BERTH_TRY(write_value(mem + "/memory.limit_in_bytes", std::to_string(lim.memory_bytes)));
@@ -200,7 +211,11 @@ std::size_t cgroup::sweep(const std::string& group) {
       if (e.is_directory()) names.insert(e.path().filename().string());
   }
   bool v2 = !v2_root().empty();
+  std::size_t removed = 0;
   for (const auto& n : names) {
+    std::lock_guard registry(registry_mu);
+    if (created_here.count(group + "/" + n)) continue;  // this run's own
+    ++removed;
     cgroup cg;
     cg.v2_ = v2;
     for (const auto& p : parents) {
@@ -209,7 +224,7 @@ std::size_t cgroup::sweep(const std::string& group) {
     }
     cg.remove();
   }
-  return names.size();
+  return removed;
 }
 
 }  // namespace berth::sandbox

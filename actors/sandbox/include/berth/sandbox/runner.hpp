@@ -96,6 +96,7 @@ class step_runner {
 /// Options of the bubblewrap runner: one warm sandbox per session (and network mode).
 struct bwrap_runner_options {
   std::string group;      ///< the node's id: its sandboxes' cgroup group
+  std::string run;        ///< this run of the node (e.g. its start time): part of cgroup names
   std::string work_root;  ///< host directory holding one workspace per session
   std::string bwrap = "bwrap";
   std::string helper;
