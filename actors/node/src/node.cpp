@@ -123,6 +123,17 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
   caf::anon_send(node, place_atom::value, true);
 }
 
+// What an earlier run left — bubblewrap died with it, its cgroups stay — is removed in the
+// background, after the resumed sessions have recorded their recovery: housekeeping does not
+// compete with recovery. Never touches a cgroup of this run (sandbox::sweep_leftovers).
+void sweep_sandboxes(const std::shared_ptr<session::runtime>& rt) {
+  if (rt->cfg.sandbox.mode == "none") return;
+  std::thread([group = rt->node_id] {
+    if (auto n = sandbox::sweep_leftovers(group))
+      logger()->info("removed the cgroups of {} sandbox(es) left by an earlier run", n);
+  }).detach();
+}
+
 // Resume every session this node holds a snapshot of (io thread).
 void resume_job(std::shared_ptr<session::runtime> rt,
                 std::shared_ptr<std::atomic<std::int64_t>> pending, caf::actor node) {
@@ -131,8 +142,10 @@ void resume_job(std::shared_ptr<session::runtime> rt,
       [&](std::string_view id, std::string_view) { ids.emplace_back(id); });
   if (!st) {
     logger()->error("scanning snapshots failed: {}", st.err().message);
+    sweep_sandboxes(rt);
     return;
   }
+  if (ids.empty()) sweep_sandboxes(rt);
   // One bulk read of the claims; a session this scan could not confirm checks its own claim.
   auto owners = rt->bus->kv_entries(rt->names.bucket_owners());
   if (!owners)
@@ -140,19 +153,21 @@ void resume_job(std::shared_ptr<session::runtime> rt,
                    owners.err().message);
   // Generous: a session that cannot settle (NATS down) must not hold every step back for long.
   auto t0 = std::chrono::steady_clock::now();
-  rt->resume.arm(rt->launcher, ids, now_unix_ms() + 10'000, [t0](std::size_t n, std::size_t late) {
-    auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-            .count();
-    if (late == 0)
-      logger()->info("{} resumed session(s) recorded their recovery in {} ms; starting steps", n,
-                     ms);
-    else
-      logger()->warn(
-          "{} of {} resumed session(s) did not record their recovery within {} ms; "
-          "starting steps anyway",
-          late, n, ms);
-  });
+  rt->resume.arm(
+      rt->launcher, ids, now_unix_ms() + 10'000, [t0, rt](std::size_t n, std::size_t late) {
+        sweep_sandboxes(rt);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+        if (late == 0)
+          logger()->info("{} resumed session(s) recorded their recovery in {} ms; starting steps",
+                         n, ms);
+        else
+          logger()->warn(
+              "{} of {} resumed session(s) did not record their recovery within {} ms; "
+              "starting steps anyway",
+              late, n, ms);
+      });
   for (const auto& id : ids) {
     if (owners) {
       auto it = owners->find(id);
@@ -308,12 +323,6 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
                                            static_cast<gid_t>(o.gid));
         !st)
       return fail(st.err());
-  // What an earlier run left (bubblewrap died with it; its cgroups stay) is swept in the
-  // background: a new sandbox of the same session empties its old cgroup itself.
-  std::thread([group = rt.node_id] {
-    if (auto n = sandbox::sweep_leftovers(group))
-      logger()->info("removed the cgroups of {} sandbox(es) left by an earlier run", n);
-  }).detach();
   logger()->info("sandbox: bubblewrap, one per session, as uid {}",
                  o.uid >= 0 ? o.uid : ::geteuid());
   return std::shared_ptr<sandbox::step_runner>(sandbox::make_bwrap_runner(std::move(o)));

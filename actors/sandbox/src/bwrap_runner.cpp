@@ -180,15 +180,22 @@ std::unique_ptr<step_runner> make_failing_runner(error why) {
 }
 
 result<std::string> install_helper(const std::string& from, const std::string& dir) {
-  auto data = fs::read_file(from);
-  if (!data) return error{errc::not_found, "sandbox helper " + from + " is missing"};
+  struct stat src {};
+  if (::stat(from.c_str(), &src) != 0)
+    return error{errc::not_found, "sandbox helper " + from + " is missing"};
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return error{errc::io_error, dir + ": " + ec.message()};
   ::chmod(dir.c_str(), 0711);
   auto to = dir + "/berth-sandbox";
-  auto have = fs::read_file(to);
-  if (!have || *have != *data) BERTH_TRY(fs::write_file_atomic(to, *data, 0755));
+  // Our copy is current when it is as large and not older than the source.
+  struct stat dst {};
+  if (::stat(to.c_str(), &dst) == 0 && dst.st_size == src.st_size &&
+      dst.st_mtim.tv_sec >= src.st_mtim.tv_sec && (dst.st_mode & 0777) == 0755)
+    return to;
+  auto data = fs::read_file(from);
+  if (!data) return error{errc::not_found, "sandbox helper " + from + " is missing"};
+  BERTH_TRY(fs::write_file_atomic(to, *data, 0755));
   return to;
 }
 
