@@ -81,7 +81,8 @@ int run_demo(const globals& g) {
   if (rc == ok) {
     fs::remove_tree(dir);
     std::printf(
-        "berth demo: done. Next: `berth node --data-dir /var/lib/berth/a &` and `berth session start "
+        "berth demo: done. Next: `berth node --data-dir /var/lib/berth/a &` and `berth session "
+        "start "
         "--help`.\n");
   } else {
     std::printf("berth demo: the session did not succeed; node log: %s\n", node.log_path().c_str());

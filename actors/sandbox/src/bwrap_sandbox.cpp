@@ -280,25 +280,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
 
   result<std::unique_ptr<running_command>> exec(const command& cmd, output_fn on_output) override {
     if (cmd.argv.empty()) return error{errc::invalid_argument, "run: the command is empty"};
-    int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0)
-      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-      ::close(out[0]);
-      ::close(out[1]);
-      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
-    }
-    int devnull = -1;
-    if (cmd.stdin_data) {
-      auto fd = wire::memfd_with(*cmd.stdin_data, "berth-stdin");
-      if (!fd) {
-        for (int f : {out[0], out[1], err[0], err[1]}) ::close(f);
-        return fd.err();
-      }
-      devnull = *fd;
-    } else {
-      devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
+    auto io = make_stdio(cmd);
+    if (!io) return io.err();
     auto slot = std::make_shared<exec_slot>();
     slot->event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     json::value req = json::value::make_object();
@@ -318,22 +301,17 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
       id = ++next_id_;
       execs_[id] = slot;
     }
-    auto reply = request(id, std::move(req), {devnull, out[1], err[1]});
-    ::close(devnull);
-    ::close(out[1]);
-    ::close(err[1]);
+    auto reply = request(id, std::move(req), {io->in, io->out_w, io->err_w});
+    io->close_child_ends();
     if (!reply) {
-      ::close(out[0]);
-      ::close(err[0]);
+      io->close_all();
       std::lock_guard lock(mu_);
       execs_.erase(id);
       return reply.err();
     }
-    ::fcntl(out[0], F_SETFL, O_NONBLOCK);
-    ::fcntl(err[0], F_SETFL, O_NONBLOCK);
     auto pid = static_cast<pid_t>(reply->body.get_int("pid"));
     return std::unique_ptr<running_command>(new sandbox_command(
-        shared_from_this(), id, pid, slot, out[0], err[0], cmd, std::move(on_output)));
+        shared_from_this(), id, pid, slot, io->out_r, io->err_r, cmd, std::move(on_output)));
   }
 
   result<std::string> read_file(const std::string& path, std::int64_t max_bytes) override {

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -134,48 +133,26 @@ class process_runner final : public step_runner {
     } else if (::access(program.c_str(), X_OK) != 0) {
       return error{errc::not_found, "cannot execute " + program + ": " + std::strerror(errno)};
     }
-    int out[2];
-    int err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0)
-      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-      ::close(out[0]);
-      ::close(out[1]);
-      return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
-    }
-    int in_fd = -1;
-    if (cmd.stdin_data) {
-      in_fd = ::memfd_create("berth-stdin", MFD_CLOEXEC);
-      if (in_fd < 0 || fs::write_all(in_fd, *cmd.stdin_data) != 0) {
-        for (int f : {out[0], out[1], err[0], err[1], in_fd})
-          if (f >= 0) ::close(f);
-        return error{errc::io_error, std::string("stdin: ") + std::strerror(errno)};
-      }
-      ::lseek(in_fd, 0, SEEK_SET);
-    }
+    auto io = make_stdio(cmd);
+    if (!io) return io.err();
     process::spawn_options so;
-    so.stdin_fd = in_fd;
+    so.stdin_fd = io->in;
     so.cwd = cmd.cwd;
     so.env = cmd.env;
-    so.stdout_fd = out[1];
-    so.stderr_fd = err[1];
+    so.stdout_fd = io->out_w;
+    so.stderr_fd = io->err_w;
     so.new_process_group = true;
     so.search_path = false;
     auto argv = cmd.argv;
     argv[0] = program;
     auto pid = process::spawn(argv, so);
-    ::close(out[1]);
-    ::close(err[1]);
-    if (in_fd >= 0) ::close(in_fd);
+    io->close_child_ends();
     if (!pid) {
-      ::close(out[0]);
-      ::close(err[0]);
+      io->close_all();
       return pid.err();
     }
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    fcntl(err[0], F_SETFL, O_NONBLOCK);
     return std::unique_ptr<running_command>(
-        new process_command(*pid, out[0], err[0], cmd, std::move(on_output)));
+        new process_command(*pid, io->out_r, io->err_r, cmd, std::move(on_output)));
   }
 
   std::string name() const override { return "process"; }

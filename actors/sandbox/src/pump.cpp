@@ -1,10 +1,15 @@
 #include "pump.hpp"
 
+#include "berth/base/fs.hpp"
+
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 
 namespace berth::sandbox {
 
@@ -73,6 +78,53 @@ void pump_output(int& out_fd, int& err_fd, int exit_fd, const command& cmd, cons
     }
   out.stdout_bytes = bytes[1];
   out.stderr_bytes = bytes[2];
+}
+
+void stdio_fds::close_child_ends() {
+  for (int* fd : {&in, &out_w, &err_w})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
+}
+
+void stdio_fds::close_all() {
+  close_child_ends();
+  for (int* fd : {&out_r, &err_r})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
+}
+
+result<stdio_fds> make_stdio(const command& cmd) {
+  stdio_fds f;
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
+  f.out_r = out[0];
+  f.out_w = out[1];
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    int e = errno;
+    f.close_all();
+    return error{errc::io_error, std::string("pipe: ") + std::strerror(e)};
+  }
+  f.err_r = err[0];
+  f.err_w = err[1];
+  if (cmd.stdin_data) {
+    f.in = ::memfd_create("berth-stdin", MFD_CLOEXEC);
+    if (f.in < 0 || fs::write_all(f.in, *cmd.stdin_data) != 0) {
+      int e = errno;
+      f.close_all();
+      return error{errc::io_error, std::string("stdin: ") + std::strerror(e)};
+    }
+    ::lseek(f.in, 0, SEEK_SET);
+  } else {
+    f.in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  ::fcntl(f.out_r, F_SETFL, O_NONBLOCK);
+  ::fcntl(f.err_r, F_SETFL, O_NONBLOCK);
+  return f;
 }
 
 }  // namespace berth::sandbox

@@ -17,4 +17,14 @@ void pump_output(int& out_fd, int& err_fd, int exit_fd, const command& cmd, cons
                  outcome& out, const std::function<bool()>& check_exit,
                  const std::function<void()>& tick);
 
+/// A command's standard descriptors, all close-on-exec: `in` for the child (its stdin data in
+/// a memfd, else /dev/null), and the stdout/stderr pipes (read ends non-blocking, for
+/// pump_output). The parent closes the child's ends once the child has them.
+struct stdio_fds {
+  int in = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
+  void close_child_ends();  ///< in, out_w, err_w
+  void close_all();
+};
+[[nodiscard]] result<stdio_fds> make_stdio(const command& cmd);
+
 }  // namespace berth::sandbox
