@@ -1,11 +1,8 @@
 #include "pump.hpp"
 
-#include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
 #include "berth/sandbox/runner.hpp"
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
