@@ -118,6 +118,31 @@ TEST_F(sandbox_fixture, a_command_runs_in_the_workspace_as_the_unprivileged_user
   EXPECT_GT(r.out.peak_memory_bytes, 0);
 }
 
+TEST_F(sandbox_fixture, arguments_and_environment_reach_the_command_byte_for_byte) {
+  // Through the helper's own JSON reader: quotes, backslashes, control characters, UTF-8 and
+  // a message too large for one packet (sent through a memfd).
+  std::string odd = "a \"quoted\" \\ back\tslash\x01 caf\xc3\xa9 \xf0\x9f\x98\x80 {}[],:";
+  sandbox::command cmd;
+  cmd.argv = {"printf", "%s|%s", odd, std::string(60000, 'x')};
+  cmd.env["BIG"] = std::string(70000, 'y');
+  cmd.env["ODD"] = odd;
+  std::string out;
+  auto c = box->exec(cmd, [&](int stream, std::string_view chunk, bool) {
+    if (stream == 1) out.append(chunk);
+  });
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ((*c)->wait().exit_code, 0);
+  EXPECT_EQ(out, odd + "|" + std::string(60000, 'x'));
+  cmd.argv = {"sh", "-c", "printf %s \"$ODD\"; printf '|%s' \"${#BIG}\""};
+  out.clear();
+  c = box->exec(cmd, [&](int stream, std::string_view chunk, bool) {
+    if (stream == 1) out.append(chunk);
+  });
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ((*c)->wait().exit_code, 0);
+  EXPECT_EQ(out, odd + "|70000");
+}
+
 TEST_F(sandbox_fixture, a_missing_program_is_a_clear_error) {
   sandbox::command cmd;
   cmd.argv = {"no-such-program-xyz"};
