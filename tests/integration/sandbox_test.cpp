@@ -143,6 +143,21 @@ TEST_F(sandbox_fixture, arguments_and_environment_reach_the_command_byte_for_byt
   EXPECT_EQ(out, odd + "|70000");
 }
 
+TEST_F(sandbox_fixture, a_sandboxed_command_has_no_host_pid_to_signal_after_a_crash) {
+  // Its pid inside the sandbox's PID namespace names some other process on the host; the
+  // session must never record it for the leftover kill at the next start.
+  sandbox::command cmd;
+  cmd.argv = {"sh", "-c", "echo $$"};
+  std::string out;
+  auto c = box->exec(cmd, [&](int stream, std::string_view chunk, bool) {
+    if (stream == 1) out.append(chunk);
+  });
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  EXPECT_EQ((*c)->pid(), -1);
+  (void)(*c)->wait();
+  EXPECT_LT(std::stoi(out), 100) << "a PID namespace of its own";
+}
+
 TEST_F(sandbox_fixture, a_missing_program_is_a_clear_error) {
   sandbox::command cmd;
   cmd.argv = {"no-such-program-xyz"};

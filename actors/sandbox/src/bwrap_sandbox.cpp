@@ -156,7 +156,10 @@ class sandbox_command final : public running_command {
         fn_(std::move(fn)),
         start_(clock::now()) {}
   ~sandbox_command() override;
-  pid_t pid() const override { return pid_; }
+  // No host pid: the command's pid is one of the sandbox's PID namespace, meaningless (and
+  // dangerous to signal) outside. What a crash leaves is the sandbox's, found by cgroup.
+  pid_t pid() const override { return -1; }
+  [[nodiscard]] pid_t pid_inside() const { return pid_; }
   outcome wait() override;
   void stop(millis grace) override;
 

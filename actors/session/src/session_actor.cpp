@@ -405,8 +405,8 @@ void launch(actor_t* self, const action& a) {
         proc->start_error = started.err();
       } else {
         proc->cmd = std::move(*started);
-        proc->pid = proc->cmd->pid();
-        proc->start_time = process::start_time(proc->pid).value_or(0);
+        proc->pid = proc->cmd->pid();  // -1 in a sandbox: nothing to record for a leftover kill
+        if (proc->pid > 0) proc->start_time = process::start_time(proc->pid).value_or(0);
         if (proc->stop_requested) proc->cmd->stop(proc->grace);
       }
     }

@@ -49,6 +49,8 @@ using output_fn = std::function<void(int stream, std::string_view chunk, bool tr
 class running_command {
  public:
   virtual ~running_command() = default;
+  /// The command's process id on this host, to find it again after a crash; -1 when the
+  /// runner has none (a sandboxed command lives in the sandbox's own PID namespace).
   [[nodiscard]] virtual pid_t pid() const = 0;
   /// Blocks until the command and everything it started are gone, delivering output. Call
   /// once, from a thread that may block (never an actor's scheduler thread).
