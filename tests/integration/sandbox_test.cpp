@@ -158,6 +158,17 @@ TEST_F(sandbox_fixture, a_sandboxed_command_has_no_host_pid_to_signal_after_a_cr
   EXPECT_LT(std::stoi(out), 100) << "a PID namespace of its own";
 }
 
+TEST_F(sandbox_fixture, rlimits_hold_core_zero_descriptors_and_file_size) {
+  auto r = run({"sh", "-c", "ulimit -c; ulimit -n; ulimit -f"});
+  ASSERT_EQ(r.out.exit_code, 0) << r.stderr_text;
+  // core 0; nofile 256; fsize 64 MiB in 512-byte blocks.
+  EXPECT_EQ(r.stdout_text, "0\n256\n131072\n");
+  auto big = run({"sh", "-c", "head -c 80M /dev/zero > big; echo rc=$?; wc -c < big"});
+  EXPECT_NE(big.stdout_text.find("67108864"), std::string::npos) << big.stdout_text;
+  EXPECT_EQ(big.stdout_text.find("rc=0"), std::string::npos) << big.stdout_text;
+  expect_healthy();
+}
+
 TEST_F(sandbox_fixture, a_missing_program_is_a_clear_error) {
   sandbox::command cmd;
   cmd.argv = {"no-such-program-xyz"};
