@@ -3,6 +3,7 @@
 #include "cli.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
 #include "berth/node/node.hpp"
 
@@ -414,6 +415,74 @@ int cmd_session_start(const globals& g, const start_args& a) {
   else
     std::printf("%s\n", r->dump().c_str());
   return ok;
+}
+
+int cmd_session_tool(const globals& g, const std::string& id, const std::string& tool,
+                     const std::string& args_json, std::string call_id) {
+  auto args = json::parse(args_json.empty() ? "{}" : args_json);
+  if (!args || !args->is_object()) {
+    std::fprintf(stderr, "berth: --args: %s\n",
+                 args ? "expected a JSON object" : args.err().message.c_str());
+    return usage;
+  }
+  if (call_id.empty()) call_id = new_ulid();
+  if (auto st = validate_id(call_id, "--call-id"); !st) return report(st.err());
+  auto api = api_client::connect(g);
+  if (!api) return report(api.err());
+  json::value q = json::value::make_object();
+  q.set("id", id);
+  auto summary = api->call("session.get", q);
+  if (!summary) return report(summary.err());
+  // Follow the journal from its start, so that the answer cannot slip past — and a call_id used
+  // before finds its journaled result instead of running again.
+  feed f;
+  auto sub = api->bus().follow(api->names().stream_ev(), api->names().journal(id), 0,
+                               [&f](bus::message m) { f.push(0, std::move(m)); });
+  if (!sub) return report(sub.err());
+  json::value call = json::value::make_object();
+  call.set("type", "tool_call");
+  call.set("call_id", call_id);
+  call.set("tool", tool);
+  call.set("args", std::move(*args));
+  auto ack = api->bus().publish(api->names().input(id), call.dump());
+  if (!ack) return report(ack.err());
+  auto deadline = std::chrono::steady_clock::now() + api->timeout();
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto item = f.pop(millis(250));
+    if (!item) continue;
+    auto ev = json::parse(item->second.data);
+    if (!ev) continue;
+    const auto* d = ev->find("data");
+    if (!d || d->get_string("call_id") != call_id) continue;
+    auto type = ev->get_string("type");
+    if (type == "input.applied" && d->get_string("kind") == "rejected")
+      return report(error{errc::invalid_argument, "tool call refused: " + d->get_string("reason")});
+    if (type == "tool.interrupted")
+      return report(error{errc::cancelled, "tool call interrupted: " + d->get_string("reason")});
+    if (type != "tool.result") continue;
+    bool good = d->get_bool("ok");
+    const auto* res = d->find("result");
+    if (g.output != "text") {
+      std::printf("%s\n", d->dump().c_str());
+    } else if (!good) {
+      std::fprintf(stderr, "berth: %s: %s\n", tool.c_str(),
+                   res ? res->get_string("error").c_str() : "failed");
+    } else if (tool == "exec" && res) {
+      std::fwrite(res->get_string("stdout").data(), 1, res->get_string("stdout").size(), stdout);
+      std::fwrite(res->get_string("stderr").data(), 1, res->get_string("stderr").size(), stderr);
+      if (res->find("signal"))
+        std::fprintf(stderr, "berth: killed by signal %lld\n",
+                     static_cast<long long>(res->get_int("signal")));
+      return res->get_int("exit_code", -1) == 0 ? ok : failure;
+    } else if (tool == "read_file" && res && res->find("content")) {
+      std::fwrite(res->get_string("content").data(), 1, res->get_string("content").size(), stdout);
+    } else {
+      std::printf("%s\n", res ? res->dump().c_str() : "{}");
+    }
+    return good ? ok : failure;
+  }
+  return report(error{errc::timeout, "no result for tool call " + call_id + " within " + g.timeout +
+                                         " (it may still be running)"});
 }
 
 int cmd_simple(const globals& g, const std::string& verb, const json::value& body) {

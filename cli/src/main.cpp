@@ -127,6 +127,15 @@ int main(int argc, char** argv) {
   input->add_option("id", sid)->required();
   input->add_option("--data", data, "the input as JSON")->required();
 
+  std::string tool_name, tool_args, call_id;
+  auto* tool = session->add_subcommand(
+      "tool", "run a tool in a session's sandbox: exec, read_file, write_file, edit, list_dir, "
+              "search");
+  tool->add_option("id", sid)->required();
+  tool->add_option("tool", tool_name)->required();
+  tool->add_option("--args", tool_args, "the tool's arguments as a JSON object");
+  tool->add_option("--call-id", call_id, "idempotency key of the call (default: a new ULID)");
+
   auto* stats = app.add_subcommand("stats", "node and queue statistics");
   auto* version = app.add_subcommand("version", "print the version");
 
@@ -222,6 +231,7 @@ int main(int argc, char** argv) {
     body.set("id", sid);
     return cmd_simple(g, "session.cancel", body);
   }
+  if (*tool) return cmd_session_tool(g, sid, tool_name, tool_args, call_id);
   if (*input) {
     auto parsed = json::parse(data);
     if (!parsed) {

@@ -842,3 +842,43 @@ TEST_F(node_fixture, a_tool_call_running_when_the_node_dies_is_interrupted_not_r
   EXPECT_EQ(results, 0);
   EXPECT_EQ(test::journal_problems(evs), "");
 }
+
+TEST_F(node_fixture, the_cli_runs_tools_and_prints_their_results) {
+  auto id = start("[[steps]]\nid = \"hold\"\nrun = [\"sleep\", \"4\"]\n");
+  ASSERT_TRUE(test::eventually([&] { return status(id) == "running"; }));
+  auto w =
+      cli({"session", "tool", id, "write_file", "--args", R"({"path":"x.txt","content":"hi"})"});
+  EXPECT_EQ(w.code, 0) << w.err;
+  auto r = cli({"session", "tool", id, "read_file", "--args", R"({"path":"x.txt"})"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi");
+  auto x = cli({"session", "tool", id, "exec", "--args",
+                R"({"argv":["sh","-c","cat x.txt; echo; echo oops >&2; exit 3"]})"});
+  EXPECT_EQ(x.code, 1);
+  EXPECT_EQ(x.out, "hi\n");
+  EXPECT_NE(x.err.find("oops"), std::string::npos);
+  auto j = cli({"session", "tool", id, "list_dir", "-o", "json", "--call-id", "ls-1"});
+  EXPECT_EQ(j.code, 0) << j.err;
+  ASSERT_TRUE(j.json());
+  EXPECT_EQ(j.json()->get_string("call_id"), "ls-1");
+  // The same call_id again: the journaled result, not a second run.
+  auto again = cli({"session", "tool", id, "list_dir", "-o", "json", "--call-id", "ls-1"});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, j.out);
+  int ls_calls = 0;
+  for (const auto& e : test::journal(*node, id))
+    ls_calls +=
+        e.get_string("type") == "tool.call" && e.find("data")->get_string("call_id") == "ls-1";
+  EXPECT_EQ(ls_calls, 1);
+  auto bad = cli({"session", "tool", id, "rm_rf"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("unknown tool"), std::string::npos) << bad.err;
+  auto esc = cli({"session", "tool", id, "read_file", "--args", R"({"path":"/etc/shadow"})"});
+  EXPECT_EQ(esc.code, 1);
+  EXPECT_NE(esc.err.find("outside the workspace"), std::string::npos) << esc.err;
+  auto args = cli({"session", "tool", id, "read_file", "--args", "[1]"});
+  EXPECT_EQ(args.code, 2);
+  EXPECT_NE(args.err.find("--args"), std::string::npos) << args.err;
+  auto missing = cli({"session", "tool", "no-such-session", "list_dir"});
+  EXPECT_EQ(missing.code, 3) << missing.err;
+}
