@@ -129,8 +129,9 @@ int main(int argc, char** argv) {
 
   std::string tool_name, tool_args, call_id;
   auto* tool = session->add_subcommand(
-      "tool", "run a tool in a session's sandbox: exec, read_file, write_file, edit, list_dir, "
-              "search");
+      "tool",
+      "run a tool in a session's sandbox: exec, read_file, write_file, edit, list_dir, "
+      "search");
   tool->add_option("id", sid)->required();
   tool->add_option("tool", tool_name)->required();
   tool->add_option("--args", tool_args, "the tool's arguments as a JSON object");
