@@ -65,7 +65,9 @@ void add_system_dirs(std::vector<std::string>& a, bool network) {
 
 // One thread for the sockets of every sandbox of the node (epoll, level-triggered). A callback
 // returns false to be dropped. Registrations are by id, so a stale event for a closed and
-// reused descriptor never reaches a new owner; remove() waits for a running callback.
+// reused descriptor never reaches a new owner. Callbacks run without the lock; remove() waits
+// for a running callback of its id — except on the poller thread itself (a sandbox whose last
+// reference a callback released is destroyed there), where it cannot be running anything else.
 class socket_poller {
  public:
   static socket_poller& instance() {
@@ -76,7 +78,7 @@ class socket_poller {
   std::uint64_t add(int fd, std::function<bool()> cb) {
     std::lock_guard lock(mu_);
     auto id = ++next_;
-    entries_[id] = {fd, std::move(cb)};
+    entries_[id] = {fd, std::make_shared<std::function<bool()>>(std::move(cb))};
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = id;
@@ -85,16 +87,21 @@ class socket_poller {
   }
 
   void remove(std::uint64_t id) {
-    std::lock_guard lock(mu_);  // held by the poller while a callback runs
+    std::unique_lock lock(mu_);
     auto it = entries_.find(id);
-    if (it == entries_.end()) return;
-    ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
-    entries_.erase(it);
+    if (it != entries_.end()) {
+      ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
+      entries_.erase(it);
+    }
+    if (std::this_thread::get_id() == thread_) return;
+    cv_.wait(lock, [&] { return running_ != id; });
   }
 
  private:
   socket_poller() : ep_(::epoll_create1(EPOLL_CLOEXEC)) {
-    std::thread([this] { run(); }).detach();
+    std::thread t([this] { run(); });
+    thread_ = t.get_id();
+    t.detach();
   }
 
   void run() {
@@ -103,21 +110,36 @@ class socket_poller {
     for (;;) {
       int n = ::epoll_wait(ep_, evs, 64, -1);
       for (int i = 0; i < n; ++i) {
-        std::lock_guard lock(mu_);
-        auto it = entries_.find(evs[i].data.u64);
-        if (it == entries_.end()) continue;
-        if (!it->second.second()) {
-          ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
-          entries_.erase(it);
+        auto id = evs[i].data.u64;
+        std::shared_ptr<std::function<bool()>> cb;
+        {
+          std::lock_guard lock(mu_);
+          auto it = entries_.find(id);
+          if (it == entries_.end()) continue;
+          cb = it->second.second;
+          running_ = id;
         }
+        bool keep = (*cb)();
+        cb.reset();  // may destroy a sandbox, whose stop() calls remove() on this thread
+        std::lock_guard lock(mu_);
+        running_ = 0;
+        if (!keep)
+          if (auto it = entries_.find(id); it != entries_.end()) {
+            ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.first, nullptr);
+            entries_.erase(it);
+          }
+        cv_.notify_all();
       }
     }
   }
 
   int ep_;
+  std::thread::id thread_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::uint64_t next_ = 0;
-  std::map<std::uint64_t, std::pair<int, std::function<bool()>>> entries_;
+  std::uint64_t running_ = 0;  ///< the id whose callback runs now (0: none)
+  std::map<std::uint64_t, std::pair<int, std::shared_ptr<std::function<bool()>>>> entries_;
 };
 
 struct exec_slot {
