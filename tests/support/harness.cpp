@@ -4,8 +4,10 @@
 #include "berth/base/process.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -105,6 +107,120 @@ void nats_server::pause(bool paused) {
     return true;
   };
   eventually(stopped, std::chrono::seconds(2));
+}
+
+// --- git_server ----------------------------------------------------------------------------------
+
+std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  process::spawn_options so;
+  so.cwd = cwd;
+  so.stdout_fd = out[1];
+  so.stderr_fd = out[1];
+  auto env = process::current_env();
+  // Tests must not depend on the machine's git configuration.
+  env["GIT_CONFIG_GLOBAL"] = "/dev/null";
+  env["GIT_CONFIG_NOSYSTEM"] = "1";
+  env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "Test";
+  env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com";
+  so.env = env;
+  auto pid = process::spawn(argv, so);
+  ::close(out[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  if (!pid) throw std::runtime_error(argv[0] + ": " + pid.err().message);
+  int st = 0;
+  ::waitpid(*pid, &st, 0);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    std::string cmd;
+    for (const auto& a : argv) cmd += a + " ";
+    throw std::runtime_error("failed: " + cmd + "\n" + text);
+  }
+  return text;
+}
+
+git_server::git_server(const std::string& dir) : dir_(dir) {
+  sfs::create_directories(dir_ + "/repos");
+}
+
+git_server::~git_server() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void git_server::start() {
+  // A free port: the kernel picks one, we hand it to lighttpd (it cannot report its own).
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+  ::close(s);
+  auto conf = dir_ + "/lighttpd.conf";
+  write_file(conf,
+             "server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_cgi\")\n"
+             "server.document-root = \"" +
+                 dir_ +
+                 "/repos\"\n"
+                 "server.bind = \"127.0.0.1\"\n"
+                 "server.port = " +
+                 std::to_string(port_) +
+                 "\n"
+                 "server.errorlog = \"" +
+                 dir_ +
+                 "/lighttpd.log\"\n"
+                 "alias.url = (\"/git/\" => \"/usr/lib/git-core/git-http-backend/\")\n"
+                 "$HTTP[\"url\"] =~ \"^/git/\" {\n"
+                 "  cgi.assign = (\"\" => \"\")\n"
+                 "  setenv.add-environment = (\"GIT_PROJECT_ROOT\" => \"" +
+                 dir_ +
+                 "/repos\", "
+                 "\"GIT_HTTP_EXPORT_ALL\" => \"1\", \"GIT_CONFIG_NOSYSTEM\" => \"1\")\n"
+                 "}\n");
+  process::spawn_options so;
+  auto pid = process::spawn({"lighttpd", "-D", "-f", conf}, so);
+  if (!pid) throw std::runtime_error("lighttpd: " + pid.err().message);
+  pid_ = *pid;
+  for (int i = 0; i < 250; ++i) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool up = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(c);
+    if (up) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error("lighttpd did not listen on port " + std::to_string(port_));
+}
+
+void git_server::repo(const std::string& name, const std::map<std::string, std::string>& files) {
+  auto bare = repo_dir(name);
+  run_checked({"git", "init", "-q", "--bare", "-b", "main", bare});
+  run_checked({"git", "-C", bare, "config", "http.receivepack", "true"});
+  auto work = dir_ + "/seed-" + name;
+  run_checked({"git", "init", "-q", "-b", "main", work});
+  for (const auto& [path, content] : files) {
+    sfs::create_directories(sfs::path(work + "/" + path).parent_path());
+    write_file(work + "/" + path, content);
+  }
+  run_checked({"git", "-C", work, "add", "-A"});
+  run_checked({"git", "-C", work, "commit", "-q", "-m", "initial"});
+  run_checked({"git", "-C", work, "push", "-q", bare, "main"});
+}
+
+std::string git_server::url(const std::string& name) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/git/" + name + ".git";
+}
+
+std::string git_server::repo_dir(const std::string& name) const {
+  return dir_ + "/repos/" + name + ".git";
 }
 
 // --- running the CLI -----------------------------------------------------------------------------

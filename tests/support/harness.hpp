@@ -46,6 +46,29 @@ class nats_server {
   int port_ = -1;
 };
 
+/// A smart-HTTP git server like a forge's: lighttpd running `git http-backend` (both from
+/// Debian) on a free loopback port, serving the bare repositories under `<dir>/repos`, with
+/// push enabled. `repo(name)` creates one with an initial commit on `main`.
+class git_server {
+ public:
+  explicit git_server(const std::string& dir);
+  ~git_server();  ///< stops lighttpd
+  void start();
+  /// Create `<name>.git` with one commit on main holding `files` (path -> content).
+  void repo(const std::string& name, const std::map<std::string, std::string>& files);
+  /// The clone URL of `<name>.git`.
+  [[nodiscard]] std::string url(const std::string& name) const;
+  [[nodiscard]] std::string repo_dir(const std::string& name) const;
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  int port_ = -1;
+};
+
+/// Run a command to completion (test set-up: git, ...); throws with its output on failure.
+std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd = {});
+
 /// What a finished command printed.
 struct run_result {
   int code = -1;
