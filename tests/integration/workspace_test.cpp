@@ -1,0 +1,119 @@
+// Mirrors and workspaces with libgit2 against a real smart-HTTP git server.
+#include "harness.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/workspace/git.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+using namespace berth;
+
+namespace {
+struct workspace_fixture : ::testing::Test {
+  test::temp_dir dir;
+  test::git_server server{dir / "git"};
+  std::unique_ptr<workspace::mirror_cache> mirrors;
+  void SetUp() override {
+    server.start();
+    server.repo("app", {{"README.md", "hello\n"}, {"src/main.py", "print(1)\n"}});
+    mirrors = std::make_unique<workspace::mirror_cache>(dir / "mirrors");
+  }
+  // A new commit on `branch` of the served repository, through a scratch clone.
+  std::string push_commit(const std::string& branch, const std::string& file,
+                          const std::string& content, const std::string& tag = {}) {
+    auto scratch = dir / ("scratch-" + std::to_string(counter_++));
+    test::run_checked({"git", "clone", "-q", server.repo_dir("app"), scratch});
+    test::run_checked({"git", "-C", scratch, "checkout", "-q", "-B", branch});
+    test::write_file(scratch + "/" + file, content);
+    test::run_checked({"git", "-C", scratch, "add", "-A"});
+    test::run_checked({"git", "-C", scratch, "commit", "-q", "-m", "change " + file});
+    if (!tag.empty()) test::run_checked({"git", "-C", scratch, "tag", tag});
+    test::run_checked({"git", "-C", scratch, "push", "-q", "--tags", "origin", branch});
+    auto id = test::run_checked({"git", "-C", scratch, "rev-parse", "HEAD"});
+    return id.substr(0, id.find('\n'));
+  }
+  int counter_ = 0;
+};
+}  // namespace
+
+TEST_F(workspace_fixture, a_mirror_is_made_once_then_fetched_incrementally) {
+  auto url = server.url("app");
+  auto m = mirrors->update(url);
+  ASSERT_TRUE(m.ok()) << m.err().message;
+  EXPECT_EQ(*m, mirrors->path_of(url));
+  auto id = push_commit("main", "NEW", "new\n", "v2");
+  auto again = mirrors->update(url);
+  ASSERT_TRUE(again.ok()) << again.err().message;
+  auto heads = test::run_checked({"git", "-C", *m, "rev-parse", "refs/heads/main", "refs/tags/v2"});
+  EXPECT_EQ(heads, id + "\n" + id + "\n");
+}
+
+TEST_F(workspace_fixture, a_workspace_checks_out_a_branch_a_tag_or_a_commit_on_the_session_branch) {
+  auto url = server.url("app");
+  auto first = test::run_checked({"git", "-C", server.repo_dir("app"), "rev-parse", "main"});
+  first = first.substr(0, first.find('\n'));
+  auto tagged = push_commit("main", "TAGGED", "t\n", "v1");
+  auto feature = push_commit("feature", "FEATURE", "f\n");
+  auto m = mirrors->update(url);
+  ASSERT_TRUE(m.ok()) << m.err().message;
+  struct c {
+    std::string ref, want, file;
+  };
+  for (const auto& [ref, want, file] : std::vector<c>{{"main", tagged, "TAGGED"},
+                                                      {"", tagged, "TAGGED"},
+                                                      {"v1", tagged, "TAGGED"},
+                                                      {"feature", feature, "FEATURE"},
+                                                      {first, first, "README.md"}}) {
+    auto dest = dir / ("ws-" + std::to_string(counter_++));
+    workspace::clone_options o;
+    o.ref = ref;
+    o.branch = "berth/abc123";
+    auto head = workspace::clone_workspace(*m, url, dest, o);
+    ASSERT_TRUE(head.ok()) << ref << ": " << head.err().message;
+    EXPECT_EQ(*head, want) << ref;
+    EXPECT_TRUE(fs::read_file(dest + "/" + file).ok()) << ref;
+    EXPECT_EQ(test::run_checked({"git", "-C", dest, "symbolic-ref", "HEAD"}),
+              "refs/heads/berth/abc123\n");
+    EXPECT_EQ(test::run_checked({"git", "-C", dest, "remote", "get-url", "origin"}), url + "\n");
+    EXPECT_EQ(test::run_checked({"git", "-C", dest, "config", "user.name"}), "Berth\n");
+    EXPECT_EQ(test::run_checked({"git", "-C", dest, "status", "--porcelain"}), "");
+  }
+}
+
+TEST_F(workspace_fixture, unknown_refs_and_unreachable_remotes_are_clear_errors) {
+  auto url = server.url("app");
+  auto m = mirrors->update(url);
+  ASSERT_TRUE(m.ok());
+  workspace::clone_options o;
+  o.ref = "no-such-branch";
+  auto r = workspace::clone_workspace(*m, url, dir / "ws", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::not_found));
+  EXPECT_NE(r.err().message.find("no-such-branch"), std::string::npos) << r.err().message;
+  auto missing = mirrors->update(server.url("missing"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.err().message.find(server.url("missing")), std::string::npos)
+      << missing.err().message;
+  EXPECT_FALSE(std::filesystem::exists(mirrors->path_of(server.url("missing"))))
+      << "no half mirror";
+}
+
+TEST_F(workspace_fixture, concurrent_sessions_share_one_mirror_safely) {
+  auto url = server.url("app");
+  std::vector<std::thread> ts;
+  std::vector<int> ok(6, 0);
+  for (int i = 0; i < 6; ++i)
+    ts.emplace_back([&, i] {
+      auto m = mirrors->update(url);
+      if (!m) return;
+      workspace::clone_options o;
+      o.branch = "berth/s" + std::to_string(i);
+      ok[static_cast<std::size_t>(i)] =
+          workspace::clone_workspace(*m, url, dir / ("c" + std::to_string(i)), o).ok();
+    });
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(ok[static_cast<std::size_t>(i)], 1) << i;
+}
