@@ -31,7 +31,7 @@ struct workspace_fixture : ::testing::Test {
     test::run_checked({"git", "-C", scratch, "add", "-A"});
     test::run_checked({"git", "-C", scratch, "commit", "-q", "-m", "change " + file});
     if (!tag.empty()) test::run_checked({"git", "-C", scratch, "tag", tag});
-    test::run_checked({"git", "-C", scratch, "push", "-q", "--tags", "origin", branch});
+    test::run_checked({"git", "-C", scratch, "push", "-q", "--tags", "origin", "+" + branch});
     auto id = test::run_checked({"git", "-C", scratch, "rev-parse", "HEAD"});
     return id.substr(0, id.find('\n'));
   }
@@ -116,4 +116,50 @@ TEST_F(workspace_fixture, concurrent_sessions_share_one_mirror_safely) {
     });
   for (auto& t : ts) t.join();
   for (int i = 0; i < 6; ++i) EXPECT_EQ(ok[static_cast<std::size_t>(i)], 1) << i;
+}
+
+TEST_F(workspace_fixture, changes_are_committed_and_pushed_past_the_repositorys_own_remote_config) {
+  auto url = server.url("app");
+  auto m = mirrors->update(url);
+  ASSERT_TRUE(m.ok());
+  auto ws = dir / "ws";
+  workspace::clone_options o;
+  o.branch = "berth/s1";
+  ASSERT_TRUE(workspace::clone_workspace(*m, url, ws, o).ok());
+  // What a hostile repository or agent could plant in .git/config: all of it must be ignored.
+  auto base = url.substr(0, url.rfind('/') + 1);
+  test::run_checked({"git", "-C", ws, "config", "url.http://127.0.0.1:1/.insteadOf", base});
+  test::run_checked(
+      {"git", "-C", ws, "config", "remote.origin.pushurl", "http://127.0.0.1:1/x.git"});
+  test::write_file(ws + "/README.md", "changed\n");
+  test::write_file(ws + "/added.txt", "new\n");
+  std::filesystem::remove(ws + "/src/main.py");
+  auto id = workspace::commit_all(ws, "session work");
+  ASSERT_TRUE(id.ok()) << id.err().message;
+  ASSERT_TRUE(id->has_value());
+  auto pushed = workspace::push_branch(ws, url, "berth/s1");
+  ASSERT_TRUE(pushed.ok()) << pushed.err().message;
+  auto remote = test::run_checked({"git", "-C", server.repo_dir("app"), "rev-parse", "berth/s1"});
+  EXPECT_EQ(remote, **id + "\n");
+  auto files = test::run_checked(
+      {"git", "-C", server.repo_dir("app"), "ls-tree", "-r", "--name-only", "berth/s1"});
+  EXPECT_EQ(files, "README.md\nadded.txt\n");
+  auto msg = test::run_checked(
+      {"git", "-C", server.repo_dir("app"), "log", "-1", "--format=%an %s", "berth/s1"});
+  EXPECT_EQ(msg, "Berth session work\n");
+  // Nothing changed since: no empty commit.
+  auto none = workspace::commit_all(ws, "again");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  // A push the server refuses (not a fast-forward) is an error, not a silent success.
+  push_commit("berth/s1", "OTHER", "elsewhere\n");  // the branch moved elsewhere meanwhile
+  test::write_file(ws + "/later.txt", "later\n");
+  ASSERT_TRUE(workspace::commit_all(ws, "later").ok());
+  auto refused = workspace::push_branch(ws, url, "berth/s1");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.err().message.find(url), std::string::npos) << refused.err().message;
+  auto missing = workspace::push_branch(ws, server.url("missing"), "berth/s1");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.err().message.find(server.url("missing")), std::string::npos)
+      << missing.err().message;
 }

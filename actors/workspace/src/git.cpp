@@ -155,4 +155,100 @@ result<std::string> clone_workspace(const std::string& mirror, const std::string
   return std::string(id);
 }
 
+result<std::optional<std::string>> commit_all(const std::string& dest, const std::string& message) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  git_index* iraw = nullptr;
+  if ((rc = git_repository_index(&iraw, repo.get())) < 0) return lib_error("index", rc);
+  owned<git_index> index(iraw, git_index_free);
+  const char* all = "*";
+  git_strarray paths{const_cast<char**>(&all), 1};
+  if ((rc = git_index_add_all(index.get(), &paths, GIT_INDEX_ADD_DEFAULT, nullptr, nullptr)) < 0 ||
+      (rc = git_index_update_all(index.get(), &paths, nullptr, nullptr)) < 0 ||
+      (rc = git_index_write(index.get())) < 0)
+    return lib_error("staging the changes of " + dest, rc);
+  git_oid tree_id;
+  if ((rc = git_index_write_tree(&tree_id, index.get())) < 0) return lib_error("tree", rc);
+  git_object* hraw = nullptr;
+  if ((rc = git_revparse_single(&hraw, repo.get(), "HEAD^{commit}")) < 0)
+    return lib_error("HEAD of " + dest, rc);
+  owned<git_object> head(hraw, git_object_free);
+  auto* parent = reinterpret_cast<git_commit*>(head.get());
+  if (git_oid_equal(&tree_id, git_commit_tree_id(parent))) return std::optional<std::string>();
+  git_tree* traw = nullptr;
+  if ((rc = git_tree_lookup(&traw, repo.get(), &tree_id)) < 0) return lib_error("tree", rc);
+  owned<git_tree> tree(traw, git_tree_free);
+  git_signature* sraw = nullptr;
+  if ((rc = git_signature_default(&sraw, repo.get())) < 0)
+    return lib_error("commit identity (user.name, user.email)", rc);
+  owned<git_signature> sig(sraw, git_signature_free);
+  git_oid id;
+  const git_commit* parents[] = {parent};
+  if ((rc = git_commit_create(&id, repo.get(), "HEAD", sig.get(), sig.get(), nullptr,
+                              message.c_str(), tree.get(), 1, parents)) < 0)
+    return lib_error("commit in " + dest, rc);
+  char hex[GIT_OID_HEXSZ + 1];
+  git_oid_tostr(hex, sizeof(hex), &id);
+  return std::optional<std::string>(hex);
+}
+
+namespace {
+
+struct push_auth {
+  std::string token;
+  int attempts = 0;
+  std::string rejected;  ///< the server's reason for refusing a ref, if it did
+};
+
+int ref_status(const char* ref, const char* status, void* payload) {
+  if (status) static_cast<push_auth*>(payload)->rejected = std::string(ref) + ": " + status;
+  return 0;
+}
+
+int credentials(git_credential** out, const char*, const char*, unsigned int allowed,
+                void* payload) {
+  auto* a = static_cast<push_auth*>(payload);
+  // Offered once: a second request means the forge refused it.
+  if (a->token.empty() || a->attempts++ > 0 || !(allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT))
+    return GIT_EAUTH;
+  return git_credential_userpass_plaintext_new(out, "x-access-token", a->token.c_str());
+}
+
+}  // namespace
+
+status push_branch(const std::string& dest, const std::string& url, const std::string& branch,
+                   const std::string& token) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  git_remote_create_options ro = GIT_REMOTE_CREATE_OPTIONS_INIT;
+  ro.repository = repo.get();
+  ro.name = nullptr;  // anonymous: nothing of the repository's remote configuration applies
+  ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+  git_remote* rraw = nullptr;
+  if ((rc = git_remote_create_with_opts(&rraw, url.c_str(), &ro)) < 0)
+    return lib_error("remote " + url, rc);
+  owned<git_remote> remote(rraw, git_remote_free);
+  push_auth auth{token};
+  git_push_options po = GIT_PUSH_OPTIONS_INIT;
+  po.callbacks.credentials = credentials;
+  po.callbacks.push_update_reference = ref_status;
+  po.callbacks.payload = &auth;
+  auto spec = "refs/heads/" + branch + ":refs/heads/" + branch;
+  char* specs[] = {spec.data()};
+  git_strarray refspecs{specs, 1};
+  rc = git_remote_push(remote.get(), &refspecs, &po);
+  if (rc == GIT_EAUTH || (rc < 0 && auth.attempts > 1))
+    return error{errc::permission_denied, "authentication failed for " + url};
+  if (rc < 0) return lib_error("push " + branch + " to " + url, rc);
+  if (!auth.rejected.empty())
+    return error{errc::conflict, "push to " + url + " refused: " + auth.rejected};
+  return {};
+}
+
 }  // namespace berth::workspace

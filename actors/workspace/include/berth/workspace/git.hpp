@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace berth::workspace {
@@ -40,5 +41,18 @@ struct clone_options {
 [[nodiscard]] result<std::string> clone_workspace(const std::string& mirror, const std::string& url,
                                                   const std::string& dest,
                                                   const clone_options& opts);
+
+/// Commit every change of the workspace (new, modified and deleted files) on its current branch
+/// with the repository's identity. Returns the new commit id, or nullopt when nothing changed.
+[[nodiscard]] result<std::optional<std::string>> commit_all(const std::string& dest,
+                                                            const std::string& message);
+
+/// Push `branch` of the workspace to `url` through an anonymous remote built here: the
+/// repository's own remote.*, url.*.insteadOf and pushurl settings play no part. `token`, if
+/// given, is offered once as HTTP basic credentials (user `x-access-token`) through libgit2's
+/// credential callback — never written to the repository or an error message. A rejected
+/// credential is "authentication failed for <url>".
+[[nodiscard]] status push_branch(const std::string& dest, const std::string& url,
+                                 const std::string& branch, const std::string& token = {});
 
 }  // namespace berth::workspace
