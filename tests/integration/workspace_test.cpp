@@ -163,3 +163,33 @@ TEST_F(workspace_fixture, changes_are_committed_and_pushed_past_the_repositorys_
   EXPECT_NE(missing.err().message.find(server.url("missing")), std::string::npos)
       << missing.err().message;
 }
+
+TEST_F(workspace_fixture, a_push_token_goes_only_through_the_credential_callback) {
+  // A forge that wants an installation token for every request.
+  test::git_server forge(dir / "forge");
+  const std::string token = "ghs_" + std::string(36, 'T');
+  forge.start(token);
+  forge.repo("app", {{"README.md", "forge\n"}});
+  auto url = server.url("app");
+  auto m = mirrors->update(url);
+  ASSERT_TRUE(m.ok());
+  auto ws = dir / "ws";
+  workspace::clone_options o;
+  o.branch = "berth/tok";
+  ASSERT_TRUE(workspace::clone_workspace(*m, url, ws, o).ok());
+  auto target = forge.url("app");
+  for (const std::string& bad : {std::string(), std::string("ghs_wrong")}) {
+    auto r = workspace::push_branch(ws, target, "berth/tok", bad);
+    ASSERT_FALSE(r.ok()) << "token \"" << bad << "\" was accepted";
+    EXPECT_TRUE(r.err().is(errc::permission_denied)) << r.err().message;
+    EXPECT_EQ(r.err().message, "authentication failed for " + target);
+  }
+  auto ok = workspace::push_branch(ws, target, "berth/tok", token);
+  ASSERT_TRUE(ok.ok()) << ok.err().message;
+  EXPECT_NE(
+      test::run_checked({"git", "-C", forge.repo_dir("app"), "branch", "--list"}).find("berth/tok"),
+      std::string::npos);
+  // The token is nowhere in the workspace (.git/config included).
+  auto grep = test::run_checked({"sh", "-c", "grep -rl -- \"$0\" \"$1\" || true", token, ws});
+  EXPECT_EQ(grep, "");
+}

@@ -154,7 +154,7 @@ git_server::~git_server() {
   }
 }
 
-void git_server::start() {
+void git_server::start(const std::string& token) {
   // A free port: the kernel picks one, we hand it to lighttpd (it cannot report its own).
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
@@ -166,6 +166,18 @@ void git_server::start() {
   port_ = ntohs(a.sin_port);
   ::close(s);
   auto conf = dir_ + "/lighttpd.conf";
+  std::string auth;
+  if (!token.empty()) {
+    write_file(dir_ + "/users", "x-access-token:" + token + "\n");
+    auth =
+        "server.modules += (\"mod_auth\", \"mod_authn_file\")\n"
+        "auth.backend = \"plain\"\n"
+        "auth.backend.plain.userfile = \"" +
+        dir_ +
+        "/users\"\n"
+        "auth.require = (\"/git/\" => (\"method\" => \"basic\", \"realm\" => \"git\", "
+        "\"require\" => \"valid-user\"))\n";
+  }
   write_file(conf,
              "server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_cgi\")\n"
              "server.document-root = \"" +
@@ -185,7 +197,8 @@ void git_server::start() {
                  dir_ +
                  "/repos\", "
                  "\"GIT_HTTP_EXPORT_ALL\" => \"1\", \"GIT_CONFIG_NOSYSTEM\" => \"1\")\n"
-                 "}\n");
+                 "}\n" +
+                 auth);
   process::spawn_options so;
   auto pid = process::spawn({"lighttpd", "-D", "-f", conf}, so);
   if (!pid) throw std::runtime_error("lighttpd: " + pid.err().message);

@@ -53,7 +53,9 @@ class git_server {
  public:
   explicit git_server(const std::string& dir);
   ~git_server();  ///< stops lighttpd
-  void start();
+  /// `token` non-empty: every request needs HTTP basic auth as x-access-token:<token>, as a
+  /// forge's installation token.
+  void start(const std::string& token = {});
   /// Create `<name>.git` with one commit on main holding `files` (path -> content).
   void repo(const std::string& name, const std::map<std::string, std::string>& files);
   /// The clone URL of `<name>.git`.
