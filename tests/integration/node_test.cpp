@@ -629,7 +629,7 @@ TEST_F(small_node, an_oom_killed_step_is_reported_and_the_session_continues) {
                       "--workflow", wf(R"(
 [[steps]]
 id = "hog"
-run = ["sh", "-c", "if [ -f .oomed ]; then exit 0; fi; touch .oomed; head -c 1G /dev/zero | tail"]
+run = ["sh", "-c", "if [ -f .oomed ]; then exit 0; fi; touch .oomed; exec perl -e '$x = 1 x (1 << 30)'"]
 retry = { max_attempts = 2, backoff = "100ms" }
 [[steps]]
 id = "after"

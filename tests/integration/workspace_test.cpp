@@ -35,6 +35,18 @@ struct workspace_fixture : ::testing::Test {
     auto id = test::run_checked({"git", "-C", scratch, "rev-parse", "HEAD"});
     return id.substr(0, id.find('\n'));
   }
+  // A workspace of app.git on `branch`, through the mirror; returns its path.
+  std::string fresh_workspace(const std::string& branch) {
+    auto url = server.url("app");
+    auto m = mirrors->update(url);
+    EXPECT_TRUE(m.ok()) << m.err().message;
+    auto ws = dir / ("ws-" + std::to_string(counter_++));
+    workspace::clone_options o;
+    o.branch = branch;
+    auto head = workspace::clone_workspace(m ? *m : std::string(), url, ws, o);
+    EXPECT_TRUE(head.ok()) << head.err().message;
+    return ws;
+  }
   int counter_ = 0;
 };
 }  // namespace
@@ -120,12 +132,7 @@ TEST_F(workspace_fixture, concurrent_sessions_share_one_mirror_safely) {
 
 TEST_F(workspace_fixture, changes_are_committed_and_pushed_past_the_repositorys_own_remote_config) {
   auto url = server.url("app");
-  auto m = mirrors->update(url);
-  ASSERT_TRUE(m.ok());
-  auto ws = dir / "ws";
-  workspace::clone_options o;
-  o.branch = "berth/s1";
-  ASSERT_TRUE(workspace::clone_workspace(*m, url, ws, o).ok());
+  auto ws = fresh_workspace("berth/s1");
   // What a hostile repository or agent could plant in .git/config: all of it must be ignored.
   auto base = url.substr(0, url.rfind('/') + 1);
   test::run_checked({"git", "-C", ws, "config", "url.http://127.0.0.1:1/.insteadOf", base});
@@ -170,13 +177,7 @@ TEST_F(workspace_fixture, a_push_token_goes_only_through_the_credential_callback
   const std::string token = "ghs_" + std::string(36, 'T');
   forge.start(token);
   forge.repo("app", {{"README.md", "forge\n"}});
-  auto url = server.url("app");
-  auto m = mirrors->update(url);
-  ASSERT_TRUE(m.ok());
-  auto ws = dir / "ws";
-  workspace::clone_options o;
-  o.branch = "berth/tok";
-  ASSERT_TRUE(workspace::clone_workspace(*m, url, ws, o).ok());
+  auto ws = fresh_workspace("berth/tok");
   auto target = forge.url("app");
   for (const std::string& bad : {std::string(), std::string("ghs_wrong")}) {
     auto r = workspace::push_branch(ws, target, "berth/tok", bad);
