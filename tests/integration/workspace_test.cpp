@@ -194,3 +194,30 @@ TEST_F(workspace_fixture, a_push_token_goes_only_through_the_credential_callback
   auto grep = test::run_checked({"sh", "-c", "grep -rl -- \"$0\" \"$1\" || true", token, ws});
   EXPECT_EQ(grep, "");
 }
+
+TEST_F(workspace_fixture, checkpoints_record_the_files_on_a_hidden_ref_and_leave_the_branch_alone) {
+  auto ws = fresh_workspace("berth/cp");
+  auto branch_before = test::run_checked({"git", "-C", ws, "rev-parse", "HEAD"});
+  auto none = workspace::checkpoint(ws, "s1");
+  ASSERT_TRUE(none.ok()) << none.err().message;
+  EXPECT_FALSE(none->has_value()) << "nothing changed: no checkpoint";
+  test::write_file(ws + "/step1.txt", "one\n");
+  auto first = workspace::checkpoint(ws, "s1");
+  ASSERT_TRUE(first.ok() && first->has_value());
+  test::write_file(ws + "/step2.txt", "two\n");
+  auto second = workspace::checkpoint(ws, "s1");
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ(test::run_checked({"git", "-C", ws, "rev-parse", "refs/berth/checkpoints/s1"}),
+            **second + "\n");
+  EXPECT_EQ(test::run_checked({"git", "-C", ws, "rev-parse", "refs/berth/checkpoints/s1^"}),
+            **first + "\n");  // a chain of checkpoints
+  EXPECT_EQ(test::run_checked({"git", "-C", ws, "ls-tree", "--name-only", **second}),
+            "README.md\nsrc\nstep1.txt\nstep2.txt\n");
+  // The session branch did not move, and the index the agent sees is untouched.
+  EXPECT_EQ(test::run_checked({"git", "-C", ws, "rev-parse", "HEAD"}), branch_before);
+  EXPECT_EQ(test::run_checked({"git", "-C", ws, "status", "--porcelain"}),
+            "?? step1.txt\n?? step2.txt\n");
+  auto again = workspace::checkpoint(ws, "s1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());
+}

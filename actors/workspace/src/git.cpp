@@ -1,6 +1,7 @@
 #include "berth/workspace/git.hpp"
 
 #include <git2.h>
+#include <git2/sys/repository.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -155,14 +156,31 @@ result<std::string> clone_workspace(const std::string& mirror, const std::string
   return std::string(id);
 }
 
-result<std::optional<std::string>> commit_all(const std::string& dest, const std::string& message) {
+namespace {
+
+// Commit every file of the workspace onto `ref` (updated), with `parent_spec` as the parent;
+// nullopt when the tree equals the parent's. Shared by commit_all and checkpoint.
+// `own_index` (a file under .git) stages into an index of its own, so that the repository's
+// index — what the agent and `git status` see — is left as it was.
+result<std::optional<std::string>> commit_tree(const std::string& dest, const char* ref,
+                                               const std::string& parent_spec,
+                                               const std::string& message,
+                                               const std::string& own_index = {}) {
   init_library();
   git_repository* raw = nullptr;
   int rc = git_repository_open(&raw, dest.c_str());
   if (rc < 0) return lib_error("workspace " + dest, rc);
   owned<git_repository> repo(raw, git_repository_free);
   git_index* iraw = nullptr;
-  if ((rc = git_repository_index(&iraw, repo.get())) < 0) return lib_error("index", rc);
+  if (own_index.empty()) {
+    if ((rc = git_repository_index(&iraw, repo.get())) < 0) return lib_error("index", rc);
+  } else {
+    auto path = std::string(git_repository_path(repo.get())) + own_index;
+    if ((rc = git_index_open(&iraw, path.c_str())) < 0) return lib_error("index " + path, rc);
+    // Owned by this repository object only (in memory): the repository's own index file is
+    // not touched.
+    git_repository_set_index(repo.get(), iraw);
+  }
   owned<git_index> index(iraw, git_index_free);
   const char* all = "*";
   git_strarray paths{const_cast<char**>(&all), 1};
@@ -173,8 +191,8 @@ result<std::optional<std::string>> commit_all(const std::string& dest, const std
   git_oid tree_id;
   if ((rc = git_index_write_tree(&tree_id, index.get())) < 0) return lib_error("tree", rc);
   git_object* hraw = nullptr;
-  if ((rc = git_revparse_single(&hraw, repo.get(), "HEAD^{commit}")) < 0)
-    return lib_error("HEAD of " + dest, rc);
+  if ((rc = git_revparse_single(&hraw, repo.get(), (parent_spec + "^{commit}").c_str())) < 0)
+    return lib_error(parent_spec + " of " + dest, rc);
   owned<git_object> head(hraw, git_object_free);
   auto* parent = reinterpret_cast<git_commit*>(head.get());
   if (git_oid_equal(&tree_id, git_commit_tree_id(parent))) return std::optional<std::string>();
@@ -187,12 +205,33 @@ result<std::optional<std::string>> commit_all(const std::string& dest, const std
   owned<git_signature> sig(sraw, git_signature_free);
   git_oid id;
   const git_commit* parents[] = {parent};
-  if ((rc = git_commit_create(&id, repo.get(), "HEAD", sig.get(), sig.get(), nullptr,
-                              message.c_str(), tree.get(), 1, parents)) < 0)
+  if ((rc = git_commit_create(&id, repo.get(), ref, sig.get(), sig.get(), nullptr, message.c_str(),
+                              tree.get(), 1, parents)) < 0)
     return lib_error("commit in " + dest, rc);
   char hex[GIT_OID_HEXSZ + 1];
   git_oid_tostr(hex, sizeof(hex), &id);
   return std::optional<std::string>(hex);
+}
+
+}  // namespace
+
+result<std::optional<std::string>> commit_all(const std::string& dest, const std::string& message) {
+  return commit_tree(dest, "HEAD", "HEAD", message);
+}
+
+result<std::optional<std::string>> checkpoint(const std::string& dest, const std::string& session) {
+  init_library();
+  auto ref = "refs/berth/checkpoints/" + session;
+  // The previous checkpoint if there is one, else where the session's branch is.
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  git_reference* existing = nullptr;
+  bool have = git_reference_lookup(&existing, raw, ref.c_str()) == 0;
+  git_reference_free(existing);
+  git_repository_free(raw);
+  return commit_tree(dest, ref.c_str(), have ? ref : std::string("HEAD"),
+                     "berth checkpoint of session " + session, "berth-checkpoint-index");
 }
 
 namespace {

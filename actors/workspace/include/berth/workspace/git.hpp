@@ -47,6 +47,13 @@ struct clone_options {
 [[nodiscard]] result<std::optional<std::string>> commit_all(const std::string& dest,
                                                             const std::string& message);
 
+/// Record the workspace's current files on the hidden ref `refs/berth/checkpoints/<session>`
+/// (a commit whose parent is the previous checkpoint, else HEAD), leaving HEAD and the session
+/// branch alone: another node can restore the workspace from it. Returns the commit id, or
+/// nullopt when nothing changed since the last checkpoint (or HEAD).
+[[nodiscard]] result<std::optional<std::string>> checkpoint(const std::string& dest,
+                                                            const std::string& session);
+
 /// Push `branch` of the workspace to `url` through an anonymous remote built here: the
 /// repository's own remote.*, url.*.insteadOf and pushurl settings play no part. `token`, if
 /// given, is offered once as HTTP basic credentials (user `x-access-token`) through libgit2's
