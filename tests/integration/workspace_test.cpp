@@ -221,3 +221,22 @@ TEST_F(workspace_fixture, checkpoints_record_the_files_on_a_hidden_ref_and_leave
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(again->has_value());
 }
+
+TEST(workspace, the_machines_global_git_config_plays_no_part) {
+  // Before libgit2 starts in this process (it reads HOME once): a global config that would
+  // send every fetch of the server elsewhere.
+  test::temp_dir dir;
+  test::git_server server(dir / "git");
+  server.start();
+  server.repo("app", {{"README.md", "hello\n"}});
+  auto home = dir / "home";
+  std::filesystem::create_directories(home);
+  auto base = server.url("app").substr(0, server.url("app").rfind('/') + 1);
+  test::write_file(home + "/.gitconfig",
+                   "[url \"http://127.0.0.1:1/\"]\n\tinsteadOf = " + base + "\n");
+  ::setenv("HOME", home.c_str(), 1);
+  ::setenv("XDG_CONFIG_HOME", home.c_str(), 1);
+  workspace::mirror_cache mirrors(dir / "mirrors");
+  auto m = mirrors.update(server.url("app"));
+  EXPECT_TRUE(m.ok()) << m.err().message;
+}
