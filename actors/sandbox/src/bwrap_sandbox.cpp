@@ -165,12 +165,11 @@ class bwrap_sandbox;
 
 class sandbox_command final : public running_command {
  public:
-  sandbox_command(std::shared_ptr<bwrap_sandbox> box, std::int64_t id, pid_t pid,
+  sandbox_command(std::shared_ptr<bwrap_sandbox> box, std::int64_t id,
                   std::shared_ptr<exec_slot> slot, int out_fd, int err_fd, command cmd,
                   output_fn fn)
       : box_(std::move(box)),
         id_(id),
-        pid_(pid),
         slot_(std::move(slot)),
         out_fd_(out_fd),
         err_fd_(err_fd),
@@ -181,7 +180,6 @@ class sandbox_command final : public running_command {
   // No host pid: the command's pid is one of the sandbox's PID namespace, meaningless (and
   // dangerous to signal) outside. What a crash leaves is the sandbox's, found by cgroup.
   pid_t pid() const override { return -1; }
-  [[nodiscard]] pid_t pid_inside() const { return pid_; }
   outcome wait() override;
   void stop(millis grace) override;
 
@@ -189,7 +187,6 @@ class sandbox_command final : public running_command {
   void signal(int sig);
   std::shared_ptr<bwrap_sandbox> box_;
   std::int64_t id_;
-  pid_t pid_;
   std::shared_ptr<exec_slot> slot_;
   int out_fd_, err_fd_;
   command cmd_;
@@ -334,9 +331,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
       execs_.erase(id);
       return reply.err();
     }
-    auto pid = static_cast<pid_t>(reply->body.get_int("pid"));
     return std::unique_ptr<running_command>(new sandbox_command(
-        shared_from_this(), id, pid, slot, io->out_r, io->err_r, cmd, std::move(on_output)));
+        shared_from_this(), id, slot, io->out_r, io->err_r, cmd, std::move(on_output)));
   }
 
   result<std::string> read_file(const std::string& path, std::int64_t max_bytes) override {
@@ -448,8 +444,6 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     std::lock_guard lock(mu_);
     execs_.erase(id);
   }
-
-  bool alive() const { return alive_; }
 
  private:
   std::string inside_path(const std::string& cwd) const {

@@ -122,7 +122,6 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
     BERTH_TRY(make_dir(dir));
     cg.dirs_.push_back(dir);
     cg.procs_.push_back(dir + "/cgroup.procs");
-    cg.kill_all();  // left by an earlier run of the node: nothing of it may share the group
     if (lim.memory_bytes > 0) {
       BERTH_TRY(write_value(dir + "/memory.max", std::to_string(lim.memory_bytes)));
       (void)write_value(dir + "/memory.swap.max", "0");
@@ -140,7 +139,6 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
     cg.dirs_.push_back(dir);
     cg.procs_.push_back(dir + "/cgroup.procs");
   }
-  cg.kill_all();  // left by an earlier run of the node: nothing of it may share the group
   const auto& mem = cg.dirs_[0];
   if (lim.memory_bytes > 0) {
     BERTH_TRY(write_value(mem + "/memory.limit_in_bytes", std::to_string(lim.memory_bytes)));

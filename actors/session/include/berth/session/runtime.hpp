@@ -80,12 +80,14 @@ class resume_barrier {
     on_open_ = std::move(on_open);
     armed_ = ids.size();
     launcher_ = std::move(launcher);
+    holding_.store(true, std::memory_order_release);
     pending_.insert(ids.begin(), ids.end());
     deadline_ms_ = deadline_ms;
     launcher_->hold();
   }
   /// `id` has journaled its recovery (or is gone). Idempotent; unknown ids are ignored.
   void settle(const std::string& id) {
+    if (!holding_.load(std::memory_order_acquire)) return;  // every commit calls this: stay cheap
     std::lock_guard lock(mu_);
     if (pending_.erase(id) > 0 && pending_.empty()) open_locked(0);
   }
@@ -109,6 +111,7 @@ class resume_barrier {
 
  private:
   void open_locked(std::size_t late) {
+    holding_.store(false, std::memory_order_release);
     if (launcher_) launcher_->release();
     launcher_.reset();
     if (auto f = std::exchange(on_open_, nullptr)) f(armed_, late);
@@ -118,6 +121,7 @@ class resume_barrier {
   std::mutex mu_;
   std::set<std::string> pending_;
   std::shared_ptr<worker_pool> launcher_;
+  std::atomic<bool> holding_{false};  ///< armed and not yet open
   std::int64_t deadline_ms_ = 0;
 };
 
