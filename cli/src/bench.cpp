@@ -633,20 +633,18 @@ int bench_sandbox(const globals& g, int n) {
   row big_w{"warm exec, node at 2 GiB RSS", "", {}, {}};
   row small_c{"cold start, node at 100 MiB RSS", "", {}, {}};
   row big_c{"cold start, node at 2 GiB RSS", "", {}, {}};
+  // Four alternating rounds at each size, samples pooled: this VM's speed drifts over seconds,
+  // and one block per size would measure the drift, not the size.
   double rss_small = 0, rss_big = 0;
-  {
-    char* m = grow(100u << 20);
-    rss_small = rss_bytes(::getpid()) / 1048576.0;
-    if (auto st = warm(n, small_w); !st) return report(st.err());
-    if (auto st = cold(20, small_c); !st) return report(st.err());
-    std::free(m);
-  }
-  {
-    char* m = grow(2048u << 20);
-    rss_big = rss_bytes(::getpid()) / 1048576.0;
-    if (auto st = warm(n, big_w); !st) return report(st.err());
-    if (auto st = cold(20, big_c); !st) return report(st.err());
-    std::free(m);
+  const int rounds = 4;
+  for (int round = 0; round < rounds; ++round) {
+    for (bool big : {false, true}) {
+      char* m = grow(big ? (2048u << 20) : (100u << 20));
+      (big ? rss_big : rss_small) = rss_bytes(::getpid()) / 1048576.0;
+      if (auto st = warm(n / rounds, big ? big_w : small_w); !st) return report(st.err());
+      if (auto st = cold(5, big ? big_c : small_c); !st) return report(st.err());
+      std::free(m);
+    }
   }
   json::value extra = json::value::make_object();
   extra.set("cold_start_p50_ms", percentile(cold_r.berth_us, 0.5) / 1000);
