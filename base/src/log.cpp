@@ -1,11 +1,27 @@
 #include "berth/base/log.hpp"
 
-#include <spdlog/sinks/stdout_sinks.h>
+#include "berth/base/redact.hpp"
 
+#include <spdlog/sinks/base_sink.h>
+
+#include <cstdio>
 #include <mutex>
 
 namespace berth::log {
 namespace {
+
+// stderr, with every registered credential (and anything token-shaped) replaced: no secret
+// reaches a log line, whoever formats it.
+class redacting_sink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    auto text = redact::apply(std::string_view(buf.data(), buf.size()));
+    std::fwrite(text.data(), 1, text.size(), stderr);
+  }
+  void flush_() override { std::fflush(stderr); }
+};
 
 std::mutex mu;
 std::string g_level = "info";
@@ -33,8 +49,7 @@ void setup(const std::string& level, const std::string& format) {
 std::shared_ptr<spdlog::logger> get(const std::string& module) {
   std::lock_guard lock(mu);
   if (auto l = spdlog::get(module)) return l;
-  auto l =
-      std::make_shared<spdlog::logger>(module, std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto l = std::make_shared<spdlog::logger>(module, std::make_shared<redacting_sink>());
   apply(*l);
   spdlog::register_logger(l);
   return l;

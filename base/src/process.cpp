@@ -1,9 +1,11 @@
 #include "berth/base/process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -154,6 +156,95 @@ std::optional<std::string> find_executable(const std::string& name) {
       return full;
   }
   return std::nullopt;
+}
+
+result<captured> run_capture(const std::vector<std::string>& argv, const std::string& stdin_data,
+                             std::chrono::milliseconds timeout, std::size_t max_bytes,
+                             const spawn_options& base) {
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0)
+    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    ::close(in[0]);
+    ::close(in[1]);
+    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+  }
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
+    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+  }
+  spawn_options so = base;
+  so.stdin_fd = in[0];
+  so.stdout_fd = out[1];
+  so.stderr_fd = err[1];
+  so.new_process_group = true;
+  auto pid = spawn(argv, so);
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (!pid) {
+    for (int fd : {in[1], out[0], err[0]}) ::close(fd);
+    return pid.err();
+  }
+  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+  captured c;
+  std::size_t written = 0;
+  int in_fd = in[1];
+  if (stdin_data.empty()) {
+    ::close(in_fd);
+    in_fd = -1;
+  }
+  int open_fds = 2;
+  pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in_fd, POLLOUT, 0}};
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) {
+      c.timed_out = true;
+      kill_group(*pid, SIGKILL);
+      break;
+    }
+    fds[2].fd = in_fd;
+    int n = ::poll(fds, 3, static_cast<int>(std::min<long long>(left, 1000)));
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      auto r = ::read(fds[i].fd, buf, sizeof buf);
+      if (r <= 0) {
+        if (r < 0 && errno == EINTR) continue;
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+        continue;
+      }
+      auto& dst = i == 0 ? c.out : c.err;
+      auto take = std::min<std::size_t>(static_cast<std::size_t>(r),
+                                        max_bytes - std::min(max_bytes, dst.size()));
+      if (take < static_cast<std::size_t>(r)) c.truncated = true;
+      dst.append(buf, take);
+    }
+    if (in_fd >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      auto w = ::write(in_fd, stdin_data.data() + written, stdin_data.size() - written);
+      if (w > 0) written += static_cast<std::size_t>(w);
+      if (w < 0 && errno != EAGAIN && errno != EINTR) written = stdin_data.size();
+      if (written >= stdin_data.size()) {
+        ::close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  for (int i = 0; i < 2; ++i)
+    if (fds[i].fd >= 0) ::close(fds[i].fd);
+  if (in_fd >= 0) ::close(in_fd);
+  int status = 0;
+  while (::waitpid(*pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) c.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) c.signal = WTERMSIG(status);
+  return c;
 }
 
 }  // namespace berth::process

@@ -178,7 +178,7 @@ struct bench_env {
 };
 
 json::value spec_with(const std::string& step_json) {
-  return *json::parse(R"({"repo":"bench","steps":[)" + step_json + "]}");
+  return *json::parse(R"({"steps":[)" + step_json + "]}");
 }
 
 std::size_t count_type(const std::vector<json::value>& evs, const std::string& type) {

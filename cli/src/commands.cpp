@@ -358,6 +358,7 @@ int cmd_session_start(const globals& g, const start_args& a) {
   }
   if (!a.repo.empty()) spec.set("repo", a.repo);
   if (!a.ref.empty()) spec.set("ref", a.ref);
+  if (!a.branch.empty()) spec.set("branch", a.branch);
   if (!a.goal.empty()) spec.set("goal", a.goal);
   if (!a.id.empty()) spec.set("id", a.id);
   if (!a.timeout.empty()) spec.set("timeout", a.timeout);

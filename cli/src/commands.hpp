@@ -10,7 +10,7 @@
 namespace berth::cli {
 
 struct start_args {
-  std::string repo, ref, goal, workflow, id, idempotency_key, timeout;
+  std::string repo, ref, branch, goal, workflow, id, idempotency_key, timeout;
   std::int64_t priority = -1;
   std::vector<std::string> run;
   bool wait = false;

@@ -79,8 +79,14 @@ int main(int argc, char** argv) {
   session->require_subcommand(1);
   start_args sa;
   auto* start = session->add_subcommand("start", "start a session");
-  start->add_option("--repo", sa.repo, "git repository URL");
-  start->add_option("--ref", sa.ref, "branch, tag or commit");
+  start->add_option("--repo", sa.repo,
+                    "git repository to clone (https://, http://, allowlisted file://); "
+                    "without it the session gets an empty scratch workspace");
+  start->add_option("--ref", sa.ref,
+                    "branch, tag or commit to check out (default: the remote's "
+                    "default branch)");
+  start->add_option("--branch", sa.branch,
+                    "the session's branch (default: berth/<short session id>)");
   start->add_option("--goal", sa.goal, "what the session is for");
   start->add_option("--workflow", sa.workflow,
                     "workflow file (TOML: [[steps]] with id, run, timeout, retry)");
@@ -201,12 +207,6 @@ int main(int argc, char** argv) {
         return usage;
       }
       sa.run = trailing_command;
-    }
-    if (sa.repo.empty() && sa.workflow.empty()) {
-      std::fprintf(
-          stderr,
-          "berth: session start: --repo is required (or a --workflow with [session] repo)\n");
-      return usage;
     }
     if (sa.workflow.empty() && sa.run.empty()) {
       std::fprintf(

@@ -68,15 +68,15 @@ result<json::value> load_workflow(const std::string& path) {
       if (!v.is_table())
         return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
-        static const char* known[] = {"repo",     "ref", "goal",   "timeout",
-                                      "priority", "id",  "network"};
+        static const char* known[] = {"repo",    "ref",      "branch", "goal",
+                                      "timeout", "priority", "id",     "network"};
         bool ok = false;
         for (const char* n : known) ok = ok || sk.str() == n;
         if (!ok)
-          return error{
-              errc::invalid_argument,
-              at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                  ": unknown key (known: repo, ref, goal, timeout, priority, id, network)"};
+          return error{errc::invalid_argument,
+                       at(path, sk.source()) + ": session." + std::string(sk.str()) +
+                           ": unknown key (known: repo, ref, branch, goal, timeout, priority, id, "
+                           "network)"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;
         spec.set(sk.str(), std::move(*j));
@@ -90,13 +90,15 @@ result<json::value> load_workflow(const std::string& path) {
       for (const auto& t : *v.as_array()) {
         std::string f = "steps[" + std::to_string(i++) + "]";
         for (const auto& [sk, sv] : *t.as_table()) {
-          static const char* known[] = {"id", "run", "timeout", "retry", "env", "network"};
+          static const char* known[] = {"id",      "kind",    "run",   "timeout", "retry", "env",
+                                        "network", "message", "title", "body",    "forge"};
           bool ok = false;
           for (const char* n : known) ok = ok || sk.str() == n;
           if (!ok)
             return error{errc::invalid_argument,
                          at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
-                             ": unknown key (known: id, run, timeout, retry, env, network)"};
+                             ": unknown key (known: id, kind, run, timeout, retry, env, "
+                             "network, message, title, body, forge)"};
         }
         auto j = to_json(t, path, f);
         if (!j) return j;

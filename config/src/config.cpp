@@ -326,6 +326,57 @@ const std::vector<key_spec>& schema() {
        {},
        "The bubblewrap binary (looked up in PATH).",
        [](config& c, const raw& r) { c.sandbox.bwrap = as<std::string>(r); }},
+      {"workspace",
+       "author_name",
+       kind::string,
+       R"("Berth")",
+       0,
+       0,
+       {},
+       "Commit author and committer name in session workspaces.",
+       [](config& c, const raw& r) { c.workspace.author_name = as<std::string>(r); }},
+      {"workspace",
+       "author_email",
+       kind::string,
+       R"("berth@localhost")",
+       0,
+       0,
+       {},
+       "Commit author and committer e-mail in session workspaces.",
+       [](config& c, const raw& r) { c.workspace.author_email = as<std::string>(r); }},
+      {"workspace",
+       "quota_bytes",
+       kind::integer,
+       "10737418240",
+       0,
+       1LL << 50,
+       {},
+       "Disk space one session workspace may use (checked after every step and tool call; "
+       "the session fails with a clear error when it is exceeded). 0: no quota.",
+       [](config& c, const raw& r) { c.workspace.quota_bytes = as<std::int64_t>(r); }},
+      {"workspace",
+       "file_allowlist",
+       kind::string_list,
+       "[]",
+       0,
+       0,
+       {},
+       "Directories whose repositories sessions may clone by file:// URL. Empty: file:// "
+       "remotes are refused.",
+       [](config& c, const raw& r) {
+         c.workspace.file_allowlist = as<std::vector<std::string>>(r);
+       }},
+      {"credentials",
+       "renew_before",
+       kind::duration,
+       R"("10m")",
+       1000,
+       86'400'000,
+       {},
+       "A lease with an expiry is renewed this long before it expires (or at half its "
+       "lifetime, if that is sooner). Providers are [[credentials.static]], "
+       "[[credentials.command]] and [[credentials.github_app]] entries: docs/credentials.md.",
+       [](config& c, const raw& r) { c.credentials.renew_before = as<millis>(r); }},
       {"log",
        "level",
        kind::string,
@@ -475,7 +526,113 @@ config build_defaults() {
   return c;
 }
 
+// `[[credentials.<provider>]]` entries.
+status parse_rules(credentials_section& out, const std::string& provider, const toml::node& n,
+                   const std::string& source) {
+  std::string name = "credentials." + provider;
+  if (!n.is_array_of_tables())
+    return error{errc::invalid_argument, where(source, n.source()) + ": " + name + ": expected [[" +
+                                             name + "]] tables, got " + toml_type_name(n)};
+  std::size_t idx = 0;
+  for (const auto& t : *n.as_array()) {
+    std::string field = name + "[" + std::to_string(idx++) + "]";
+    std::string at = where(source, t.source()) + ": ";
+    credential_rule r;
+    r.provider = provider;
+    r.where = where(source, t.source());
+    std::vector<std::string> allowed = {"url_prefix", "username", "api_url"};
+    if (provider == "static") allowed.push_back("token_file");
+    if (provider == "command") {
+      allowed.push_back("run");
+      allowed.push_back("revoke");
+    }
+    if (provider == "github_app") {
+      allowed.push_back("app_id");
+      allowed.push_back("installation_id");
+      allowed.push_back("private_key_file");
+    }
+    for (auto&& [k, v] : *t.as_table()) {
+      std::string kat = where(source, k.source()) + ": " + field + "." + std::string(k.str());
+      bool ok = false;
+      for (const auto& a : allowed) ok = ok || k.str() == a;
+      if (!ok) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        return error{errc::invalid_argument, kat + ": unknown key (known: " + list + ")"};
+      }
+      auto want_string = [&](std::string& dst) -> status {
+        if (!v.is_string())
+          return error{errc::invalid_argument,
+                       kat + ": expected a string, got " + toml_type_name(v)};
+        dst = *v.value<std::string>();
+        if (dst.empty()) return error{errc::invalid_argument, kat + ": must not be empty"};
+        return {};
+      };
+      auto want_list = [&](std::vector<std::string>& dst) -> status {
+        if (!v.is_array())
+          return error{errc::invalid_argument,
+                       kat + ": expected an array of strings, got " + toml_type_name(v)};
+        for (const auto& e : *v.as_array()) {
+          if (!e.is_string()) return error{errc::invalid_argument, kat + ": expected strings only"};
+          dst.push_back(*e.value<std::string>());
+        }
+        if (dst.empty() || dst[0].empty() || dst[0][0] != '/')
+          return error{errc::invalid_argument,
+                       kat + ": the first element must be an absolute program path"};
+        return {};
+      };
+      auto want_id = [&](std::int64_t& dst) -> status {
+        if (!v.is_integer() || *v.value<std::int64_t>() <= 0)
+          return error{errc::invalid_argument, kat + ": expected a positive integer"};
+        dst = *v.value<std::int64_t>();
+        return {};
+      };
+      std::string key(k.str());
+      if (key == "url_prefix") BERTH_TRY(want_string(r.url_prefix));
+      if (key == "username") BERTH_TRY(want_string(r.username));
+      if (key == "api_url") BERTH_TRY(want_string(r.api_url));
+      if (key == "token_file") BERTH_TRY(want_string(r.token_file));
+      if (key == "private_key_file") BERTH_TRY(want_string(r.private_key_file));
+      if (key == "run") BERTH_TRY(want_list(r.run));
+      if (key == "revoke") BERTH_TRY(want_list(r.revoke));
+      if (key == "app_id") BERTH_TRY(want_id(r.app_id));
+      if (key == "installation_id") BERTH_TRY(want_id(r.installation_id));
+    }
+    auto missing = [&](const char* k) {
+      return error{errc::invalid_argument, at + field + "." + k + ": is required"};
+    };
+    if (r.url_prefix.empty()) return missing("url_prefix");
+    if (r.url_prefix.find("://") == std::string::npos)
+      return error{errc::invalid_argument,
+                   at + field + ".url_prefix: \"" + r.url_prefix +
+                       "\" is not a URL prefix such as \"https://git.example.com/acme/\""};
+    if (provider == "static" && r.token_file.empty()) return missing("token_file");
+    if (provider == "command" && r.run.empty()) return missing("run");
+    if (provider == "github_app") {
+      if (r.app_id == 0) return missing("app_id");
+      if (r.installation_id == 0) return missing("installation_id");
+      if (r.private_key_file.empty()) return missing("private_key_file");
+      if (r.api_url.empty()) r.api_url = "https://api.github.com";
+    }
+    for (const auto& other : out.rules)
+      if (other.url_prefix == r.url_prefix)
+        return error{errc::invalid_argument, at + field + ".url_prefix: \"" + r.url_prefix +
+                                                 "\" is already served by " + other.provider +
+                                                 " (" + other.where + ")"};
+    out.rules.push_back(std::move(r));
+  }
+  return {};
+}
+
 }  // namespace
+
+const credential_rule* credential_for(const credentials_section& c, const std::string& url) {
+  const credential_rule* best = nullptr;
+  for (const auto& r : c.rules)
+    if (url.starts_with(r.url_prefix) && (!best || r.url_prefix.size() > best->url_prefix.size()))
+      best = &r;
+  return best;
+}
 
 config defaults() {
   static const config d = build_defaults();
@@ -505,6 +662,11 @@ result<config> parse(const std::string& text, const std::string& source) {
                    at + section + ": expected a table, got " + toml_type_name(section_node)};
     for (auto&& [key, value] : *section_node.as_table()) {
       std::string kat = where(source, key.source()) + ": ";
+      if (section == "credentials" &&
+          (key.str() == "static" || key.str() == "command" || key.str() == "github_app")) {
+        BERTH_TRY(parse_rules(c.credentials, std::string(key.str()), value, source));
+        continue;
+      }
       const key_spec* spec = nullptr;
       for (const auto& k : schema())
         if (section == k.section && key.str() == k.key) spec = &k;
@@ -644,6 +806,26 @@ std::string reference_markdown() {
     out += "| `" + std::string(k.key) + "` | " + t + " | `" + k.default_text + "` | " +
            bounds_text(k) + " | " + k.description + " |\n";
   }
+  out +=
+      "\n## [[credentials.static]], [[credentials.command]], [[credentials.github_app]]\n\n"
+      "One entry per remote URL prefix; a session's repo uses the entry with the longest "
+      "matching `url_prefix`, and no credential when none matches. See docs/credentials.md.\n\n"
+      "| provider | key | required | description |\n|---|---|---|---|\n"
+      "| all | `url_prefix` | yes | Remotes starting with this string use the entry. |\n"
+      "| all | `username` | no | HTTP basic user name sent with the token (default "
+      "`x-access-token`). |\n"
+      "| all | `api_url` | no | The forge API for pull requests (github_app default: "
+      "`https://api.github.com`). |\n"
+      "| static | `token_file` | yes | File holding the token; must be mode 0600 and owned by "
+      "the node's user. Read at each lease, so rotation needs no restart. |\n"
+      "| command | `run` | yes | Absolute program path and arguments; the repo URL is appended. "
+      "It prints `{\"token\": ..., \"expires_at\": ...}` (RFC 3339 or Unix seconds; "
+      "optional). |\n"
+      "| command | `revoke` | no | Program run when a lease ends; the token arrives on stdin, the "
+      "URL as last argument. |\n"
+      "| github_app | `app_id`, `installation_id` | yes | The GitHub App and its installation. "
+      "|\n"
+      "| github_app | `private_key_file` | yes | The App's RSA private key (PEM, mode 0600). |\n";
   return out;
 }
 

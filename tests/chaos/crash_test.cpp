@@ -30,8 +30,8 @@ struct started {
 };
 
 std::string start_session(const test::node_process& node, const std::string& wf) {
-  auto r = run_berth({"--data-dir", node.data_dir(), "session", "start", "--repo", "x",
-                      "--workflow", wf, "-o", "json"});
+  auto r = run_berth(
+      {"--data-dir", node.data_dir(), "session", "start", "--workflow", wf, "-o", "json"});
   auto v = r.json();
   return r.code == 0 && v ? v->get_string("id") : std::string();
 }

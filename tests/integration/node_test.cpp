@@ -52,7 +52,6 @@ struct node_fixture : ::testing::Test {
   std::string start(const std::string& text, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
         "session",    "start",
-        "--repo",     "file:///srv/app.git",
         "--workflow", workflow("wf-" + std::to_string(counter_++) + ".toml", text),
         "-o",         "json"};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -91,8 +90,8 @@ std::vector<std::string> types(const std::vector<json::value>& evs) {
 }  // namespace
 
 TEST_F(node_fixture, a_session_runs_to_success_and_reports_every_step) {
-  auto r = cli({"session", "start", "--repo", "file:///srv/app.git", "--workflow",
-                workflow("a.toml", two_steps), "--wait", "-o", "json"});
+  auto r = cli(
+      {"session", "start", "--workflow", workflow("a.toml", two_steps), "--wait", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   auto summary = r.json();
   ASSERT_TRUE(summary.has_value()) << r.out;
@@ -117,7 +116,7 @@ TEST_F(node_fixture, a_session_runs_to_success_and_reports_every_step) {
 }
 
 TEST_F(node_fixture, start_json_output_and_events_since_cursor) {
-  auto r = cli({"session", "start", "--repo", "x", "--run", "true", "-o", "json"});
+  auto r = cli({"session", "start", "--run", "true", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto v = r.json();
   ASSERT_TRUE(v.has_value());
@@ -137,15 +136,13 @@ TEST_F(node_fixture, start_json_output_and_events_since_cursor) {
 
 TEST_F(node_fixture,
        repeated_start_with_the_same_id_is_the_same_session_and_a_different_spec_conflicts) {
-  auto a =
-      cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
-  auto b =
-      cli({"session", "start", "--repo", "x", "--run", "true", "--id", "fixed-1", "-o", "json"});
+  auto a = cli({"session", "start", "--run", "true", "--id", "fixed-1", "-o", "json"});
+  auto b = cli({"session", "start", "--run", "true", "--id", "fixed-1", "-o", "json"});
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_EQ(a.json()->get_string("id"), "fixed-1");
   EXPECT_EQ(b.json()->get_string("id"), "fixed-1");
-  auto c = cli({"session", "start", "--repo", "x", "--run", "false", "--id", "fixed-1"});
+  auto c = cli({"session", "start", "--run", "false", "--id", "fixed-1"});
   EXPECT_EQ(c.code, 1);
   EXPECT_NE(c.err.find("was already used for session fixed-1 with a different spec"),
             std::string::npos)
@@ -153,15 +150,13 @@ TEST_F(node_fixture,
 }
 
 TEST_F(node_fixture, idempotency_key_without_id_returns_the_first_session) {
-  auto a = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1",
-                "-o", "json"});
-  auto b = cli({"session", "start", "--repo", "x", "--run", "true", "--idempotency-key", "k-1",
-                "-o", "json"});
+  auto a = cli({"session", "start", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
+  auto b = cli({"session", "start", "--run", "true", "--idempotency-key", "k-1", "-o", "json"});
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_EQ(a.json()->get_string("id"), b.json()->get_string("id"));
   auto c =
-      cli({"session", "start", "--repo", "other", "--run", "true", "--idempotency-key", "k-1"});
+      cli({"session", "start", "--goal", "other", "--run", "true", "--idempotency-key", "k-1"});
   EXPECT_EQ(c.code, 1);
   EXPECT_NE(c.err.find("idempotency_key"), std::string::npos) << c.err;
 }
@@ -182,13 +177,13 @@ TEST_F(node_fixture, hostile_workflows_are_refused_with_the_field_and_nothing_is
       {"[bogus]\nx = 1\n", "bogus: unknown key"},
   };
   for (const auto& c : cases) {
-    auto r = cli({"session", "start", "--repo", "x", "--workflow", workflow("bad.toml", c.text)});
+    auto r = cli({"session", "start", "--workflow", workflow("bad.toml", c.text)});
     EXPECT_EQ(r.code, 2) << c.text;
     EXPECT_NE(r.err.find(c.needle), std::string::npos)
         << "wanted \"" << c.needle << "\" in: " << r.err;
   }
   for (std::string id : {"a.b", "a*", "a>", "a b"}) {
-    auto r = cli({"session", "start", "--repo", "x", "--run", "true", "--id", id});
+    auto r = cli({"session", "start", "--run", "true", "--id", id});
     EXPECT_EQ(r.code, 2) << id;
     EXPECT_EQ(r.err.rfind("berth: id:", 0), 0u) << r.err;
   }
@@ -214,14 +209,14 @@ TEST_F(node_fixture, the_api_refuses_hostile_requests_from_any_client) {
     return v.find("error") ? v.find("error")->get_string("message") : std::string();
   };
   EXPECT_EQ(code(ask("session.start", "{not json")), "invalid_argument");
-  auto unknown = ask("session.start",
-                     R"({"spec":{"repo":"x","steps":[{"id":"a","run":["x"]}]},"colour":"red"})");
+  auto unknown =
+      ask("session.start", R"({"spec":{"steps":[{"id":"a","run":["x"]}]},"colour":"red"})");
   EXPECT_EQ(message(unknown), "colour: unknown field");
-  auto wrong = ask("session.start", R"({"spec":{"repo":"x","steps":[{"id":"a","run":[1]}]}})");
+  auto wrong = ask("session.start", R"({"spec":{"steps":[{"id":"a","run":[1]}]}})");
   EXPECT_NE(message(wrong).find("steps[0].run[0]: expected a string, got integer"),
             std::string::npos)
       << message(wrong);
-  std::string big = R"({"spec":{"repo":"x","goal":")" + std::string(2 * 1024 * 1024, 'g') +
+  std::string big = R"({"spec":{"goal":")" + std::string(2 * 1024 * 1024, 'g') +
                     R"(","steps":[{"id":"a","run":["x"]}]}})";
   auto huge = ask("session.start", big);
   EXPECT_EQ(code(huge), "too_large");
@@ -230,7 +225,7 @@ TEST_F(node_fixture, the_api_refuses_hostile_requests_from_any_client) {
   EXPECT_EQ(code(ask("session.frobnicate", "{}")), "not_found");
   EXPECT_EQ(session_count(), 0u);
   // And the node still serves a good request.
-  EXPECT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
+  EXPECT_EQ(cli({"session", "start", "--run", "true", "--wait"}).code, 0);
 }
 
 TEST_F(node_fixture, cancel_input_and_show_of_an_unknown_session_are_not_found) {
@@ -269,7 +264,7 @@ retry = { max_attempts = 2, backoff = "100ms" }
 }
 
 TEST_F(node_fixture, wait_exits_non_zero_when_the_session_fails) {
-  auto r = cli({"session", "start", "--repo", "x", "--run", "false", "--wait"});
+  auto r = cli({"session", "start", "--run", "false", "--wait"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("status   failed"), std::string::npos) << r.out;
 }
@@ -414,8 +409,8 @@ run = ["sleep", "1"]
 }
 
 TEST_F(node_fixture, stats_and_list_filters) {
-  ASSERT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
-  ASSERT_EQ(cli({"session", "start", "--repo", "x", "--run", "false", "--wait"}).code, 1);
+  ASSERT_EQ(cli({"session", "start", "--run", "true", "--wait"}).code, 0);
+  ASSERT_EQ(cli({"session", "start", "--run", "false", "--wait"}).code, 1);
   auto failed = cli({"session", "list", "--status", "failed", "-o", "json"}).json();
   ASSERT_TRUE(failed.has_value());
   ASSERT_EQ(failed->find("sessions")->as_array().size(), 1u);
@@ -489,9 +484,8 @@ struct small_node : ::testing::Test {
     node->start();
   }
   std::string start(const std::string& cmd, int priority) {
-    auto r =
-        run_berth({"--data-dir", node->data_dir(), "session", "start", "--repo", "x", "--priority",
-                   std::to_string(priority), "-o", "json", "--", "sh", "-c", cmd});
+    auto r = run_berth({"--data-dir", node->data_dir(), "session", "start", "--priority",
+                        std::to_string(priority), "-o", "json", "--", "sh", "-c", cmd});
     EXPECT_EQ(r.code, 0) << r.err;
     return r.json() ? r.json()->get_string("id") : std::string();
   }
@@ -615,7 +609,7 @@ TEST_F(node_fixture, a_session_whose_actor_keeps_failing_is_escalated_to_failed_
   auto evs = test::journal(*node, id);
   EXPECT_EQ(test::journal_problems(evs), "");
   // Other sessions on the node are untouched.
-  EXPECT_EQ(cli({"session", "start", "--repo", "x", "--run", "true", "--wait"}).code, 0);
+  EXPECT_EQ(cli({"session", "start", "--run", "true", "--wait"}).code, 0);
   auto stats = cli({"stats", "-o", "json"}).json();
   EXPECT_EQ(stats->get_int("escalations"), 1);
   EXPECT_EQ(stats->get_int("restarts"), 3);
@@ -625,8 +619,7 @@ TEST_F(node_fixture, a_session_whose_actor_keeps_failing_is_escalated_to_failed_
 
 TEST_F(small_node, an_oom_killed_step_is_reported_and_the_session_continues) {
   start_node({{"BERTH_SANDBOX_MEMORY_BYTES", std::to_string(96 << 20)}});
-  auto r = run_berth({"--data-dir", node->data_dir(), "session", "start", "--repo", "x",
-                      "--workflow", wf(R"(
+  auto r = run_berth({"--data-dir", node->data_dir(), "session", "start", "--workflow", wf(R"(
 [[steps]]
 id = "hog"
 run = ["sh", "-c", "if [ -f .oomed ]; then exit 0; fi; touch .oomed; exec perl -e '$x = 1 x (1 << 30)'"]
@@ -665,8 +658,7 @@ TEST_F(small_node, network_is_off_unless_the_step_asks_for_the_host_network) {
   socklen_t len = sizeof(a);
   ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
   auto port = std::to_string(ntohs(a.sin_port));
-  auto r = run_berth({"--data-dir", node->data_dir(), "session",
-                      "start", "--repo", "x", "--workflow", wf(R"(
+  auto r = run_berth({"--data-dir", node->data_dir(), "session", "start", "--workflow", wf(R"(
 [[steps]]
 id = "offline"
 run = ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/)" + port + R"( && echo REACHED || echo REFUSED"]
@@ -715,7 +707,7 @@ TEST_F(small_node, sandbox_mode_none_warns_for_every_session) {
 }
 
 TEST_F(node_fixture, a_bad_network_value_is_refused_naming_the_field) {
-  auto r = cli({"session", "start", "--repo", "x", "--workflow", workflow("badnet.toml", R"(
+  auto r = cli({"session", "start", "--workflow", workflow("badnet.toml", R"(
 [[steps]]
 id = "a"
 run = ["true"]

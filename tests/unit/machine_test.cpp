@@ -8,7 +8,7 @@ using namespace berth::session;
 namespace {
 
 event accepted(const std::string& id, const std::string& steps_json, std::int64_t ts = 1000) {
-  auto spec = json::parse(R"({"repo":"x","steps":)" + steps_json + "}");
+  auto spec = json::parse(R"({"steps":)" + steps_json + "}");
   EXPECT_TRUE(spec.ok());
   event e;
   e.session = id;

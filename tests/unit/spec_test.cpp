@@ -30,29 +30,38 @@ TEST(spec, accepts_a_valid_workflow_and_round_trips) {
 }
 
 TEST(spec, hostile_inputs_name_the_field) {
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":[]}]})", "steps[0].run: must not be empty");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":"make"}]})",
-               "steps[0].run: expected an array of strings, got string");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["make"],"bogus":1}]})",
-               "steps[0].bogus: unknown field");
-  expect_error(R"({"repo":"x","steps":[],"extra":true})", "extra: unknown field");
+  expect_error(R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":[]}]})",
+               "steps[0].run: must not be empty");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":"make"}]})",
+      "steps[0].run: expected an array of strings, got string");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":["make"],"bogus":1}]})",
+      "steps[0].bogus: unknown field");
+  expect_error(R"({"repo":"https://git.example.com/acme/app.git","steps":[],"extra":true})",
+               "extra: unknown field");
   expect_error(R"({"repo":5,"steps":[{"id":"a","run":["x"]}]})",
                "repo: expected a string, got integer");
-  expect_error(R"({"steps":[{"id":"a","run":["x"]}]})", "repo: is required");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"]},{"id":"a","run":["y"]}]})",
-               "steps[1].id: duplicate step id");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"],"timeout":"soon"}]})",
-               "steps[0].timeout: invalid duration");
-  expect_error(R"({"repo":"x","steps":[{"id":"a","run":["x"],"retry":{"max_attempts":0}}]})",
-               "steps[0].retry.max_attempts: 0 is out of range");
-  expect_error(R"({"repo":"x","priority":12,"steps":[{"id":"a","run":["x"]}]})",
-               "priority: 12 is out of range");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":["x"]},{"id":"a","run":["y"]}]})",
+      "steps[1].id: duplicate step id");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":["x"],"timeout":"soon"}]})",
+      "steps[0].timeout: invalid duration");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","steps":[{"id":"a","run":["x"],"retry":{"max_attempts":0}}]})",
+      "steps[0].retry.max_attempts: 0 is out of range");
+  expect_error(
+      R"({"repo":"https://git.example.com/acme/app.git","priority":12,"steps":[{"id":"a","run":["x"]}]})",
+      "priority: 12 is out of range");
   expect_error(R"([1,2])", "spec: expected an object");
 }
 
 TEST(spec, session_ids_with_subject_characters_are_refused) {
   for (std::string bad : {"a.b", "a*", "a>", "a b", "a/b", ""}) {
-    auto text = R"({"id":")" + bad + R"(","repo":"x","steps":[{"id":"s","run":["x"]}]})";
+    auto text =
+        R"({"id":")" + bad +
+        R"(","repo":"https://git.example.com/acme/app.git","steps":[{"id":"s","run":["x"]}]})";
     auto s = spec_of(text);
     ASSERT_FALSE(s.ok()) << bad;
     EXPECT_EQ(s.err().message.rfind("id:", 0), 0u) << s.err().message;
@@ -61,8 +70,89 @@ TEST(spec, session_ids_with_subject_characters_are_refused) {
 
 TEST(spec, oversized_spec_is_refused_with_the_limit) {
   std::string big(2 * 1024 * 1024, 'x');
-  auto s = spec_of(R"({"repo":"x","goal":")" + big + R"(","steps":[{"id":"s","run":["x"]}]})");
+  auto s = spec_of(R"({"repo":"https://git.example.com/acme/app.git","goal":")" + big +
+                   R"(","steps":[{"id":"s","run":["x"]}]})");
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(s.err().is(errc::too_large));
   EXPECT_NE(s.err().message.find("session.max_spec_bytes"), std::string::npos);
+}
+
+TEST(spec, a_session_without_repo_gets_a_scratch_workspace) {
+  auto s = spec_of(R"({"steps":[{"id":"a","run":["true"]}]})");
+  ASSERT_TRUE(s.ok()) << s.err().message;
+  EXPECT_TRUE(s->repo.empty());
+  EXPECT_EQ(session::to_json(*s).find("repo"), nullptr);
+}
+
+TEST(spec, hostile_repo_urls_are_refused_with_the_field) {
+  auto with_repo = [](const std::string& url) {
+    return R"({"repo":")" + url + R"(","steps":[{"id":"a","run":["true"]}]})";
+  };
+  expect_error(with_repo("x"), "repo: \"x\" is not a URL");
+  expect_error(with_repo("/srv/app.git"), "is not a URL");
+  expect_error(with_repo("git@github.com:acme/app.git"), "ssh remotes");
+  expect_error(with_repo("ssh://git@host/acme/app.git"), "ssh:// scheme is not supported");
+  expect_error(with_repo("ext::sh -c touch% /tmp/pwned"), "white space");
+  expect_error(with_repo("ext::sh"), "not a URL");
+  expect_error(with_repo("https://user:secret@host/acme/app.git"), "must not carry credentials");
+  expect_error(with_repo("https:///acme/app.git"), "has no host");
+  expect_error(with_repo("https://host"), "has no repository path");
+  expect_error(with_repo("file://relative/app.git"), "absolute path");
+  expect_error(with_repo("file:///srv/../etc/app.git"), "must not contain \"..\"");
+  expect_error(with_repo("https://host/a b.git"), "white space");
+  expect_error(R"({"repo":"","steps":[{"id":"a","run":["true"]}]})", "repo: must not be empty");
+  for (const char* ok : {"https://github.com/acme/app.git", "http://127.0.0.1:8080/git/app.git",
+                         "file:///srv/git/app.git"})
+    EXPECT_TRUE(spec_of(with_repo(ok)).ok()) << ok;
+}
+
+TEST(spec, refs_and_branches_are_checked) {
+  auto with = [](const std::string& field, const std::string& v) {
+    return R"({"repo":"https://h/a/b.git",")" + field + R"(":")" + v +
+           R"(","steps":[{"id":"a","run":["true"]}]})";
+  };
+  expect_error(with("ref", "--upload-pack=evil"), "ref: \"--upload-pack=evil\" is not a valid");
+  expect_error(with("ref", "a..b"), "ref:");
+  expect_error(with("branch", "-x"), "branch:");
+  expect_error(with("branch", "a..b"), "branch:");
+  expect_error(with("branch", "x.lock"), "must not end with .lock");
+  expect_error(with("branch", "a b"), "branch:");
+  expect_error(with("branch", "HEAD"), "is reserved");
+  expect_error(with("branch", "feat/.hidden"), "branch:");
+  expect_error(R"({"branch":"x","steps":[{"id":"a","run":["true"]}]})", "branch: needs a repo");
+  expect_error(R"({"ref":"main","steps":[{"id":"a","run":["true"]}]})", "ref: needs a repo");
+  auto ok = spec_of(with("branch", "agent/fix-123"));
+  ASSERT_TRUE(ok.ok()) << ok.err().message;
+  EXPECT_EQ(session::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "agent/fix-123");
+  ok->branch.clear();
+  EXPECT_EQ(session::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "berth/npqrstvwxyz0");
+  EXPECT_EQ(session::session_branch(*ok, "fix-1"), "berth/fix-1");
+}
+
+TEST(spec, git_step_kinds_need_their_fields_and_a_repo) {
+  const std::string repo = R"("repo":"https://h/a/b.git",)";
+  auto steps = [&](const std::string& st) { return "{" + repo + R"("steps":[)" + st + "]}"; };
+  auto s =
+      spec_of(steps(R"({"id":"setup","kind":"setup"},{"id":"c","kind":"commit","message":"fix"},
+                           {"id":"p","kind":"push"},{"id":"pr","kind":"pull_request","title":"Fix","body":"b"})"));
+  ASSERT_TRUE(s.ok()) << s.err().message;
+  EXPECT_EQ(s->steps[1].kind, session::step_kind::commit);
+  EXPECT_EQ(s->steps[3].forge, "github");
+  auto again = session::parse_spec(session::to_json(*s));
+  ASSERT_TRUE(again.ok()) << again.err().message;
+  EXPECT_EQ(session::to_json(*again), session::to_json(*s));
+  expect_error(steps(R"({"id":"c","kind":"commit"})"), "steps[0].message: is required");
+  expect_error(steps(R"({"id":"c","kind":"commit","message":"  "})"),
+               "steps[0].message: must not be empty");
+  expect_error(steps(R"({"id":"c","kind":"commit","message":"m","run":["x"]})"),
+               "steps[0].run: is not used by a step of kind \"commit\"");
+  expect_error(steps(R"({"id":"pr","kind":"pull_request"})"), "steps[0].title: is required");
+  expect_error(steps(R"({"id":"pr","kind":"pull_request","title":"t","forge":"bitbucket"})"),
+               "steps[0].forge: must be");
+  expect_error(steps(R"({"id":"x","kind":"deploy"})"), "steps[0].kind: must be one of");
+  expect_error(steps(R"({"id":"x","kind":"push","message":"m"})"), "steps[0].message: is not used");
+  expect_error(steps(R"({"id":"x"})"), "steps[0].run: is required");
+  expect_error(R"({"steps":[{"id":"p","kind":"push"}]})",
+               "steps[0].kind: a push step needs the session's repo");
+  EXPECT_TRUE(spec_of(R"({"steps":[{"id":"s","kind":"setup"}]})").ok());
 }

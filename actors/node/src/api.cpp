@@ -5,6 +5,7 @@
 #include "berth/session/journal.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/spec.hpp"
+#include "berth/workspace/git.hpp"
 
 namespace berth::node {
 
@@ -106,6 +107,7 @@ result<json::value> api_service::start(const json::value& req) {
   limits.max_spec_bytes = rt_->cfg.session.max_spec_bytes;
   auto spec = session::parse_spec(*spec_json, limits);
   if (!spec) return spec.err();
+  BERTH_TRY(workspace::check_remote_allowed(spec->repo, rt_->cfg.workspace.file_allowlist));
   std::string key;
   if (const auto* k = req.find("idempotency_key"); k && !k->is_null()) {
     if (!k->is_string()) return error{errc::invalid_argument, "idempotency_key: expected a string"};

@@ -7,11 +7,14 @@
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
 #include "berth/bus/embedded_server.hpp"
+#include "berth/lease/provider.hpp"
 #include "berth/sandbox/sandbox.hpp"
 #include "berth/session/atoms.hpp"
 #include "berth/session/committer.hpp"
 #include "berth/session/session_actor.hpp"
+#include "berth/session/workspace_ops.hpp"
 #include "berth/supervision/supervisor.hpp"
+#include "berth/workspace/git.hpp"
 
 #include <caf/all.hpp>
 #include <pwd.h>
@@ -180,6 +183,8 @@ void resume_job(std::shared_ptr<session::runtime> rt,
     caf::anon_send(node, placed_atom::value, id);
   }
   if (!ids.empty()) logger()->info("resuming {} session(s) from snapshots", ids.size());
+  // Workspaces and leases of sessions this node no longer runs (ended, or taken over).
+  std::thread([rt, ids] { session::wsops::sweep_workspaces(*rt, ids); }).detach();
 }
 
 void heartbeat_job(std::shared_ptr<session::runtime> rt) {
@@ -308,12 +313,15 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
                         "sandbox.user: no such user \"" + sc.user + "\" on this host"});
     o.uid = pw->pw_uid;
     o.gid = pw->pw_gid;
+    rt.ws_uid = static_cast<int>(pw->pw_uid);
+    rt.ws_gid = static_cast<int>(pw->pw_gid);
   }
   // The sandbox user walks to its workspace (and nothing else: the node's own files stay
   // owner-only).
   ::chmod(dir.c_str(), 0711);
   ::chmod(rt.work_root.c_str(), 0711);
-  for (const char* own : {"/snapshots", "/nats"}) ::chmod((dir + own).c_str(), 0700);
+  for (const char* own : {"/snapshots", "/nats", "/mirrors", "/leases"})
+    ::chmod((dir + own).c_str(), 0700);
   auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/sandbox");
   if (!helper) return fail(helper.err());
   o.helper = *helper;
@@ -454,6 +462,19 @@ int run_node(const config::config& cfg) {
     }
     place->by_priority.push_back(std::shared_ptr<bus::pull_consumer>(std::move(*c)));
   }
+  rt->mirrors = std::make_shared<workspace::mirror_cache>(dir + "/mirrors");
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(dir + "/mirrors", ec);
+    ::chmod((dir + "/mirrors").c_str(), 0700);
+  }
+  rt->leases = std::make_shared<lease::vault>(dir + "/leases");
+  auto creds = lease::registry::create(cfg.credentials);
+  if (!creds) {
+    lg->error("{}", creds.err().message);
+    return 1;
+  }
+  rt->credentials = *creds;
   rt->runner = make_runner(*rt, dir);
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
   rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");

@@ -106,7 +106,19 @@ json::value session_state::summary() const {
     for (const auto& [k, st] : tool_calls) tc.set(k, st);
     v.set("tool_calls", std::move(tc));
   }
+  if (has_repo()) {
+    json::value w = ws;
+    if (!w.find("branch")) w.set("branch", session_branch(spec, id));
+    v.set("workspace", std::move(w));
+  }
   return v;
+}
+
+std::vector<std::string> session_state::live_leases() const {
+  std::vector<std::string> out;
+  if (const auto* l = ws.find("leases"); l && l->is_object())
+    for (const auto& [k, _] : l->as_object()) out.push_back(k);
+  return out;
 }
 
 json::value session_state::to_json() const {
@@ -147,6 +159,7 @@ json::value session_state::to_json() const {
     for (const auto& [k, a] : tool_args) ta.set(k, a);
     v.set("tool_args", std::move(ta));
   }
+  v.set("ws", ws);
   return v;
 }
 
@@ -193,6 +206,7 @@ result<session_state> session_state::from_json(const json::value& v) {
       if (st.is_string()) s.tool_calls[k] = st.as_string();
   if (const auto* ta = v.find("tool_args"); ta && ta->is_object())
     for (const auto& [k, a] : ta->as_object()) s.tool_args[k] = a;
+  if (const auto* w = v.find("ws"); w && w->is_object()) s.ws = *w;
   return s;
 }
 
@@ -309,8 +323,31 @@ status machine::apply(const event& e) {
       return error{errc::corrupt, "session " + s.id + ": unknown event type " + e.type};
     s.status = status;
     s.reason = d.get_string("reason");
+  } else if (e.type == "workspace.ready") {
+    for (const char* k : {"commit", "branch", "base"}) s.ws.set(k, d.get_string(k));
+    s.ws.set("ready", true);
+  } else if (e.type == "workspace.checkpointed") {
+    s.ws.set("checkpoint", d.get_string("commit"));
+  } else if (e.type == "workspace.removed") {
+    s.ws.set("removed", true);
+  } else if (e.type == "git.committed") {
+    s.ws.set("head", d.get_string("commit"));
+  } else if (e.type == "git.pushed") {
+    s.ws.set("pushed", d.get_string("commit"));
+  } else if (e.type == "pr.opened") {
+    s.ws.set("pr_url", d.get_string("url"));
+  } else if (e.type == "lease.granted" || e.type == "lease.renewed" || e.type == "lease.revoked") {
+    json::value leases = s.ws.find("leases") && s.ws.find("leases")->is_object()
+                             ? *s.ws.find("leases")
+                             : json::value::make_object();
+    json::value kept = json::value::make_object();
+    auto gone = e.type == "lease.revoked" ? d.get_string("lease") : d.get_string("replaces");
+    for (const auto& [k, m] : leases.as_object())
+      if (k != gone) kept.set(k, m);
+    if (e.type != "lease.revoked") kept.set(d.get_string("lease"), d);
+    s.ws.set("leases", std::move(kept));
   }
-  // Other types (workspace.*, lease.*, git.*, pr.*) are recorded but change nothing here.
+  // Other types are recorded but change nothing here.
   s.n = e.n;
   s.updated_ms = e.ts_ms;
   return {};
@@ -374,6 +411,7 @@ action machine::advance(std::int64_t now_ms) {
     return {};
   }
   if (running) return action{.what = action::kind::wait_until, .until_ms = s.deadline_ms()};
+  if (s.has_repo() && !s.workspace_ready()) return action{.what = action::kind::prepare};
   for (auto& st : s.steps) {
     if (st.status == step_status::succeeded || st.status == step_status::skipped) continue;
     if (st.status == step_status::failed) {
@@ -410,6 +448,8 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   if (r.truncated) d.set("output_truncated", true);
   if (r.peak_memory_bytes > 0) d.set("peak_memory_bytes", r.peak_memory_bytes);
   if (r.oom_killed) d.set("oom_killed", true);
+  if (r.details.is_object())
+    for (const auto& [k, v] : r.details.as_object()) d.set(k, v);
   if (r.success()) {
     emit("step.finished", std::move(d), now_ms);
     return;
@@ -519,6 +559,15 @@ void machine::tool_finished(const std::string& call_id, json::value result, std:
   d.set("ok", result.get_bool("ok"));
   d.set("result", std::move(result));
   emit("tool.result", std::move(d), now_ms);
+}
+
+void machine::workspace_ready(json::value data, std::int64_t now_ms) {
+  if (is_terminal(state_.status) || state_.workspace_ready()) return;
+  emit("workspace.ready", std::move(data), now_ms);
+}
+
+void machine::note(const std::string& type, json::value data, std::int64_t now_ms) {
+  emit(type, std::move(data), now_ms);
 }
 
 void machine::fail(const std::string& reason, std::int64_t now_ms) {

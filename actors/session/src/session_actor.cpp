@@ -3,11 +3,13 @@
 #include "berth/base/fs.hpp"
 #include "berth/base/log.hpp"
 #include "berth/base/process.hpp"
+#include "berth/base/redact.hpp"
 #include "berth/session/atoms.hpp"
 #include "berth/session/committer.hpp"
 #include "berth/session/journal.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
+#include "berth/session/workspace_ops.hpp"
 
 #include <caf/all.hpp>
 
@@ -80,6 +82,7 @@ struct running_step {
   bool interrupted = false;
   pid_t pid = -1;
   unsigned long long start_time = 0;
+  json::value details;  // setup: what it detected and ran
 };
 
 struct session_state_actor {
@@ -109,13 +112,24 @@ struct session_state_actor {
   // Tool calls this actor started (exec ones with their process), until their result is in.
   std::map<std::string, std::shared_ptr<step_process>> tools_running;
   bool preparing = false;  // the runner is building the session's sandbox
+  // Workspace and credentials (workspace_ops.hpp). One job at a time; while it runs nothing
+  // else is started, so a checkpoint sees the tree its step left.
+  std::vector<lease::grant> grants;  // live leases with their tokens (memory and the vault)
+  bool ws_busy = false;
+  bool needs_restore = false;  // journaled ready, but the directory is not on this node
+  std::optional<std::pair<std::string, exit_result>>
+      exit_waiting;  // a step's exit, until its checkpoint
+  std::int64_t renew_at_ms = 0;
+  bool wrapped = false;  // leases revoked and workspace removed after the end
+  int wrap_failures = 0;
+  std::function<void()> ws_then;  // runs on the actor when the workspace job is done
   static inline const char* name = "berth.session";
 };
 
 using actor_t = caf::stateful_actor<session_state_actor>;
 
 std::string workdir(const runtime& rt, const std::string& id) {
-  return rt.work_root + "/" + id;
+  return wsops::workdir(rt, id);
 }
 
 json::value snapshot_json(const session_state_actor& s) {
@@ -286,11 +300,13 @@ void start_commit(actor_t* self) {
   s.commit = std::make_shared<commit_box>();
   committer::request r;
   r.session = s.id;
-  r.snapshot = snapshot_json(s).dump();
+  // Every event and snapshot passes the redactor: no credential reaches RocksDB or a stream,
+  // whatever a command printed or a forge answered.
+  r.snapshot = redact::apply(snapshot_json(s).dump());
   r.subject = s.rt->names.journal(s.id);
   r.events.reserve(s.outbox.size());
   for (const auto& e : s.outbox)
-    r.events.emplace_back(s.id + ":" + std::to_string(e.n), e.envelope().dump());
+    r.events.emplace_back(s.id + ":" + std::to_string(e.n), redact::apply(e.envelope().dump()));
   r.journal_seq = s.journal_seq;
   // No second write to record the trimmed outbox afterwards: it would cost a RocksDB write per
   // transition. A started step's pid record (record_pid) writes the trimmed state anyway, and a
@@ -328,6 +344,100 @@ void finalize(actor_t* self) {
   });
 }
 
+// --- workspace and credentials ------------------------------------------------------------
+
+void pump(actor_t* self);
+
+// Journal what a workspace job reports, keep its grants, and schedule the next renewal.
+void take_outcome(actor_t* self, wsops::outcome& o) {
+  auto& s = self->state;
+  auto now = now_unix_ms();
+  for (auto& [type, data] : o.notes) s.m->note(type, std::move(data), now);
+  s.grants = std::move(o.grants);
+  auto due = wsops::renew_due_ms(*s.rt, s.grants);
+  if (due > 0 && (s.renew_at_ms == 0 || due < s.renew_at_ms || s.renew_at_ms <= now)) {
+    s.renew_at_ms = due;
+    self->delayed_send(self, std::chrono::milliseconds(std::max<std::int64_t>(0, due - now) + 1),
+                       renew_atom::value);
+  }
+}
+
+// Run `job` on the I/O pool as the session's one workspace job; `then` gets its outcome on the
+// actor.
+void ws_job(actor_t* self, std::function<wsops::outcome()> job,
+            std::function<void(actor_t*, wsops::outcome&)> then) {
+  auto& s = self->state;
+  s.ws_busy = true;
+  auto box = std::make_shared<wsops::outcome>();
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  // One job at a time: the continuation waits in the state for the job's message.
+  s.ws_then = [self, box, then = std::move(then)] { then(self, *box); };
+  s.rt->io->post([job = std::move(job), box, me] {
+    *box = job();
+    caf::anon_send(me, wsdone_atom::value);
+  });
+}
+
+void start_prepare(actor_t* self, bool restore) {
+  auto& s = self->state;
+  if (s.ws_busy) return;
+  s.needs_restore = false;
+  auto rt = s.rt;
+  auto st = s.m->state();
+  ws_job(
+      self,
+      [rt, st, grants = s.grants, restore] { return wsops::prepare(*rt, st, grants, restore); },
+      [](actor_t* a, wsops::outcome& o) {
+        auto& s = a->state;
+        take_outcome(a, o);
+        if (o.failure)
+          s.m->fail(o.failure->message, now_unix_ms());
+        else if (o.ready)
+          s.m->workspace_ready(std::move(*o.ready), now_unix_ms());
+      });
+}
+
+void start_wrap_up(actor_t* self) {
+  auto& s = self->state;
+  if (s.ws_busy) return;
+  auto rt = s.rt;
+  auto st = s.m->state();
+  ws_job(
+      self, [rt, st, grants = s.grants] { return wsops::wrap_up(*rt, st, grants); },
+      [](actor_t* a, wsops::outcome& o) {
+        auto& s = a->state;
+        take_outcome(a, o);
+        if (o.still_live.empty()) {
+          s.wrapped = true;
+          return;
+        }
+        // Retried with backoff until the provider answers; the node logs an error each time.
+        auto delay = std::min<std::int64_t>(300'000, 1000LL << std::min(s.wrap_failures, 9));
+        ++s.wrap_failures;
+        a->delayed_send(a, std::chrono::milliseconds(delay), wrapup_atom::value);
+      });
+}
+
+// After a step or tool call that may have changed files: quota, then checkpoint. `exit`: the
+// step's result, reported to the machine first.
+void start_after_change(actor_t* self, const std::string& what,
+                        std::optional<std::pair<std::string, exit_result>> exit,
+                        std::int64_t attempt) {
+  auto& s = self->state;
+  auto rt = s.rt;
+  auto st = s.m->state();
+  ws_job(
+      self,
+      [rt, st, grants = s.grants, what] { return wsops::after_change(*rt, st, grants, what); },
+      [exit = std::move(exit), attempt](actor_t* a, wsops::outcome& o) {
+        auto& s = a->state;
+        auto now = now_unix_ms();
+        if (exit) s.m->step_exited(exit->first, attempt, exit->second, now);
+        take_outcome(a, o);
+        if (o.failure && !is_terminal(s.m->state().status)) s.m->fail(o.failure->message, now);
+      });
+}
+
 // Record a started step's pid (unsynced) so that a restarted node can kill what a crash left
 // behind. Only while no commit job is in flight: that job's writes must not be overtaken.
 void record_pid(actor_t* self) {
@@ -348,9 +458,34 @@ void launch(actor_t* self, const action& a) {
     if (sp.id == a.step) spec = &sp;
   BERTH_ASSERT(spec != nullptr, "launch of unknown step " + a.step);
   auto dir = workdir(rt, s.id);
+  if (spec->kind != step_kind::run && spec->kind != step_kind::setup) {
+    // commit, push, pull_request: git and forge work of the node, on the I/O pool.
+    rt.counters.steps_started++;
+    auto r = s.rt;
+    auto st = s.m->state();
+    ws_job(
+        self,
+        [r, st, grants = s.grants, sp = *spec] { return wsops::git_step(*r, st, grants, sp); },
+        [step = a.step, attempt = a.attempt](actor_t* self2, wsops::outcome& o) {
+          auto& s2 = self2->state;
+          auto now = now_unix_ms();
+          auto notes = std::move(o.notes);
+          o.notes.clear();
+          take_outcome(self2, o);
+          for (auto& [type, data] : notes) s2.m->note(type, std::move(data), now);
+          s2.m->step_exited(step, attempt, o.exit, now);
+        });
+    return;
+  }
   sandbox::command cmd;
   cmd.session = s.id;
   cmd.argv = spec->run;
+  json::value details;
+  if (spec->kind == step_kind::setup) {
+    auto plan = wsops::plan_setup(dir);
+    cmd.argv = std::move(plan.argv);
+    details = std::move(plan.details);
+  }
   cmd.cwd = dir;
   const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
   cmd.network = net == "host";
@@ -362,6 +497,17 @@ void launch(actor_t* self, const action& a) {
              {"BERTH_STEP", a.step},
              {"BERTH_ATTEMPT", std::to_string(a.attempt)}};
   if (!s.m->state().spec.goal.empty()) cmd.env["BERTH_GOAL"] = s.m->state().spec.goal;
+  if (spec->kind == step_kind::setup) {
+    // Tool caches stay in the workspace (excluded from commits): the sandbox has no other
+    // writable place that outlives a command.
+    for (const auto& [k, v] :
+         std::map<std::string, std::string>{{"PIP_CACHE_DIR", dir + "/.cache/pip"},
+                                            {"npm_config_cache", dir + "/.cache/npm"},
+                                            {"CARGO_HOME", dir + "/.cache/cargo"},
+                                            {"GOPATH", dir + "/.cache/go"},
+                                            {"GOFLAGS", "-modcacherw"}})
+      cmd.env[k] = v;
+  }
   for (const auto& [k, v] : spec->env) cmd.env[k] = v;
   cmd.max_output_bytes = rt.cfg.session.max_output_bytes;
   cmd.chunk_bytes = static_cast<std::size_t>(rt.cfg.session.output_chunk_bytes);
@@ -386,11 +532,12 @@ void launch(actor_t* self, const action& a) {
     std::map<std::string, std::string> h = {{"Berth-Stream", stream == 1 ? "stdout" : "stderr"},
                                             {"Berth-Attempt", attempt}};
     if (truncated) h["Berth-Truncated"] = "true";
-    (void)bus->publish_core(subject, std::string(chunk), h);
+    (void)bus->publish_core(subject, redact::apply(chunk), h);
   };
   running_step r;
   r.step = a.step;
   r.attempt = a.attempt;
+  r.details = std::move(details);
   r.proc = std::make_shared<step_process>();
   s.running = r;
   rt.counters.steps_running++;
@@ -442,6 +589,10 @@ void execute(actor_t* self, const action& a) {
       if (s.stopping) break;  // step.started is journaled; the next owner records it interrupted
       launch(self, a);
       break;
+    case action::kind::prepare:
+      if (s.stopping) break;
+      start_prepare(self, false);
+      break;
     case action::kind::kill:
       if (s.running && s.running->kill_reason.empty()) {
         s.running->kill_reason = a.kill_reason;
@@ -458,6 +609,13 @@ void dispatch_tools(actor_t* self);
 void pump(actor_t* self) {
   auto& s = self->state;
   if (!s.m || s.busy || s.finalizing) return;
+  if (s.ws_busy) {
+    // A workspace job runs; its answer pumps again. Only commit what is already decided.
+    auto emitted = s.m->take_emitted();
+    for (auto& e : emitted) s.outbox.push_back(std::move(e));
+    if (!s.outbox.empty()) start_commit(self);
+    return;
+  }
   action next;
   if (!s.stopping) next = s.m->advance(now_unix_ms());
   auto emitted = s.m->take_emitted();
@@ -470,7 +628,16 @@ void pump(actor_t* self) {
   // Everything decided is committed: tool calls journaled as tool.call may run now.
   if (!s.stopping) dispatch_tools(self);
   if (is_terminal(s.m->state().status)) {
-    if (!s.running && s.tools_running.empty() && !s.preparing) finalize(self);
+    if (!s.running && s.tools_running.empty() && !s.preparing) {
+      if (!s.wrapped)
+        start_wrap_up(self);
+      else
+        finalize(self);
+    }
+    return;
+  }
+  if (s.needs_restore && !s.stopping) {
+    start_prepare(self, true);
     return;
   }
   if (s.stopping) {
@@ -574,7 +741,7 @@ void start_exec_tool(actor_t* self, const std::string& call_id, const json::valu
   auto on_output = [bus, subject, cap](int stream, std::string_view chunk, bool truncated) {
     std::map<std::string, std::string> h = {{"Berth-Stream", stream == 1 ? "stdout" : "stderr"}};
     if (truncated) h["Berth-Truncated"] = "true";
-    (void)bus->publish_core(subject, std::string(chunk), h);
+    (void)bus->publish_core(subject, redact::apply(chunk), h);
     std::lock_guard lock(cap->mu);
     auto& keep = stream == 1 ? cap->out : cap->err;
     if (keep.size() < inline_output_bytes)
@@ -735,6 +902,16 @@ void loaded(actor_t* self) {
   s.journal_seq = box->journal_seq;
   s.input_cursor = s.m->state().last_input_seq;
   const auto& st = s.m->state();
+  if (s.rt->leases) s.grants = s.rt->leases->of(s.id);
+  if (st.has_repo() && st.workspace_ready() && !is_terminal(st.status) &&
+      !std::filesystem::exists(workdir(*s.rt, s.id) + "/.git"))
+    s.needs_restore = true;
+  if (auto due = wsops::renew_due_ms(*s.rt, s.grants); due > 0) {
+    s.renew_at_ms = due;
+    self->delayed_send(
+        self, std::chrono::milliseconds(std::max<std::int64_t>(0, due - now_unix_ms()) + 1),
+        renew_atom::value);
+  }
   if (st.status.empty()) {
     logger()->error("{}: placed but its journal has no session.accepted event; giving it up", s.id);
     finalize(self);
@@ -865,16 +1042,54 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           x.error = r.kill_reason;
           x.timed_out = r.kill_reason == "session timeout";
         }
+        x.details = std::move(r.details);
+        // A command may have changed the workspace: quota and checkpoint before the next one.
+        if (!x.start_failed && !x.interrupted && !st.stopping &&
+            (st.m->state().has_repo() || st.rt->cfg.workspace.quota_bytes > 0)) {
+          start_after_change(self, step, std::make_pair(step, std::move(x)), attempt);
+          return;
+        }
         st.m->step_exited(step, attempt, x, now_unix_ms());
         pump(self);
       },
       [=](tooldone_atom, const std::string& call_id, const std::string& result) {
         auto& st = self->state;
         st.tools_running.erase(call_id);
+        std::string tool;
+        if (auto it = st.m->state().tool_args.find(call_id); it != st.m->state().tool_args.end())
+          tool = it->second.get_string("tool");
         auto r = json::parse(result);
         st.m->tool_finished(call_id, r ? std::move(*r) : tool_error(r.err()), now_unix_ms());
+        bool changes = tool == "exec" || tool == "write_file" || tool == "edit";
+        if (changes && !st.stopping && !is_terminal(st.m->state().status) &&
+            (st.m->state().has_repo() || st.rt->cfg.workspace.quota_bytes > 0)) {
+          start_after_change(self, "tool:" + call_id, std::nullopt, 0);
+          return;
+        }
         pump(self);
       },
+      [=](wsdone_atom) {
+        auto& st = self->state;
+        st.ws_busy = false;
+        if (auto then = std::exchange(st.ws_then, nullptr)) then();
+        pump(self);
+      },
+      [=](renew_atom) {
+        auto& st = self->state;
+        auto now = now_unix_ms();
+        if (st.renew_at_ms == 0 || st.renew_at_ms > now + 1000) return;  // superseded
+        if (st.ws_busy || st.busy || is_terminal(st.m->state().status) || st.stopping) {
+          if (!is_terminal(st.m->state().status) && !st.stopping)
+            self->delayed_send(self, std::chrono::seconds(1), renew_atom::value);
+          return;
+        }
+        st.renew_at_ms = 0;
+        auto rt = st.rt;
+        ws_job(
+            self, [rt, id = st.id, grants = st.grants] { return wsops::renew(*rt, id, grants); },
+            [](actor_t* a, wsops::outcome& o) { take_outcome(a, o); });
+      },
+      [=](wrapup_atom) { pump(self); },
       [=](prepared_atom) {
         self->state.preparing = false;
         pump(self);

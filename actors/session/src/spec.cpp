@@ -2,6 +2,8 @@
 
 #include "berth/base/ids.hpp"
 
+#include <cctype>
+
 namespace berth::session {
 
 namespace {
@@ -75,27 +77,87 @@ result<std::string> get_network(const json::value& v, const std::string& field) 
 result<step_spec> parse_step(const json::value& v, const std::string& at,
                              const spec_limits& limits) {
   if (!v.is_object()) return wrong_type(at, "an object", v);
-  BERTH_TRY(only_known(v, at, {"id", "run", "timeout", "retry", "env", "network"}));
+  BERTH_TRY(only_known(v, at,
+                       {"id", "kind", "run", "timeout", "retry", "env", "network", "message",
+                        "title", "body", "forge"}));
   step_spec s;
   auto id = get_string(v, "id", at + ".id", true);
   if (!id) return id.err();
   BERTH_TRY(validate_id(*id, at + ".id"));
   s.id = *id;
-  const auto* run = v.find("run");
-  if (!run || run->is_null())
-    return bad(at + ".run", "is required (the command as an array of strings)");
-  if (!run->is_array()) return wrong_type(at + ".run", "an array of strings", *run);
-  if (run->as_array().empty()) return bad(at + ".run", "must not be empty");
-  if (run->as_array().size() > limits.max_argv)
-    return bad(at + ".run", "has more than " + std::to_string(limits.max_argv) + " arguments");
-  for (std::size_t i = 0; i < run->as_array().size(); ++i) {
-    const auto& a = run->as_array()[i];
-    std::string f = at + ".run[" + std::to_string(i) + "]";
-    if (!a.is_string()) return wrong_type(f, "a string", a);
-    if (a.as_string().find('\0') != std::string::npos) return bad(f, "contains a NUL byte");
-    s.run.push_back(a.as_string());
+  auto kind = get_string(v, "kind", at + ".kind", false);
+  if (!kind) return kind.err();
+  if (kind->empty() || *kind == "run")
+    s.kind = step_kind::run;
+  else if (*kind == "setup")
+    s.kind = step_kind::setup;
+  else if (*kind == "commit")
+    s.kind = step_kind::commit;
+  else if (*kind == "push")
+    s.kind = step_kind::push;
+  else if (*kind == "pull_request")
+    s.kind = step_kind::pull_request;
+  else
+    return bad(at + ".kind",
+               "must be one of \"run\", \"setup\", \"commit\", \"push\", "
+               "\"pull_request\", not \"" +
+                   *kind + "\"");
+  // Fields that belong to other kinds are errors, not silently ignored.
+  auto only_for = [&](const char* field, std::initializer_list<step_kind> kinds) -> status {
+    const auto* f = v.find(field);
+    if (!f || f->is_null()) return {};
+    for (auto k : kinds)
+      if (k == s.kind) return {};
+    return bad(at + "." + field,
+               std::string("is not used by a step of kind \"") + to_string(s.kind) + "\"");
+  };
+  BERTH_TRY(only_for("run", {step_kind::run}));
+  BERTH_TRY(only_for("env", {step_kind::run, step_kind::setup}));
+  BERTH_TRY(only_for("network", {step_kind::run, step_kind::setup}));
+  BERTH_TRY(only_for("message", {step_kind::commit}));
+  BERTH_TRY(only_for("title", {step_kind::pull_request}));
+  BERTH_TRY(only_for("body", {step_kind::pull_request}));
+  BERTH_TRY(only_for("forge", {step_kind::pull_request}));
+  if (s.kind == step_kind::commit) {
+    auto m = get_string(v, "message", at + ".message", true);
+    if (!m) return m.err();
+    if (m->find_first_not_of(" \t\n") == std::string::npos)
+      return bad(at + ".message", "must not be empty");
+    s.message = *m;
   }
-  if (s.run[0].empty()) return bad(at + ".run[0]", "the program name must not be empty");
+  if (s.kind == step_kind::pull_request) {
+    auto t = get_string(v, "title", at + ".title", true);
+    if (!t) return t.err();
+    if (t->find_first_not_of(" \t\n") == std::string::npos)
+      return bad(at + ".title", "must not be empty");
+    s.title = *t;
+    auto b = get_string(v, "body", at + ".body", false);
+    if (!b) return b.err();
+    s.body = *b;
+    auto f = get_string(v, "forge", at + ".forge", false);
+    if (!f) return f.err();
+    s.forge = f->empty() ? "github" : *f;
+    if (s.forge != "github" && s.forge != "gitlab" && s.forge != "none")
+      return bad(at + ".forge",
+                 "must be \"github\", \"gitlab\" or \"none\", not \"" + s.forge + "\"");
+  }
+  if (s.kind == step_kind::run) {
+    const auto* run = v.find("run");
+    if (!run || run->is_null())
+      return bad(at + ".run", "is required (the command as an array of strings)");
+    if (!run->is_array()) return wrong_type(at + ".run", "an array of strings", *run);
+    if (run->as_array().empty()) return bad(at + ".run", "must not be empty");
+    if (run->as_array().size() > limits.max_argv)
+      return bad(at + ".run", "has more than " + std::to_string(limits.max_argv) + " arguments");
+    for (std::size_t i = 0; i < run->as_array().size(); ++i) {
+      const auto& a = run->as_array()[i];
+      std::string f = at + ".run[" + std::to_string(i) + "]";
+      if (!a.is_string()) return wrong_type(f, "a string", a);
+      if (a.as_string().find('\0') != std::string::npos) return bad(f, "contains a NUL byte");
+      s.run.push_back(a.as_string());
+    }
+    if (s.run[0].empty()) return bad(at + ".run[0]", "the program name must not be empty");
+  }
   auto t = get_duration(v, "timeout", at + ".timeout");
   if (!t) return t.err();
   s.timeout = *t;
@@ -133,6 +195,87 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
 
 }  // namespace
 
+const char* to_string(step_kind k) {
+  switch (k) {
+    case step_kind::run:
+      return "run";
+    case step_kind::setup:
+      return "setup";
+    case step_kind::commit:
+      return "commit";
+    case step_kind::push:
+      return "push";
+    case step_kind::pull_request:
+      return "pull_request";
+  }
+  return "run";
+}
+
+status validate_repo_url(const std::string& url, const std::string& field) {
+  if (url.empty()) return bad(field, "must not be empty");
+  if (url.size() > 2048) return bad(field, "is longer than 2048 characters");
+  for (unsigned char c : url)
+    if (c <= 0x20 || c == 0x7f)
+      return bad(field, "must not contain white space or control characters");
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) {
+    if (url.find(':') != std::string::npos && url.find('@') != std::string::npos)
+      return bad(
+          field,
+          "\"" + url + "\": ssh remotes (user@host:path) are not supported; use an https:// URL");
+    return bad(field, "\"" + url +
+                          "\" is not a URL; use https://host/owner/repo.git (file:// only where "
+                          "workspace.file_allowlist allows)");
+  }
+  auto scheme = url.substr(0, scheme_end);
+  if (scheme != "https" && scheme != "http" && scheme != "file")
+    return bad(field, "the " + scheme + ":// scheme is not supported (https://, http://, file://)");
+  auto rest = url.substr(scheme_end + 3);
+  if (scheme == "file") {
+    if (rest.empty() || rest.front() != '/')
+      return bad(field, "a file:// URL needs an absolute path (file:///srv/git/repo.git)");
+    if (rest.find("/../") != std::string::npos || rest.ends_with("/.."))
+      return bad(field, "a file:// URL must not contain \"..\"");
+    return {};
+  }
+  auto slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  if (authority.empty()) return bad(field, "\"" + url + "\" has no host");
+  if (authority.find('@') != std::string::npos)
+    return bad(field,
+               "must not carry credentials (user@ or user:password@); configure a "
+               "[[credentials.*]] provider for the URL instead");
+  if (slash == std::string::npos || slash + 1 >= rest.size())
+    return bad(field, "\"" + url + "\" has no repository path");
+  return {};
+}
+
+status validate_branch(const std::string& name, const std::string& field) {
+  auto fail = [&](const std::string& why) { return bad(field, "\"" + name + "\" " + why); };
+  if (name.empty()) return bad(field, "must not be empty");
+  if (name.size() > 200) return fail("is longer than 200 characters");
+  if (name.front() == '-' || name.front() == '/' || name.back() == '/' || name.back() == '.')
+    return fail("must not start with - or /, nor end with / or .");
+  if (name.ends_with(".lock")) return fail("must not end with .lock");
+  if (name.find("..") != std::string::npos || name.find("//") != std::string::npos ||
+      name.find("@{") != std::string::npos || name.find("/.") != std::string::npos ||
+      name.front() == '.')
+    return fail("is not a valid branch name (.., //, @{ or a component starting with .)");
+  if (name == "HEAD" || name == "@") return fail("is reserved");
+  for (unsigned char c : name)
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/'))
+      return fail("may only contain letters, digits, -, _, . and /");
+  return {};
+}
+
+std::string session_branch(const session_spec& spec, const std::string& session) {
+  if (!spec.branch.empty()) return spec.branch;
+  auto shortid = session.size() <= 16 ? session : session.substr(session.size() - 12);
+  std::string out;
+  for (char c : shortid) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return "berth/" + out;
+}
+
 result<session_spec> parse_spec(const json::value& v, const spec_limits& limits) {
   if (!v.is_object()) return wrong_type("spec", "an object", v);
   auto size = v.dump().size();
@@ -140,23 +283,35 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     return error{errc::too_large,
                  "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
                      std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
-  BERTH_TRY(
-      only_known(v, "", {"id", "repo", "ref", "goal", "timeout", "priority", "network", "steps"}));
+  BERTH_TRY(only_known(
+      v, "", {"id", "repo", "ref", "branch", "goal", "timeout", "priority", "network", "steps"}));
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
   if (const auto* given = v.find("id"); given && !given->is_null())
     BERTH_TRY(validate_id(*id, "id"));
   s.id = *id;
-  auto repo = get_string(v, "repo", "repo", true);
+  auto repo = get_string(v, "repo", "repo", false);
   if (!repo) return repo.err();
-  if (repo->empty()) return bad("repo", "must not be empty");
-  for (char c : *repo)
-    if (c == ' ' || c == '\n' || c == '\t') return bad("repo", "must not contain white space");
+  if (const auto* given = v.find("repo"); given && !given->is_null())
+    BERTH_TRY(validate_repo_url(*repo, "repo"));
   s.repo = *repo;
   auto ref = get_string(v, "ref", "ref", false);
   if (!ref) return ref.err();
+  if (!ref->empty()) {
+    if (s.repo.empty()) return bad("ref", "needs a repo to check out");
+    if (ref->front() == '-' || ref->find_first_of(" \t\n~^:?*[\\") != std::string::npos ||
+        ref->find("..") != std::string::npos || ref->size() > 255)
+      return bad("ref", "\"" + *ref + "\" is not a valid branch, tag or commit name");
+  }
   s.ref = *ref;
+  auto branch = get_string(v, "branch", "branch", false);
+  if (!branch) return branch.err();
+  if (!branch->empty()) {
+    if (s.repo.empty()) return bad("branch", "needs a repo");
+    BERTH_TRY(validate_branch(*branch, "branch"));
+  }
+  s.branch = *branch;
   auto goal = get_string(v, "goal", "goal", false);
   if (!goal) return goal.err();
   s.goal = *goal;
@@ -182,6 +337,9 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     for (const auto& prev : s.steps)
       if (prev.id == st->id)
         return bad("steps[" + std::to_string(i) + "].id", "duplicate step id \"" + st->id + "\"");
+    if (st->kind != step_kind::run && st->kind != step_kind::setup && s.repo.empty())
+      return bad("steps[" + std::to_string(i) + "].kind",
+                 std::string("a ") + to_string(st->kind) + " step needs the session's repo");
     s.steps.push_back(std::move(*st));
   }
   return s;
@@ -190,8 +348,9 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
 json::value to_json(const session_spec& s) {
   json::value v = json::value::make_object();
   if (!s.id.empty()) v.set("id", s.id);
-  v.set("repo", s.repo);
+  if (!s.repo.empty()) v.set("repo", s.repo);
   if (!s.ref.empty()) v.set("ref", s.ref);
+  if (!s.branch.empty()) v.set("branch", s.branch);
   if (!s.goal.empty()) v.set("goal", s.goal);
   if (s.timeout) v.set("timeout", format_duration(*s.timeout));
   v.set("priority", s.priority);
@@ -200,9 +359,16 @@ json::value to_json(const session_spec& s) {
   for (const auto& st : s.steps) {
     json::value j = json::value::make_object();
     j.set("id", st.id);
-    json::value run = json::value::make_array();
-    for (const auto& a : st.run) run.push(a);
-    j.set("run", std::move(run));
+    if (st.kind != step_kind::run) j.set("kind", to_string(st.kind));
+    if (st.kind == step_kind::run) {
+      json::value run = json::value::make_array();
+      for (const auto& a : st.run) run.push(a);
+      j.set("run", std::move(run));
+    }
+    if (!st.message.empty()) j.set("message", st.message);
+    if (!st.title.empty()) j.set("title", st.title);
+    if (!st.body.empty()) j.set("body", st.body);
+    if (!st.forge.empty()) j.set("forge", st.forge);
     if (st.timeout) j.set("timeout", format_duration(*st.timeout));
     if (st.retry.max_attempts != 1 || st.retry.backoff != millis(1000) ||
         st.retry.max_backoff != millis(60'000)) {

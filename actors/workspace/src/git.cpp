@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 namespace berth::workspace {
 
@@ -20,6 +21,10 @@ void init_library() {
     for (int level : {GIT_CONFIG_LEVEL_SYSTEM, GIT_CONFIG_LEVEL_XDG, GIT_CONFIG_LEVEL_GLOBAL,
                       GIT_CONFIG_LEVEL_PROGRAMDATA})
       git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, level, "");
+    // Workspaces belong to the sandbox user, and the node opens them as root: the ownership
+    // check (safe.directory) guards shared directories; these are the node's own, under its
+    // data dir, and only libgit2 (which runs no hooks, filters or fsmonitor) opens them.
+    git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
   });
 }
 
@@ -40,6 +45,31 @@ using owned = std::unique_ptr<T, void (*)(T*)>;
 
 }  // namespace
 
+namespace {
+
+struct push_auth {
+  credential cred;
+  int attempts = 0;
+  std::string rejected;  ///< the server's reason for refusing a ref, if it did
+};
+
+int ref_status(const char* ref, const char* status, void* payload) {
+  if (status) static_cast<push_auth*>(payload)->rejected = std::string(ref) + ": " + status;
+  return 0;
+}
+
+int credentials(git_credential** out, const char*, const char*, unsigned int allowed,
+                void* payload) {
+  auto* a = static_cast<push_auth*>(payload);
+  // Offered once: a second request means the forge refused it.
+  if (a->cred.token.empty() || a->attempts++ > 0 || !(allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT))
+    return GIT_EAUTH;
+  return git_credential_userpass_plaintext_new(out, a->cred.username.c_str(),
+                                               a->cred.token.c_str());
+}
+
+}  // namespace
+
 mirror_cache::mirror_cache(std::string root) : root_(std::move(root)) {
   init_library();
 }
@@ -54,7 +84,7 @@ std::string mirror_cache::path_of(const std::string& url) const {
   return root_ + "/" + name + "-" + hash;
 }
 
-result<std::string> mirror_cache::update(const std::string& url) {
+result<std::string> mirror_cache::update(const std::string& url, const credential& cred) {
   std::shared_ptr<std::mutex> lock;
   {
     std::lock_guard g(mu_);
@@ -85,9 +115,14 @@ result<std::string> mirror_cache::update(const std::string& url) {
   git_fetch_options fo = GIT_FETCH_OPTIONS_INIT;
   fo.prune = GIT_FETCH_PRUNE;
   fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_ALL;
+  push_auth auth{cred};
+  fo.callbacks.credentials = credentials;
+  fo.callbacks.payload = &auth;
   rc = git_remote_fetch(remote.get(), nullptr, &fo, "berth: mirror update");
   if (rc < 0) {
-    auto e = lib_error("fetch " + url, rc);
+    auto e = rc == GIT_EAUTH || auth.attempts > 1
+                 ? error{errc::permission_denied, "authentication failed for " + url}
+                 : lib_error("fetch " + url, rc);
     if (fresh) {
       repo.reset();
       std::error_code ec;
@@ -103,6 +138,18 @@ result<std::string> mirror_cache::update(const std::string& url) {
     git_buf_dispose(&head);
   }
   return path;
+}
+
+status check_remote_allowed(const std::string& url, const std::vector<std::string>& allowlist) {
+  if (!url.starts_with("file://")) return {};
+  auto path = std::filesystem::path(url.substr(7)).lexically_normal();
+  for (const auto& allowed : allowlist) {
+    if (allowed.empty() || allowed.front() != '/') continue;
+    auto rel = path.lexically_relative(std::filesystem::path(allowed).lexically_normal());
+    if (!rel.empty() && *rel.begin() != ".." && rel != ".") return {};
+  }
+  return error{errc::invalid_argument,
+               "repo: file:// remotes outside workspace.file_allowlist are refused (" + url + ")"};
 }
 
 result<std::string> clone_workspace(const std::string& mirror, const std::string& url,
@@ -165,7 +212,8 @@ namespace {
 result<std::optional<std::string>> commit_tree(const std::string& dest, const char* ref,
                                                const std::string& parent_spec,
                                                const std::string& message,
-                                               const std::string& own_index = {}) {
+                                               const std::string& own_index = {},
+                                               bool carry_head = false) {
   init_library();
   git_repository* raw = nullptr;
   int rc = git_repository_open(&raw, dest.c_str());
@@ -195,7 +243,20 @@ result<std::optional<std::string>> commit_tree(const std::string& dest, const ch
     return lib_error(parent_spec + " of " + dest, rc);
   owned<git_object> head(hraw, git_object_free);
   auto* parent = reinterpret_cast<git_commit*>(head.get());
-  if (git_oid_equal(&tree_id, git_commit_tree_id(parent))) return std::optional<std::string>();
+  // `carry_head`: HEAD becomes a second parent unless the first already reaches it, so that
+  // the commits the session made travel with a pushed checkpoint.
+  git_object* xraw = nullptr;
+  if (carry_head && git_revparse_single(&xraw, repo.get(), "HEAD^{commit}") == 0) {
+    const auto* x = git_commit_id(reinterpret_cast<git_commit*>(xraw));
+    const auto* p = git_commit_id(parent);
+    if (git_oid_equal(x, p) || git_graph_descendant_of(repo.get(), p, x) == 1) {
+      git_object_free(xraw);
+      xraw = nullptr;
+    }
+  }
+  owned<git_object> extra(xraw, git_object_free);
+  if (git_oid_equal(&tree_id, git_commit_tree_id(parent)) && !extra)
+    return std::optional<std::string>();
   git_tree* traw = nullptr;
   if ((rc = git_tree_lookup(&traw, repo.get(), &tree_id)) < 0) return lib_error("tree", rc);
   owned<git_tree> tree(traw, git_tree_free);
@@ -204,9 +265,9 @@ result<std::optional<std::string>> commit_tree(const std::string& dest, const ch
     return lib_error("commit identity (user.name, user.email)", rc);
   owned<git_signature> sig(sraw, git_signature_free);
   git_oid id;
-  const git_commit* parents[] = {parent};
+  const git_commit* parents[] = {parent, reinterpret_cast<git_commit*>(extra.get())};
   if ((rc = git_commit_create(&id, repo.get(), ref, sig.get(), sig.get(), nullptr, message.c_str(),
-                              tree.get(), 1, parents)) < 0)
+                              tree.get(), extra ? 2 : 1, parents)) < 0)
     return lib_error("commit in " + dest, rc);
   char hex[GIT_OID_HEXSZ + 1];
   git_oid_tostr(hex, sizeof(hex), &id);
@@ -231,35 +292,11 @@ result<std::optional<std::string>> checkpoint(const std::string& dest, const std
   git_reference_free(existing);
   git_repository_free(raw);
   return commit_tree(dest, ref.c_str(), have ? ref : std::string("HEAD"),
-                     "berth checkpoint of session " + session, "berth-checkpoint-index");
+                     "berth checkpoint of session " + session, "berth-checkpoint-index", true);
 }
 
-namespace {
-
-struct push_auth {
-  std::string token;
-  int attempts = 0;
-  std::string rejected;  ///< the server's reason for refusing a ref, if it did
-};
-
-int ref_status(const char* ref, const char* status, void* payload) {
-  if (status) static_cast<push_auth*>(payload)->rejected = std::string(ref) + ": " + status;
-  return 0;
-}
-
-int credentials(git_credential** out, const char*, const char*, unsigned int allowed,
-                void* payload) {
-  auto* a = static_cast<push_auth*>(payload);
-  // Offered once: a second request means the forge refused it.
-  if (a->token.empty() || a->attempts++ > 0 || !(allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT))
-    return GIT_EAUTH;
-  return git_credential_userpass_plaintext_new(out, "x-access-token", a->token.c_str());
-}
-
-}  // namespace
-
-status push_branch(const std::string& dest, const std::string& url, const std::string& branch,
-                   const std::string& token) {
+status push_refs(const std::string& dest, const std::string& url,
+                 const std::vector<std::string>& refspecs, const credential& cred) {
   init_library();
   git_repository* raw = nullptr;
   int rc = git_repository_open(&raw, dest.c_str());
@@ -273,20 +310,186 @@ status push_branch(const std::string& dest, const std::string& url, const std::s
   if ((rc = git_remote_create_with_opts(&rraw, url.c_str(), &ro)) < 0)
     return lib_error("remote " + url, rc);
   owned<git_remote> remote(rraw, git_remote_free);
-  push_auth auth{token};
+  push_auth auth{cred};
   git_push_options po = GIT_PUSH_OPTIONS_INIT;
   po.callbacks.credentials = credentials;
   po.callbacks.push_update_reference = ref_status;
   po.callbacks.payload = &auth;
-  auto spec = "refs/heads/" + branch + ":refs/heads/" + branch;
-  char* specs[] = {spec.data()};
-  git_strarray refspecs{specs, 1};
-  rc = git_remote_push(remote.get(), &refspecs, &po);
+  std::vector<char*> specs;
+  std::vector<std::string> copies = refspecs;
+  for (auto& sp : copies) specs.push_back(sp.data());
+  git_strarray arr{specs.data(), specs.size()};
+  rc = git_remote_push(remote.get(), &arr, &po);
   if (rc == GIT_EAUTH || (rc < 0 && auth.attempts > 1))
     return error{errc::permission_denied, "authentication failed for " + url};
-  if (rc < 0) return lib_error("push " + branch + " to " + url, rc);
+  if (rc < 0) return lib_error("push to " + url, rc);
   if (!auth.rejected.empty())
     return error{errc::conflict, "push to " + url + " refused: " + auth.rejected};
+  return {};
+}
+
+status push_branch(const std::string& dest, const std::string& url, const std::string& branch,
+                   const std::string& token) {
+  return push_refs(dest, url, {"refs/heads/" + branch + ":refs/heads/" + branch},
+                   credential{"x-access-token", token});
+}
+
+result<std::string> default_branch(const std::string& mirror) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open_bare(&raw, mirror.c_str());
+  if (rc < 0) return lib_error("mirror " + mirror, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  git_reference* h = nullptr;
+  if ((rc = git_reference_lookup(&h, repo.get(), "HEAD")) < 0) return lib_error("HEAD", rc);
+  std::string target = git_reference_symbolic_target(h) ? git_reference_symbolic_target(h) : "";
+  git_reference_free(h);
+  if (!target.starts_with("refs/heads/"))
+    return error{errc::not_found, "mirror " + mirror + ": HEAD names no branch"};
+  return target.substr(11);
+}
+
+result<std::string> resolve(const std::string& dest, const std::string& spec) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open_ext(&raw, dest.c_str(), GIT_REPOSITORY_OPEN_NO_SEARCH, nullptr);
+  if (rc < 0) return lib_error("repository " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  git_object* o = nullptr;
+  if ((rc = git_revparse_single(&o, repo.get(), (spec + "^{commit}").c_str())) < 0)
+    return lib_error(spec + " in " + dest, rc);
+  char hex[GIT_OID_HEXSZ + 1];
+  git_oid_tostr(hex, sizeof(hex), git_object_id(o));
+  git_object_free(o);
+  return std::string(hex);
+}
+
+bool has_branch(const std::string& mirror, const std::string& ref) {
+  init_library();
+  git_repository* raw = nullptr;
+  if (git_repository_open_bare(&raw, mirror.c_str()) < 0) return false;
+  git_reference* r = nullptr;
+  bool found = git_reference_lookup(&r, raw, ("refs/heads/" + ref).c_str()) == 0;
+  git_reference_free(r);
+  git_repository_free(raw);
+  return found;
+}
+
+status restore_checkpoint(const std::string& dest, const std::string& mirror,
+                          const std::string& session, const std::string& commit) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  auto ref = "refs/berth/checkpoints/" + session;
+  {
+    git_remote_create_options ro = GIT_REMOTE_CREATE_OPTIONS_INIT;
+    ro.repository = repo.get();
+    ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+    git_remote* rraw = nullptr;
+    if ((rc = git_remote_create_with_opts(&rraw, mirror.c_str(), &ro)) < 0)
+      return lib_error("mirror " + mirror, rc);
+    owned<git_remote> remote(rraw, git_remote_free);
+    auto spec = "+" + ref + ":" + ref;
+    char* specs[] = {spec.data()};
+    git_strarray arr{specs, 1};
+    git_fetch_options fo = GIT_FETCH_OPTIONS_INIT;
+    fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+    if ((rc = git_remote_fetch(remote.get(), &arr, &fo, nullptr)) < 0)
+      return lib_error("fetching the checkpoint of session " + session + " from the mirror", rc);
+  }
+  git_object* craw = nullptr;
+  if ((rc = git_revparse_single(&craw, repo.get(), (commit + "^{commit}").c_str())) < 0)
+    return lib_error("checkpoint " + commit, rc);
+  owned<git_object> cp(craw, git_object_free);
+  // Write the checkpoint's files into the working tree through a scratch index, so that the
+  // repository's index keeps matching HEAD.
+  git_index* iraw = nullptr;
+  if ((rc = git_index_new(&iraw)) < 0) return lib_error("index", rc);
+  owned<git_index> scratch(iraw, git_index_free);
+  git_tree* traw = nullptr;
+  if ((rc = git_commit_tree(&traw, reinterpret_cast<git_commit*>(cp.get()))) < 0)
+    return lib_error("checkpoint tree", rc);
+  owned<git_tree> tree(traw, git_tree_free);
+  if ((rc = git_index_read_tree(scratch.get(), tree.get())) < 0) return lib_error("index", rc);
+  git_checkout_options co = GIT_CHECKOUT_OPTIONS_INIT;
+  co.checkout_strategy =
+      GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED | GIT_CHECKOUT_DONT_UPDATE_INDEX;
+  if ((rc = git_checkout_index(repo.get(), scratch.get(), &co)) < 0)
+    return lib_error("restoring checkpoint " + commit + " into " + dest, rc);
+  return {};
+}
+
+status reset_branch(const std::string& dest, const std::string& commit) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  git_object* craw = nullptr;
+  if ((rc = git_revparse_single(&craw, repo.get(), (commit + "^{commit}").c_str())) < 0)
+    return lib_error("commit " + commit, rc);
+  owned<git_object> c(craw, git_object_free);
+  if ((rc = git_reset(repo.get(), c.get(), GIT_RESET_MIXED, nullptr)) < 0)
+    return lib_error("moving the branch of " + dest + " to " + commit, rc);
+  return {};
+}
+
+status create_repository(const std::string& path, const std::map<std::string, std::string>& files,
+                         const std::string& message) {
+  init_library();
+  git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
+  io.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH;
+  io.initial_head = "main";
+  git_repository* raw = nullptr;
+  int rc = git_repository_init_ext(&raw, path.c_str(), &io);
+  if (rc < 0) return lib_error("init " + path, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  // Nested paths: trees are built bottom-up, directory by directory.
+  std::map<std::string, std::map<std::string, git_oid>> blobs;
+  std::set<std::string> all_dirs = {""};
+  for (const auto& [file, content] : files) {
+    git_oid b;
+    if ((rc = git_blob_create_from_buffer(&b, repo.get(), content.data(), content.size())) < 0)
+      return lib_error("blob " + file, rc);
+    auto slash = file.rfind('/');
+    auto dir = slash == std::string::npos ? std::string() : file.substr(0, slash);
+    blobs[dir][file.substr(slash == std::string::npos ? 0 : slash + 1)] = b;
+    for (auto d = dir; !d.empty();
+         d = d.find('/') == std::string::npos ? "" : d.substr(0, d.rfind('/')))
+      all_dirs.insert(d);
+  }
+  std::map<std::string, git_oid> trees;
+  for (auto it = all_dirs.rbegin(); it != all_dirs.rend(); ++it) {  // children sort after parents
+    const auto& dir = *it;
+    git_treebuilder* tb = nullptr;
+    if ((rc = git_treebuilder_new(&tb, repo.get(), nullptr)) < 0) return lib_error("tree", rc);
+    owned<git_treebuilder> builder(tb, git_treebuilder_free);
+    for (const auto& [name, oid] : blobs[dir])
+      git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &oid, GIT_FILEMODE_BLOB);
+    for (const auto& [sub, oid] : trees) {
+      auto parent =
+          sub.find('/') == std::string::npos ? std::string() : sub.substr(0, sub.rfind('/'));
+      if (parent != dir || sub == dir) continue;
+      auto name = sub.substr(parent.empty() ? 0 : parent.size() + 1);
+      git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &oid, GIT_FILEMODE_TREE);
+    }
+    git_oid t;
+    if ((rc = git_treebuilder_write(&t, builder.get())) < 0) return lib_error("tree", rc);
+    trees[dir] = t;
+  }
+  git_tree* traw = nullptr;
+  if ((rc = git_tree_lookup(&traw, repo.get(), &trees[""])) < 0) return lib_error("tree", rc);
+  owned<git_tree> tree(traw, git_tree_free);
+  git_signature* sraw = nullptr;
+  if ((rc = git_signature_now(&sraw, "Berth", "berth@localhost")) < 0)
+    return lib_error("signature", rc);
+  owned<git_signature> sig(sraw, git_signature_free);
+  git_oid id;
+  if ((rc = git_commit_create(&id, repo.get(), "refs/heads/main", sig.get(), sig.get(), nullptr,
+                              message.c_str(), tree.get(), 0, nullptr)) < 0)
+    return lib_error("commit", rc);
   return {};
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -45,5 +46,23 @@ void kill_group(pid_t pgid, int sig);
 
 /// Look up an executable in PATH; nullopt when absent.
 [[nodiscard]] std::optional<std::string> find_executable(const std::string& name);
+
+/// What `run_capture` saw.
+struct captured {
+  int exit_code = -1;
+  int signal = 0;
+  bool timed_out = false;
+  bool truncated = false;  ///< stdout or stderr went past `max_bytes`; the rest was dropped
+  std::string out;
+  std::string err;
+};
+
+/// Run argv to completion (posix_spawn, no shell), feeding `stdin_data` and capturing stdout and
+/// stderr up to `max_bytes` each. Past `timeout` the process group is killed (timed_out).
+[[nodiscard]] result<captured> run_capture(const std::vector<std::string>& argv,
+                                           const std::string& stdin_data,
+                                           std::chrono::milliseconds timeout,
+                                           std::size_t max_bytes = 1 << 20,
+                                           const spawn_options& base = {});
 
 }  // namespace berth::process

@@ -61,6 +61,35 @@ struct sandbox_section {
   std::string bwrap;
 };
 
+/// `[workspace]`: session git workspaces.
+struct workspace_section {
+  std::string author_name;
+  std::string author_email;
+  std::int64_t quota_bytes = 0;  ///< 0: no quota
+  std::vector<std::string> file_allowlist;
+};
+
+/// One `[[credentials.<provider>]]` entry: which remotes it serves and how it mints tokens.
+struct credential_rule {
+  std::string provider;    ///< "static" | "command" | "github_app"
+  std::string url_prefix;  ///< remotes starting with this use the rule (longest prefix wins)
+  std::string username = "x-access-token";
+  std::string token_file;            ///< static
+  std::vector<std::string> run;      ///< command: argv; the repo URL is appended
+  std::vector<std::string> revoke;   ///< command: optional; the token arrives on stdin
+  std::int64_t app_id = 0;           ///< github_app
+  std::int64_t installation_id = 0;  ///< github_app
+  std::string private_key_file;      ///< github_app
+  std::string api_url;               ///< forge API (github_app; optional elsewhere)
+  std::string where;                 ///< "berth.toml:12:1", for errors
+};
+
+/// `[credentials]`: token providers by remote URL prefix.
+struct credentials_section {
+  std::vector<credential_rule> rules;
+  millis renew_before{0};
+};
+
 /// `[log]`
 struct log_section {
   std::string level;
@@ -74,8 +103,14 @@ struct config {
   nats_section nats;
   session_section session;
   sandbox_section sandbox;
+  workspace_section workspace;
+  credentials_section credentials;
   log_section log;
 };
+
+/// The rule for `url`: the longest matching `url_prefix`, or nullptr.
+[[nodiscard]] const credential_rule* credential_for(const credentials_section& c,
+                                                    const std::string& url);
 
 /// Every key with its default.
 [[nodiscard]] config defaults();

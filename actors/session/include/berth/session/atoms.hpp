@@ -27,5 +27,8 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using tooldone_atom = caf::atom_constant<caf::atom("tool_done")>;
 using tooltmo_atom = caf::atom_constant<caf::atom("tool_tmo")>;
 using prepared_atom = caf::atom_constant<caf::atom("prepared")>;
+using wsdone_atom = caf::atom_constant<caf::atom("ws_done")>;
+using renew_atom = caf::atom_constant<caf::atom("renew")>;
+using wrapup_atom = caf::atom_constant<caf::atom("wrap_up")>;
 
 }  // namespace berth

@@ -65,6 +65,15 @@ struct session_state {
   std::map<std::string, std::string> tool_calls;
   /// The arguments of running tool calls (what the owner runs once tool.call is committed).
   std::map<std::string, json::value> tool_args;
+  /// What the journal says of the workspace and its credentials (folded from workspace.*,
+  /// lease.*, git.* and pr.* events): "ready", "commit" (checked out), "branch", "base",
+  /// "checkpoint", "head" (last git.committed), "pushed", "pr_url", "removed", and "leases"
+  /// (lease id -> metadata, live ones only).
+  json::value ws = json::value::make_object();
+
+  [[nodiscard]] bool has_repo() const { return !spec.repo.empty(); }
+  [[nodiscard]] bool workspace_ready() const { return ws.get_bool("ready"); }
+  [[nodiscard]] std::vector<std::string> live_leases() const;
 
   [[nodiscard]] std::int64_t deadline_ms() const { return created_ms + timeout_ms; }
   [[nodiscard]] step_state* step(const std::string& id);
@@ -88,6 +97,7 @@ struct exit_result {
   bool truncated = false;
   bool oom_killed = false;  ///< the sandbox's memory limit was hit
   std::int64_t peak_memory_bytes = 0;
+  json::value details;  ///< an object: merged into step.finished / step.failed (git steps, setup)
   [[nodiscard]] bool success() const {
     return !start_failed && !timed_out && !interrupted && signal == 0 && exit_code == 0;
   }
@@ -95,7 +105,9 @@ struct exit_result {
 
 /// What the owner should do after `advance`.
 struct action {
-  enum class kind { idle, launch, kill, wait_until } what = kind::idle;
+  /// prepare: clone the session's workspace (and lease its credential); report with
+  /// workspace_ready() or fail().
+  enum class kind { idle, launch, kill, wait_until, prepare } what = kind::idle;
   std::string step;
   std::int64_t attempt = 0;
   std::int64_t until_ms = 0;
@@ -131,6 +143,12 @@ class machine {
   /// A tool call ended: `result` is the tool's answer ({"ok": true, ...} or {"ok": false,
   /// "error", "code"}). Ignored unless the call is running.
   void tool_finished(const std::string& call_id, json::value result, std::int64_t now_ms);
+  /// The workspace is cloned and checked out (workspace.ready with `data`): steps may run.
+  void workspace_ready(json::value data, std::int64_t now_ms);
+  /// Record a fact about the workspace or its credentials: workspace.checkpointed|removed,
+  /// lease.granted|renewed|revoked, git.committed|pushed, pr.opened. Allowed after the session
+  /// ended too (a lease is revoked and the workspace removed after the terminal event).
+  void note(const std::string& type, json::value data, std::int64_t now_ms);
   /// Escalation from the supervisor: fail the session with `reason`.
   void fail(const std::string& reason, std::int64_t now_ms);
   /// Record ownership (session.started carries it).

@@ -20,6 +20,14 @@
 #include <unordered_map>
 #include <vector>
 
+namespace berth::workspace {
+class mirror_cache;
+}
+namespace berth::lease {
+class registry;
+class vault;
+}  // namespace berth::lease
+
 namespace berth::session {
 
 class committer;
@@ -32,6 +40,7 @@ struct node_counters {
   std::atomic<std::int64_t> sessions_finished{0};
   std::atomic<std::int64_t> restarts{0};
   std::atomic<std::int64_t> escalations{0};
+  std::atomic<std::int64_t> lease_revoke_failures{0};  ///< attempts that failed (alarm)
 };
 
 /// The session actors alive on this node, by session id: lets a nats.c callback hand an input
@@ -138,6 +147,14 @@ struct runtime {
   std::shared_ptr<committer> commits;     ///< group commit of every transition (committer.hpp)
   std::shared_ptr<worker_pool> launcher;  ///< bounded: starts step processes (no spawn storms)
   std::string work_root;                  ///< <data_dir>/work: one directory per session
+  /// Mirrors of remote repositories (<data_dir>/mirrors), credential providers by URL prefix,
+  /// and the vault of live leases (<data_dir>/leases). Null in unit tests without workspaces.
+  std::shared_ptr<workspace::mirror_cache> mirrors;
+  std::shared_ptr<lease::registry> credentials;
+  std::shared_ptr<lease::vault> leases;
+  /// The owner of session workspaces (the sandbox user); -1: the node's own user.
+  int ws_uid = -1;
+  int ws_gid = -1;
   /// Sessions whose claim the start-up scan confirmed in one bulk read; their load skips the
   /// per-session owner lookup. Guarded by `verified_mu`.
   std::mutex verified_mu;

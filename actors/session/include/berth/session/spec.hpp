@@ -19,20 +19,32 @@ struct retry_policy {
   millis max_backoff{60'000};
 };
 
+/// What a step does. `run`: a command in the sandbox. `setup`: detect the project's toolchains
+/// and fetch its dependencies, in the sandbox. `commit`, `push`, `pull_request`: git and forge
+/// operations the node performs on the session's workspace (docs/workflows.md).
+enum class step_kind { run, setup, commit, push, pull_request };
+[[nodiscard]] const char* to_string(step_kind k);
+
 struct step_spec {
   std::string id;
-  std::vector<std::string> run;  ///< argv; argv[0] looked up in PATH
+  step_kind kind = step_kind::run;
+  std::vector<std::string> run;  ///< argv; argv[0] looked up in PATH (kind run only)
   std::optional<millis> timeout;
   retry_policy retry;
   std::map<std::string, std::string> env;
   std::string network;  ///< "none" | "host"; empty: the session's
+  std::string message;  ///< commit: the commit message
+  std::string title;    ///< pull_request
+  std::string body;     ///< pull_request
+  std::string forge;    ///< pull_request: "github" | "gitlab" | "none"
 };
 
 /// A validated session spec: what a client asked for.
 struct session_spec {
   std::string id;
-  std::string repo;
-  std::string ref;
+  std::string repo;    ///< clone URL (https://, http://, file://); empty: a scratch workspace
+  std::string ref;     ///< branch, tag or commit; empty: the remote's default branch
+  std::string branch;  ///< the session's branch; empty: berth/<short session id>
   std::string goal;
   std::optional<millis> timeout;  ///< nullopt: the node's session.default_timeout
   std::int64_t priority = 5;      ///< 0..9, higher placed first
@@ -46,6 +58,17 @@ struct spec_limits {
   std::size_t max_steps = 1000;
   std::size_t max_argv = 4096;
 };
+
+/// Whether `url` names a remote Berth can clone: https://, http:// or file:// with a host part
+/// and a path, no credentials in it, no white space. The error names `field`.
+[[nodiscard]] status validate_repo_url(const std::string& url, const std::string& field);
+
+/// Whether `name` is a safe branch name (git's check-ref-format rules, stricter). The error
+/// names `field`.
+[[nodiscard]] status validate_branch(const std::string& name, const std::string& field);
+
+/// The session branch: `spec.branch`, else berth/<the session id's last 10 characters>.
+[[nodiscard]] std::string session_branch(const session_spec& spec, const std::string& session);
 
 /// Validate a spec given as JSON. Every error names the field ("steps[2].run: must not be
 /// empty"). Unknown fields are errors.

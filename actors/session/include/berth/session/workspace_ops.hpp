@@ -1,0 +1,79 @@
+#pragma once
+
+// The blocking work behind a session's workspace and credentials: cloning, checkpoints, git
+// steps, setup detection, lease minting, renewal and revocation. Plain functions run on the
+// node's I/O pool; the session actor journals what they report. No CAF here.
+
+#include "berth/base/error.hpp"
+#include "berth/base/json.hpp"
+#include "berth/lease/provider.hpp"
+#include "berth/session/machine.hpp"
+#include "berth/session/runtime.hpp"
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace berth::session::wsops {
+
+/// A fact for the journal: (event type, data).
+using note = std::pair<std::string, json::value>;
+
+struct outcome {
+  std::vector<note> notes;              ///< in order
+  std::vector<lease::grant> grants;     ///< the live grants afterwards
+  std::optional<error> failure;         ///< the session fails with this
+  exit_result exit;                     ///< git steps: how the step ended
+  std::optional<json::value> ready;     ///< prepare: the workspace.ready data
+  std::vector<std::string> still_live;  ///< wrap_up: leases whose revocation failed
+};
+
+/// Where session `id` keeps its workspace.
+[[nodiscard]] std::string workdir(const runtime& rt, const std::string& id);
+
+/// Whether `url` may be cloned by this node: file:// only inside workspace.file_allowlist.
+[[nodiscard]] status check_remote(const runtime& rt, const std::string& url);
+
+/// Lease a credential (unless a live one is held), update the mirror, clone the workspace on
+/// the session branch, hand it to the sandbox user. With `restore`, the workspace existed on
+/// another node: it is rebuilt at the journaled commit, then the journaled branch head and the
+/// last checkpoint's files are put back.
+[[nodiscard]] outcome prepare(runtime& rt, const session_state& st,
+                              std::vector<lease::grant> grants, bool restore);
+
+/// After a step or tool call that may have changed files: enforce the disk quota, then record a
+/// checkpoint (and push it when a lease allows).
+[[nodiscard]] outcome after_change(runtime& rt, const session_state& st,
+                                   std::vector<lease::grant> grants, const std::string& step);
+
+/// Run a commit, push or pull_request step.
+[[nodiscard]] outcome git_step(runtime& rt, const session_state& st,
+                               std::vector<lease::grant> grants, const step_spec& spec);
+
+/// The setup step: what the workspace holds, and the command that sets it up in the sandbox
+/// (sh -c with the detected tool chains' commands). details: {"detected": [...], "ran": [...]}.
+struct setup_plan {
+  std::vector<std::string> argv;
+  json::value details;
+};
+[[nodiscard]] setup_plan plan_setup(const std::string& dir);
+
+/// Replace grants that expire within `renew_before` with fresh ones (old ones revoked).
+[[nodiscard]] outcome renew(runtime& rt, const std::string& session,
+                            std::vector<lease::grant> grants);
+
+/// When the next grant should be renewed (unix ms); 0: none expires.
+[[nodiscard]] std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& grants);
+
+/// The session is over: revoke every live lease (those whose token this node does not hold are
+/// reported as not revocable here), then remove the workspace. Leases that could not be
+/// revoked stay live (retried later).
+[[nodiscard]] outcome wrap_up(runtime& rt, const session_state& st,
+                              std::vector<lease::grant> grants);
+
+/// At node start: remove workspaces of sessions this node does not run (terminal or unknown),
+/// given the ids it does run.
+void sweep_workspaces(runtime& rt, const std::vector<std::string>& live_sessions);
+
+}  // namespace berth::session::wsops

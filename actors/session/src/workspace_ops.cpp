@@ -1,0 +1,474 @@
+#include "berth/session/workspace_ops.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/log.hpp"
+#include "berth/base/redact.hpp"
+#include "berth/base/time.hpp"
+#include "berth/lease/forge.hpp"
+#include "berth/workspace/git.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+namespace berth::session::wsops {
+
+namespace sfs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("workspace");
+  return l;
+}
+
+// Hand a tree to the sandbox user (the node runs libgit2 as root; the agent must be able to
+// change every file, .git included). Symlinks are not followed.
+void chown_tree(const runtime& rt, const std::string& path) {
+  if (rt.ws_uid < 0 || ::geteuid() != 0) return;
+  auto uid = static_cast<uid_t>(rt.ws_uid);
+  auto gid = static_cast<gid_t>(rt.ws_gid >= 0 ? rt.ws_gid : rt.ws_uid);
+  ::lchown(path.c_str(), uid, gid);
+  std::error_code ec;
+  for (sfs::recursive_directory_iterator
+           it(path, sfs::directory_options::skip_permission_denied, ec),
+       end;
+       !ec && it != end; it.increment(ec))
+    ::lchown(it->path().c_str(), uid, gid);
+}
+
+// Bytes the tree uses on disk (allocated blocks; hard links counted once).
+std::int64_t disk_usage(const std::string& path) {
+  std::int64_t total = 0;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::error_code ec;
+  for (sfs::recursive_directory_iterator
+           it(path, sfs::directory_options::skip_permission_denied, ec),
+       end;
+       !ec && it != end; it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) continue;
+    if (st.st_nlink > 1 && !seen.insert({st.st_dev, st.st_ino}).second) continue;
+    total += static_cast<std::int64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+workspace::credential cred_of(const std::vector<lease::grant>& grants) {
+  if (grants.empty()) return {};
+  return workspace::credential{grants.back().username, grants.back().token};
+}
+
+json::value revoked_note(const lease::grant& g, bool revoked, const std::string& reason) {
+  json::value d = json::value::make_object();
+  d.set("lease", g.id);
+  d.set("provider", g.provider);
+  d.set("revoked", revoked);
+  if (!reason.empty()) d.set("reason", reason);
+  return d;
+}
+
+}  // namespace
+
+std::string workdir(const runtime& rt, const std::string& id) {
+  return rt.work_root + "/" + id;
+}
+
+status check_remote(const runtime& rt, const std::string& url) {
+  return workspace::check_remote_allowed(url, rt.cfg.workspace.file_allowlist);
+}
+
+outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
+                bool restore) {
+  outcome out;
+  out.grants = std::move(grants);
+  const auto& url = st.spec.repo;
+  auto dir = workdir(rt, st.id);
+  auto fail = [&](const std::string& why) {
+    out.failure = error{errc::invalid_argument, redact::apply(why)};
+    return out;
+  };
+  if (auto ok = check_remote(rt, url); !ok) return fail(ok.err().message);
+  if (!rt.mirrors) return fail("workspace: this node has no mirror cache");
+  // The lease first: the clone of a private repository needs it.
+  if (auto* p = rt.credentials ? rt.credentials->for_url(url) : nullptr) {
+    auto now = now_unix_ms();
+    std::erase_if(out.grants,
+                  [&](const lease::grant& g) { return g.expires_ms && g.expires_ms <= now; });
+    if (out.grants.empty()) {
+      auto g = p->mint(url);
+      if (!g) return fail("lease for " + url + ": " + g.err().message);
+      if (rt.leases)
+        if (auto ok = rt.leases->put(st.id, *g); !ok)
+          logger()->error("{}: lease vault: {}", st.id, ok.err().message);
+      out.notes.emplace_back("lease.granted", g->metadata());
+      out.grants.push_back(std::move(*g));
+    }
+  }
+  auto cred = cred_of(out.grants);
+  auto mirror = rt.mirrors->update(url, cred);
+  if (!mirror) return fail("repo: " + mirror.err().message);
+  fs::remove_tree(dir);  // a half-made clone of an earlier attempt
+  workspace::clone_options co;
+  co.ref = restore ? st.ws.get_string("commit") : st.spec.ref;
+  co.branch = session_branch(st.spec, st.id);
+  co.author_name = rt.cfg.workspace.author_name;
+  co.author_email = rt.cfg.workspace.author_email;
+  auto commit = workspace::clone_workspace(*mirror, url, dir, co);
+  if (!commit) {
+    fs::remove_tree(dir);
+    return fail(commit.err().message);
+  }
+  if (restore) {
+    json::value d = json::value::make_object();
+    d.set("node", rt.node_id);
+    if (auto head = st.ws.get_string("head"); !head.empty()) {
+      if (auto ok = workspace::reset_branch(dir, head); !ok)
+        return fail("workspace: cannot restore the session's commit " + head +
+                    " on this node: " + ok.err().message +
+                    " (checkpoints carry it to other nodes only when a lease lets them be pushed)");
+      d.set("head", head);
+    }
+    if (auto cp = st.ws.get_string("checkpoint"); !cp.empty()) {
+      if (auto ok = workspace::restore_checkpoint(dir, *mirror, st.id, cp); !ok)
+        return fail("workspace: cannot restore checkpoint " + cp +
+                    " on this node: " + ok.err().message +
+                    " (checkpoints reach other nodes only when a lease lets them be pushed)");
+      d.set("checkpoint", cp);
+    }
+    chown_tree(rt, dir);
+    out.notes.emplace_back("workspace.restored", std::move(d));
+    return out;
+  }
+  std::string base = st.spec.ref;
+  if (base.empty() || !workspace::has_branch(*mirror, base)) {
+    auto def = workspace::default_branch(*mirror);
+    base = def ? *def : std::string();
+  }
+  chown_tree(rt, dir);
+  json::value ready = json::value::make_object();
+  ready.set("repo", url);
+  ready.set("commit", *commit);
+  ready.set("branch", co.branch);
+  ready.set("base", base);
+  if (!st.spec.ref.empty()) ready.set("ref", st.spec.ref);
+  out.ready = std::move(ready);
+  return out;
+}
+
+outcome after_change(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
+                     const std::string& step) {
+  outcome out;
+  out.grants = std::move(grants);
+  auto dir = workdir(rt, st.id);
+  if (!sfs::exists(dir)) return out;
+  if (auto quota = rt.cfg.workspace.quota_bytes; quota > 0) {
+    auto used = disk_usage(dir);
+    if (used > quota) {
+      out.failure = error{errc::too_large, "workspace: uses " + std::to_string(used) +
+                                               " bytes, more than its quota of " +
+                                               std::to_string(quota) + " (workspace.quota_bytes)"};
+      return out;
+    }
+  }
+  if (!st.has_repo()) return out;
+  auto cp = workspace::checkpoint(dir, st.id);
+  if (!cp) {
+    logger()->warn("{}: checkpoint after {}: {}", st.id, step, cp.err().message);
+    return out;
+  }
+  chown_tree(rt, dir + "/.git");
+  if (!*cp) return out;
+  json::value d = json::value::make_object();
+  d.set("commit", **cp);
+  d.set("step", step);
+  if (!out.grants.empty()) {
+    auto ref = "refs/berth/checkpoints/" + st.id;
+    auto pushed =
+        workspace::push_refs(dir, st.spec.repo, {"+" + ref + ":" + ref}, cred_of(out.grants));
+    d.set("pushed", pushed.ok());
+    if (!pushed) d.set("push_error", redact::apply(pushed.err().message));
+  } else {
+    d.set("pushed", false);
+  }
+  out.notes.emplace_back("workspace.checkpointed", std::move(d));
+  return out;
+}
+
+outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
+                 const step_spec& spec) {
+  outcome out;
+  out.grants = std::move(grants);
+  auto dir = workdir(rt, st.id);
+  auto started = now_unix_ms();
+  auto& x = out.exit;
+  x.details = json::value::make_object();
+  auto failed = [&](const error& e) {
+    x.exit_code = 1;
+    x.error = redact::apply(e.message);
+    x.duration_ms = now_unix_ms() - started;
+    return out;
+  };
+  auto branch = session_branch(st.spec, st.id);
+  if (spec.kind == step_kind::commit) {
+    auto c = workspace::commit_all(dir, spec.message);
+    chown_tree(rt, dir + "/.git");
+    if (!c) return failed(c.err());
+    if (*c) {
+      json::value d = json::value::make_object();
+      d.set("commit", **c);
+      d.set("branch", branch);
+      d.set("message", spec.message.substr(0, spec.message.find('\n')));
+      out.notes.emplace_back("git.committed", std::move(d));
+      x.details.set("commit", **c);
+    } else {
+      x.details.set("commit", json::value());
+      x.details.set("note", "nothing to commit");
+    }
+  } else if (spec.kind == step_kind::push) {
+    auto head = workspace::resolve(dir, "HEAD");
+    if (!head) return failed(head.err());
+    auto st_push = workspace::push_refs(
+        dir, st.spec.repo, {"refs/heads/" + branch + ":refs/heads/" + branch}, cred_of(out.grants));
+    if (!st_push) return failed(st_push.err());
+    json::value d = json::value::make_object();
+    d.set("branch", branch);
+    d.set("commit", *head);
+    d.set("remote", st.spec.repo);
+    out.notes.emplace_back("git.pushed", std::move(d));
+    x.details.set("commit", *head);
+  } else if (spec.kind == step_kind::pull_request) {
+    x.details.set("forge", spec.forge);
+    if (spec.forge != "none") {
+      lease::pr_request r;
+      r.forge = spec.forge;
+      r.repo_url = st.spec.repo;
+      r.head = branch;
+      r.base = st.ws.get_string("base");
+      r.title = spec.title;
+      r.body = spec.body;
+      if (!out.grants.empty()) {
+        r.token = out.grants.back().token;
+        r.api_url = out.grants.back().api_url;
+      }
+      if (r.api_url.empty()) r.api_url = lease::default_api_url(spec.forge, st.spec.repo);
+      if (r.base.empty())
+        return failed(error{errc::invalid_argument,
+                            "pull_request: the remote has no default branch to merge into"});
+      auto pr = lease::open_pull_request(r, std::chrono::seconds(60));
+      if (!pr) return failed(pr.err());
+      json::value d = json::value::make_object();
+      d.set("url", pr->url);
+      d.set("number", pr->number);
+      d.set("head", branch);
+      d.set("base", r.base);
+      d.set("forge", spec.forge);
+      if (pr->existed) d.set("existed", true);
+      out.notes.emplace_back("pr.opened", std::move(d));
+      x.details.set("url", pr->url);
+    } else {
+      x.details.set("branch", branch);
+    }
+  }
+  x.exit_code = 0;
+  x.duration_ms = now_unix_ms() - started;
+  return out;
+}
+
+setup_plan plan_setup(const std::string& dir) {
+  setup_plan p;
+  json::value detected = json::value::make_array();
+  json::value ran = json::value::make_array();
+  std::vector<std::string> cmds;
+  auto has = [&](const char* f) { return sfs::exists(dir + "/" + f); };
+  auto use = [&](const char* what, const std::string& tool, const std::string& cmd) {
+    detected.push(what);
+    if (cmd.empty()) return;
+    ran.push(cmd);
+    cmds.push_back("command -v " + tool + " >/dev/null 2>&1 || { echo \"setup: " + what +
+                   " project, but " + tool +
+                   " is not installed in the sandbox\" >&2; exit 127; }\n"
+                   "echo '+ " +
+                   cmd + "'\n" + cmd);
+  };
+  if (has("pyproject.toml") || has("requirements.txt") || has("setup.py")) {
+    std::string pip = has("requirements.txt") ? ".venv/bin/pip install -r requirements.txt"
+                                              : ".venv/bin/pip install -e .";
+    use("python", "python3", "python3 -m venv .venv && " + pip);
+  }
+  if (has("package.json")) use("node", "npm", has("package-lock.json") ? "npm ci" : "npm install");
+  if (has("Cargo.toml")) use("rust", "cargo", "cargo fetch");
+  if (has("go.mod")) use("go", "go", "go mod download");
+  if (has("CMakeLists.txt")) use("cmake", "cmake", "cmake -S . -B build");
+  if (has("Makefile") || has("makefile") || has("GNUmakefile")) use("make", "make", "");
+  // What setup creates stays out of commits and checkpoints.
+  if (sfs::exists(dir + "/.git")) {
+    auto exclude = dir + "/.git/info/exclude";
+    auto existing = fs::read_file(exclude);
+    std::string text = existing ? *existing : std::string();
+    if (text.find("# berth setup") == std::string::npos) {
+      std::error_code ec;
+      sfs::create_directories(dir + "/.git/info", ec);
+      (void)fs::write_file_atomic(
+          exclude, text + "\n# berth setup\n.venv/\nnode_modules/\n.cache/\nbuild/\ntarget/\n");
+    }
+  }
+  std::string script = "set -e\n";
+  if (cmds.empty())
+    script +=
+        "echo 'setup: nothing to set up (no pyproject.toml, requirements.txt, package.json, "
+        "Cargo.toml, go.mod or CMakeLists.txt)'\n";
+  for (const auto& c : cmds) script += c + "\n";
+  p.argv = {"sh", "-c", script};
+  p.details = json::value::make_object();
+  p.details.set("detected", std::move(detected));
+  p.details.set("ran", std::move(ran));
+  return p;
+}
+
+std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& grants) {
+  std::int64_t due = 0;
+  for (const auto& g : grants) {
+    if (!g.expires_ms) continue;
+    auto before = rt.cfg.credentials.renew_before.count();
+    if (g.issued_ms > 0) before = std::min<std::int64_t>(before, (g.expires_ms - g.issued_ms) / 2);
+    auto at = g.expires_ms - before;
+    due = due == 0 ? at : std::min(due, at);
+  }
+  return due;
+}
+
+outcome renew(runtime& rt, const std::string& session, std::vector<lease::grant> grants) {
+  outcome out;
+  auto now = now_unix_ms();
+  for (auto& g : grants) {
+    auto due = renew_due_ms(rt, {g});
+    auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
+    if (!due || due > now || !p) {
+      out.grants.push_back(std::move(g));
+      continue;
+    }
+    auto fresh = p->mint(g.url);
+    if (!fresh) {
+      logger()->error("{}: renewing lease {} failed: {}; retrying", session, g.id,
+                      fresh.err().message);
+      out.grants.push_back(std::move(g));
+      continue;
+    }
+    if (rt.leases) (void)rt.leases->put(session, *fresh);
+    json::value d = fresh->metadata();
+    d.set("replaces", g.id);
+    out.notes.emplace_back("lease.renewed", std::move(d));
+    auto revoked = p->revoke(g);
+    if (revoked) {
+      if (rt.leases) (void)rt.leases->remove(session, g.id);
+      out.notes.emplace_back("lease.revoked", revoked_note(g, p->revocable(), "renewed"));
+    } else {
+      rt.counters.lease_revoke_failures++;
+      logger()->error("{}: revoking renewed lease {} failed: {}; retried when the session ends",
+                      session, g.id, revoked.err().message);
+      out.still_live.push_back(g.id);
+      out.grants.insert(out.grants.begin(), std::move(g));  // older first: the newest is used
+    }
+    out.grants.push_back(std::move(*fresh));
+  }
+  return out;
+}
+
+outcome wrap_up(runtime& rt, const session_state& st, std::vector<lease::grant> grants) {
+  outcome out;
+  if (rt.runner) rt.runner->release(st.id);  // the sandbox lets go of the workspace first
+  std::set<std::string> held;
+  for (auto& g : grants) {
+    held.insert(g.id);
+    auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
+    if (!p) {
+      if (rt.leases) (void)rt.leases->remove(st.id, g.id);
+      out.notes.emplace_back("lease.revoked",
+                             revoked_note(g, false, "its provider is no longer configured"));
+      continue;
+    }
+    auto ok = p->revoke(g);
+    if (!ok) {
+      rt.counters.lease_revoke_failures++;
+      logger()->error("{}: revoking lease {} failed: {}; retrying with backoff", st.id, g.id,
+                      ok.err().message);
+      out.still_live.push_back(g.id);
+      out.grants.push_back(std::move(g));
+      continue;
+    }
+    if (rt.leases) (void)rt.leases->remove(st.id, g.id);
+    out.notes.emplace_back("lease.revoked", revoked_note(g, p->revocable(), ""));
+  }
+  // Leases the journal holds live whose token this node never had (another node minted them):
+  // nothing can revoke them here; they run out at their expiry.
+  for (const auto& id : st.live_leases()) {
+    if (held.count(id)) continue;
+    lease::grant g;
+    g.id = id;
+    if (const auto* l = st.ws.find("leases"); l && l->find(id))
+      g.provider = l->find(id)->get_string("provider");
+    auto expires = st.ws.find("leases")->find(id)->get_string("expires_at");
+    out.notes.emplace_back(
+        "lease.revoked",
+        revoked_note(g, false,
+                     "its token is not held by this node" +
+                         (expires.empty() ? std::string() : "; it expires at " + expires)));
+  }
+  auto dir = workdir(rt, st.id);
+  bool existed = sfs::exists(dir);
+  fs::remove_tree(dir);
+  if (st.has_repo() && !st.ws.get_bool("removed")) {
+    json::value d = json::value::make_object();
+    d.set("existed", existed);
+    out.notes.emplace_back("workspace.removed", std::move(d));
+  }
+  return out;
+}
+
+namespace {
+// Made before this run of the node started (a session placed since then is not a leftover).
+bool older_than_start(const runtime& rt, const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return false;
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000 <
+         rt.started_ms;
+}
+}  // namespace
+
+void sweep_workspaces(runtime& rt, const std::vector<std::string>& live_sessions) {
+  std::set<std::string> live(live_sessions.begin(), live_sessions.end());
+  std::error_code ec;
+  std::size_t removed = 0;
+  for (const auto& e : sfs::directory_iterator(rt.work_root, ec)) {
+    auto name = e.path().filename().string();
+    if (live.count(name) || !older_than_start(rt, e.path().string())) continue;
+    fs::remove_tree(e.path().string());
+    ++removed;
+  }
+  if (removed)
+    logger()->info("removed {} workspace(s) of sessions this node no longer runs", removed);
+  // Leases in the vault of sessions this node does not run: revoke them now.
+  if (!rt.leases) return;
+  for (auto& [session, gs] : rt.leases->all()) {
+    if (live.count(session) || !older_than_start(rt, rt.leases->dir() + "/" + session + ".json"))
+      continue;
+    for (const auto& g : gs) {
+      auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
+      auto ok = p ? p->revoke(g) : status{};
+      if (!ok) {
+        rt.counters.lease_revoke_failures++;
+        logger()->error("{}: revoking leftover lease {} failed: {}", session, g.id,
+                        ok.err().message);
+        continue;
+      }
+      (void)rt.leases->remove(session, g.id);
+      logger()->info("{}: revoked leftover lease {} of a session this node no longer runs", session,
+                     g.id);
+    }
+  }
+}
+
+}  // namespace berth::session::wsops
