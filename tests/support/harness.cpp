@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -155,6 +156,45 @@ git_server::~git_server() {
 }
 
 void git_server::start(const std::string& token) {
+  if (token.empty()) return launch(false);
+  grant(token, "*");
+  launch(true);
+}
+
+void git_server::start_with_grants() {
+  launch(true);
+}
+
+void git_server::grant(const std::string& token, const std::string& name,
+                       std::int64_t expires_unix) {
+  std::lock_guard lock(mu_);
+  grants_[token] = {name, expires_unix};
+  write_grants_locked();
+}
+
+void git_server::revoke(const std::string& token) {
+  std::lock_guard lock(mu_);
+  grants_.erase(token);
+  write_grants_locked();
+}
+
+// Replaced in one rename: a request never reads a half-written file.
+void git_server::write_grants_locked() {
+  std::string text;
+  for (const auto& [t, g] : grants_)
+    text += t + " " + g.first + " " + std::to_string(g.second) + "\n";
+  write_file(dir_ + "/tokens.tmp", text);
+  sfs::rename(dir_ + "/tokens.tmp", dir_ + "/tokens");
+}
+
+std::size_t git_server::requests() const {
+  std::ifstream in(dir_ + "/access.log");
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+void git_server::launch(bool grants) {
   // A free port: the kernel picks one, we hand it to lighttpd (it cannot report its own).
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
@@ -165,21 +205,34 @@ void git_server::start(const std::string& token) {
   ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
   port_ = ntohs(a.sin_port);
   ::close(s);
-  auto conf = dir_ + "/lighttpd.conf";
-  std::string auth;
-  if (!token.empty()) {
-    write_file(dir_ + "/users", "x-access-token:" + token + "\n");
-    auth =
-        "server.modules += (\"mod_auth\", \"mod_authn_file\")\n"
-        "auth.backend = \"plain\"\n"
-        "auth.backend.plain.userfile = \"" +
-        dir_ +
-        "/users\"\n"
-        "auth.require = (\"/git/\" => (\"method\" => \"basic\", \"realm\" => \"git\", "
-        "\"require\" => \"valid-user\"))\n";
+  // With grants, a small CGI in front of git-http-backend checks the basic-auth token against
+  // <dir>/tokens ("token repo expires" per line) for the repository the path names, as a forge
+  // checks an installation token's repository scope.
+  std::string backend = "/usr/lib/git-core/git-http-backend/";
+  if (grants) {
+    if (!sfs::exists(dir_ + "/tokens")) write_file(dir_ + "/tokens", "");
+    write_file(
+        dir_ + "/auth.cgi",
+        "#!/bin/sh\n"
+        "cred=$(printf '%s' \"${HTTP_AUTHORIZATION#Basic }\" | base64 -d 2>/dev/null)\n"
+        "tok=${cred#*:}\n"
+        "repo=$(printf '%s' \"$PATH_INFO\" | sed -n 's#^/\\(.*\\)\\.git/.*#\\1#p')\n"
+        "now=$(date +%s)\n"
+        "if [ -n \"$HTTP_AUTHORIZATION\" ] && [ -n \"$tok\" ] && awk -v t=\"$tok\" -v r=\"$repo\" "
+        "-v n=\"$now\" '$1==t && ($2==r || $2==\"*\") && ($3==0 || $3>n) {f=1} END {exit "
+        "!f}' \"" +
+            dir_ +
+            "/tokens\"; then\n"
+            "  exec /usr/lib/git-core/git-http-backend\n"
+            "fi\n"
+            "printf 'Status: 401 Unauthorized\\r\\nWWW-Authenticate: Basic realm=\"git\"\\r\\n"
+            "Content-Type: text/plain\\r\\n\\r\\nunauthorized\\n'\n");
+    ::chmod((dir_ + "/auth.cgi").c_str(), 0755);
+    backend = dir_ + "/auth.cgi/";
   }
+  auto conf = dir_ + "/lighttpd.conf";
   write_file(conf,
-             "server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_cgi\")\n"
+             "server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_cgi\", \"mod_accesslog\")\n"
              "server.document-root = \"" +
                  dir_ +
                  "/repos\"\n"
@@ -190,15 +243,20 @@ void git_server::start(const std::string& token) {
                  "server.errorlog = \"" +
                  dir_ +
                  "/lighttpd.log\"\n"
-                 "alias.url = (\"/git/\" => \"/usr/lib/git-core/git-http-backend/\")\n"
-                 "$HTTP[\"url\"] =~ \"^/git/\" {\n"
+                 "accesslog.filename = \"" +
+                 dir_ +
+                 "/access.log\"\n"
+                 "alias.url = (\"/git/\" => \"" +
+                 backend +
+                 "\")\n"
+                 // After the alias splits off PATH_INFO the URI is "/git": match it too.
+                 "$HTTP[\"url\"] =~ \"^/git\" {\n"
                  "  cgi.assign = (\"\" => \"\")\n"
                  "  setenv.add-environment = (\"GIT_PROJECT_ROOT\" => \"" +
                  dir_ +
                  "/repos\", "
                  "\"GIT_HTTP_EXPORT_ALL\" => \"1\", \"GIT_CONFIG_NOSYSTEM\" => \"1\")\n"
-                 "}\n" +
-                 auth);
+                 "}\n");
   process::spawn_options so;
   auto pid = process::spawn({"lighttpd", "-D", "-f", conf}, so);
   if (!pid) throw std::runtime_error("lighttpd: " + pid.err().message);
@@ -435,15 +493,35 @@ std::string journal_problems(const std::vector<json::value>& events, bool must_e
       }
     }
   }
+  // After the terminal event only the clean-up may follow: leases revoked, workspace removed.
+  // Nothing else, and nothing more than once per lease.
+  std::size_t end = events.size();
+  std::set<std::string> revoked;
+  while (end > 0) {
+    auto t = events[end - 1].get_string("type");
+    if (t != "lease.revoked" && t != "workspace.removed") break;
+    if (t == "lease.revoked") {
+      const auto* d = events[end - 1].find("data");
+      auto lease = d ? d->get_string("lease") : std::string();
+      if (!revoked.insert(lease).second) problems += "lease " + lease + " revoked twice; ";
+    }
+    --end;
+  }
+  for (std::size_t i = 0; i < end; ++i) {
+    if (events[i].get_string("type") != "lease.revoked") continue;
+    const auto* d = events[i].find("data");
+    auto lease = d ? d->get_string("lease") : std::string();
+    if (!revoked.insert(lease).second) problems += "lease " + lease + " revoked twice; ";
+  }
   // An interrupted attempt must be retried unless the session then ended without success
   // (cancelled, failed by escalation, timed out).
-  auto last_type = events.empty() ? std::string() : events.back().get_string("type");
+  auto last_type = end == 0 ? std::string() : events[end - 1].get_string("type");
   bool stopped = last_type == "session.cancelled" || last_type == "session.failed" ||
                  last_type == "session.timed_out";
   for (const auto& [step, attempt] : interrupted)
     if (!stopped) problems += "interrupted step " + step + " never retried; ";
   if (must_end) {
-    auto last = events.empty() ? std::string() : events.back().get_string("type");
+    auto last = last_type;
     if (last != "session.succeeded" && last != "session.failed" && last != "session.cancelled" &&
         last != "session.timed_out")
       problems += "journal does not end in a terminal state (last: " + last + "); ";

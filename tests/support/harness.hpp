@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -54,18 +55,31 @@ class git_server {
   explicit git_server(const std::string& dir);
   ~git_server();  ///< stops lighttpd
   /// `token` non-empty: every request needs HTTP basic auth as x-access-token:<token>, as a
-  /// forge's installation token.
+  /// forge's installation token (the token is granted for every repository).
   void start(const std::string& token = {});
+  /// Start with per-repository tokens: a request needs a token grant()ed for its repository.
+  void start_with_grants();
+  /// Allow `token` for repository `name` ("acme/app"; "*" for all) until `expires_unix` (0:
+  /// no expiry). The server reads the grants at every request.
+  void grant(const std::string& token, const std::string& name, std::int64_t expires_unix = 0);
+  /// Make `token` invalid from the next request on.
+  void revoke(const std::string& token);
   /// Create `<name>.git` with one commit on main holding `files` (path -> content).
   void repo(const std::string& name, const std::map<std::string, std::string>& files);
   /// The clone URL of `<name>.git`.
   [[nodiscard]] std::string url(const std::string& name) const;
   [[nodiscard]] std::string repo_dir(const std::string& name) const;
+  /// Requests the server has answered (its access log), e.g. to prove nothing reached it.
+  [[nodiscard]] std::size_t requests() const;
 
  private:
+  void launch(bool grants);
+  void write_grants_locked();
   std::string dir_;
   pid_t pid_ = -1;
   int port_ = -1;
+  std::mutex mu_;
+  std::map<std::string, std::pair<std::string, std::int64_t>> grants_;
 };
 
 /// Run a command to completion (test set-up: git, ...); throws with its output on failure.

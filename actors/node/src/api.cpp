@@ -331,6 +331,7 @@ result<json::value> api_service::stats(const json::value& req) {
   v.set("sessions_finished", rt.counters.sessions_finished.load());
   v.set("restarts", rt.counters.restarts.load());
   v.set("escalations", rt.counters.escalations.load());
+  v.set("lease_revoke_failures", rt.counters.lease_revoke_failures.load());
   v.set("uptime_ms", now_unix_ms() - rt.started_ms);
   auto pending = rt.bus->stream_subjects(rt.names.stream_work(), rt.names.work_wildcard());
   if (pending) {

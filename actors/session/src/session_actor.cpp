@@ -122,6 +122,7 @@ struct session_state_actor {
   std::int64_t renew_at_ms = 0;
   bool wrapped = false;  // leases revoked and workspace removed after the end
   int wrap_failures = 0;
+  bool wrap_backoff = false;      // a failed revocation waits for its retry
   std::function<void()> ws_then;  // runs on the actor when the workspace job is done
   static inline const char* name = "berth.session";
 };
@@ -414,6 +415,7 @@ void start_wrap_up(actor_t* self) {
         // Retried with backoff until the provider answers; the node logs an error each time.
         auto delay = std::min<std::int64_t>(300'000, 1000LL << std::min(s.wrap_failures, 9));
         ++s.wrap_failures;
+        s.wrap_backoff = true;
         a->delayed_send(a, std::chrono::milliseconds(delay), wrapup_atom::value);
       });
 }
@@ -629,10 +631,11 @@ void pump(actor_t* self) {
   if (!s.stopping) dispatch_tools(self);
   if (is_terminal(s.m->state().status)) {
     if (!s.running && s.tools_running.empty() && !s.preparing) {
-      if (!s.wrapped)
-        start_wrap_up(self);
-      else
+      if (!s.wrapped) {
+        if (!s.wrap_backoff) start_wrap_up(self);
+      } else {
         finalize(self);
+      }
     }
     return;
   }
@@ -1089,7 +1092,10 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
             self, [rt, id = st.id, grants = st.grants] { return wsops::renew(*rt, id, grants); },
             [](actor_t* a, wsops::outcome& o) { take_outcome(a, o); });
       },
-      [=](wrapup_atom) { pump(self); },
+      [=](wrapup_atom) {
+        self->state.wrap_backoff = false;
+        pump(self);
+      },
       [=](prepared_atom) {
         self->state.preparing = false;
         pump(self);

@@ -56,6 +56,12 @@ std::int64_t disk_usage(const std::string& path) {
   return total;
 }
 
+// Remove what is inside `dir` (an earlier, half-made clone), keeping the directory itself.
+void clear_dir(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : sfs::directory_iterator(dir, ec)) fs::remove_tree(e.path().string());
+}
+
 workspace::credential cred_of(const std::vector<lease::grant>& grants) {
   if (grants.empty()) return {};
   return workspace::credential{grants.back().username, grants.back().token};
@@ -110,7 +116,9 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   auto cred = cred_of(out.grants);
   auto mirror = rt.mirrors->update(url, cred);
   if (!mirror) return fail("repo: " + mirror.err().message);
-  fs::remove_tree(dir);  // a half-made clone of an earlier attempt
+  // Emptied, not removed: the session's sandbox may already hold this directory (it is bound
+  // into the sandbox by descriptor), and must see the clone.
+  clear_dir(dir);
   workspace::clone_options co;
   co.ref = restore ? st.ws.get_string("commit") : st.spec.ref;
   co.branch = session_branch(st.spec, st.id);
@@ -118,7 +126,7 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   co.author_email = rt.cfg.workspace.author_email;
   auto commit = workspace::clone_workspace(*mirror, url, dir, co);
   if (!commit) {
-    fs::remove_tree(dir);
+    clear_dir(dir);
     return fail(commit.err().message);
   }
   if (restore) {

@@ -175,9 +175,21 @@ result<std::string> clone_workspace(const std::string& mirror, const std::string
       break;
     }
   }
-  if (!oraw)
+  if (!oraw) {
+    git_reference_iterator* it = nullptr;
+    git_reference* any = nullptr;
+    bool empty = git_reference_iterator_new(&it, repo.get()) == 0 &&
+                 git_reference_next(&any, it) == GIT_ITEROVER;
+    git_reference_free(any);
+    git_reference_iterator_free(it);
+    if (empty)
+      return error{errc::not_found, "repo: " + url + " is an empty repository (no commits)"};
+    if (opts.ref.empty())
+      return error{errc::not_found,
+                   "repo: " + url + " has no default branch to check out; give a ref"};
     return error{errc::not_found,
                  "ref: \"" + opts.ref + "\" is no branch, tag or commit of " + url};
+  }
   owned<git_object> target(oraw, git_object_free);
   auto* commit = reinterpret_cast<git_commit*>(target.get());
   char id[GIT_OID_HEXSZ + 1];
