@@ -122,6 +122,15 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
     if (auto ms = d->get_int("delay_ms", -1); ms >= 0) add("in", format_duration(millis(ms)));
     if (auto k = d->get_string("kind"); !k.empty()) add("input", k);
     if (auto n = d->get_string("node"); !n.empty()) add("node", n);
+    // Workspace, git, lease and pull-request facts.
+    if (auto b = d->get_string("branch"); !b.empty()) add("branch", b);
+    if (auto c = d->get_string("commit"); c.size() >= 12) add("commit", c.substr(0, 12));
+    if (auto l = d->get_string("lease"); !l.empty()) add("lease", l);
+    if (auto p = d->get_string("provider"); !p.empty()) add("provider", p);
+    if (auto x = d->get_string("expires_at"); !x.empty()) add("expires", x);
+    if (const auto* pushed = d->find("pushed"); pushed && pushed->is_bool())
+      add("pushed", pushed->as_bool() ? "yes" : "no");
+    if (auto u = d->get_string("url"); !u.empty() && type == "pr.opened") add("url", u);
     if (auto r = d->get_string("reason"); !r.empty())
       details += (details.empty() ? "" : " ") + std::string("— ") + r;
   }

@@ -4,6 +4,7 @@
 
 #include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
+#include "berth/workspace/git.hpp"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -20,7 +21,8 @@ namespace berth::cli {
 namespace {
 
 constexpr const char* demo_workflow =
-    R"(# The demo session: four steps, one of which fails once and is retried.
+    R"(# The demo session: steps in the sandbox (one fails once and is retried), then a commit
+# pushed to the session branch of the sample repository.
 [session]
 goal = "show what a Berth session looks like"
 
@@ -40,7 +42,16 @@ retry = { max_attempts = 3, backoff = "500ms", max_backoff = "5s" }
 
 [[steps]]
 id = "package"
-run = ["sh", "-c", "echo packaging; ls -a"]
+run = ["sh", "-c", "echo packaging; ls; echo built by $BERTH_SESSION > BUILD_INFO"]
+
+[[steps]]
+id = "commit"
+kind = "commit"
+message = "Add BUILD_INFO"
+
+[[steps]]
+id = "push"
+kind = "push"
 )";
 
 }  // namespace
@@ -53,12 +64,19 @@ int run_demo(const globals& g) {
   std::string dir = base;
   ::chmod(dir.c_str(), 0711);  // the sandbox user walks through to the workspaces
   std::string data_dir = dir + "/node";
+  // The sample repository the session clones (file:// remotes need the node's allowlist).
+  if (auto st = workspace::create_repository(
+          dir + "/app.git", {{"README.md", "# app\n\nThe Berth demo's sample repository.\n"},
+                             {"src/parser.c", "int parse(void) { return 0; }\n"},
+                             {"Makefile", "all:\n\t@echo nothing to build\n"}});
+      !st)
+    return report(st.err());
   std::string wf = dir + "/demo.toml";
   if (auto st = fs::write_file_atomic(wf, demo_workflow); !st) return report(st.err());
   std::printf("berth demo: starting a local node (data dir %s, embedded nats-server)\n",
               data_dir.c_str());
   std::fflush(stdout);
-  local_node node(data_dir);
+  local_node node(data_dir, {{"BERTH_WORKSPACE_FILE_ALLOWLIST", dir}});
   if (auto st = node.start(); !st) {
     auto text = fs::read_file(node.log_path());
     std::fprintf(stderr, "%s", text ? text->c_str() : "");
@@ -79,6 +97,8 @@ int run_demo(const globals& g) {
   std::fflush(stdout);
   node.stop();
   if (rc == ok) {
+    std::printf("berth demo: the session pushed its branch to the sample repository %s/app.git\n",
+                dir.c_str());
     fs::remove_tree(dir);
     std::printf(
         "berth demo: done. Next: `berth node --data-dir /var/lib/berth/a &` and `berth session "

@@ -35,15 +35,13 @@ result<url_parts> split_url(const std::string& url, const std::string& field) {
   p.target = slash == std::string::npos ? "/" : rest.substr(slash);
   if (authority.empty() || authority.find('@') != std::string::npos)
     return error{errc::invalid_argument, field + ": \"" + url + "\" needs a host and no user part"};
-  auto colon = authority.rfind(':');
-  if (colon != std::string::npos && authority.find(']') == std::string::npos) {
-    p.host = authority.substr(0, colon);
-    p.port = authority.substr(colon + 1);
-  } else {
-    p.host = authority;
-    p.port = p.scheme == "https" ? "443" : "80";
-  }
-  if (p.host.size() > 2 && p.host.front() == '[') p.host = p.host.substr(1, p.host.size() - 2);
+  // host, host:port, [v6], [v6]:port
+  auto close = authority.front() == '[' ? authority.find(']') : std::string::npos;
+  auto colon = authority.find(':', close == std::string::npos ? 0 : close);
+  p.host = authority.substr(0, colon);
+  p.port = colon == std::string::npos ? (p.scheme == "https" ? "443" : "80")
+                                      : authority.substr(colon + 1);
+  if (close != std::string::npos) p.host = authority.substr(1, close - 1);
   return p;
 }
 
