@@ -27,35 +27,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-std::string pem_of(EVP_PKEY* key, bool priv) {
-  BIO* b = BIO_new(BIO_s_mem());
-  if (priv)
-    PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
-  else
-    PEM_write_bio_PUBKEY(b, key);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  BIO_free(b);
-  return out;
-}
-
-std::string base64url_decode(std::string s) {
-  for (auto& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
-  while (s.size() % 4) s += '=';
-  std::string out(s.size(), '\0');
-  int n =
-      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-  if (n < 0) return {};
-  out.resize(static_cast<std::size_t>(n));
-  while (!s.empty() && s.back() == '=') {
-    s.pop_back();
-    out.pop_back();
-  }
-  return out;
-}
-
 std::string random_token(std::size_t n) {
   static constexpr char alphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -110,6 +81,35 @@ std::string query_value(const std::string& query, const std::string& key) {
 }
 
 }  // namespace
+
+std::string pem_of(EVP_PKEY* key, bool priv) {
+  BIO* b = BIO_new(BIO_s_mem());
+  if (priv)
+    PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+  else
+    PEM_write_bio_PUBKEY(b, key);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(b, &data);
+  std::string out(data, static_cast<std::size_t>(n));
+  BIO_free(b);
+  return out;
+}
+
+std::string base64url_decode(std::string s) {
+  for (auto& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  while (s.size() % 4) s += '=';
+  std::string out(s.size(), '\0');
+  int n =
+      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+  if (n < 0) return {};
+  out.resize(static_cast<std::size_t>(n));
+  while (!s.empty() && s.back() == '=') {
+    s.pop_back();
+    out.pop_back();
+  }
+  return out;
+}
 
 github_standin::github_standin(git_server& git, std::string owner, std::int64_t app_id,
                                std::int64_t installation_id)

@@ -11,7 +11,14 @@
 #include <thread>
 #include <vector>
 
+struct evp_pkey_st;  // OpenSSL's EVP_PKEY
+
 namespace berth::test {
+
+/// A key as PEM text: the private key (PKCS#8) or its public half.
+std::string pem_of(evp_pkey_st* key, bool private_key);
+/// Decode base64url without padding (JWT parts); empty when malformed.
+std::string base64url_decode(std::string s);
 
 /// A local stand-in for the parts of GitHub's REST API Berth uses, speaking its real endpoints:
 /// a GitHub App's installation tokens (POST /app/installations/{id}/access_tokens with an RS256

@@ -1,3 +1,4 @@
+#include "github_standin.hpp"
 #include "harness.hpp"
 
 #include "berth/base/fs.hpp"
@@ -16,37 +17,8 @@
 
 using namespace berth;
 
-namespace {
-
-std::string pem(EVP_PKEY* key, bool priv) {
-  BIO* b = BIO_new(BIO_s_mem());
-  if (priv)
-    PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
-  else
-    PEM_write_bio_PUBKEY(b, key);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  BIO_free(b);
-  return out;
-}
-
-std::string unbase64url(std::string s) {
-  for (auto& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
-  while (s.size() % 4) s += '=';
-  std::string out(s.size(), '\0');
-  int n =
-      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!s.empty() && s.back() == '=') {
-    s.pop_back();
-    out.pop_back();
-  }
-  return out;
-}
-
-}  // namespace
+using test::base64url_decode;
+using test::pem_of;
 
 TEST(credentials_config, every_provider_parses_and_the_longest_prefix_wins) {
   auto c = config::parse(R"(
@@ -210,19 +182,19 @@ TEST(lease_vault, grants_are_kept_owner_only_and_removed_when_revoked) {
 TEST(github_app, the_jwt_is_rs256_signed_with_bounded_claims) {
   EVP_PKEY* key = EVP_RSA_gen(2048);
   ASSERT_NE(key, nullptr);
-  auto priv = pem(key, true);
+  auto priv = pem_of(key, true);
   auto jwt = lease::github_app_jwt(priv, 12345, 1'800'000'000);
   ASSERT_TRUE(jwt.ok()) << jwt.err().message;
   auto d1 = jwt->find('.');
   auto d2 = jwt->find('.', d1 + 1);
-  auto header = json::parse(unbase64url(jwt->substr(0, d1)));
-  auto claims = json::parse(unbase64url(jwt->substr(d1 + 1, d2 - d1 - 1)));
+  auto header = json::parse(base64url_decode(jwt->substr(0, d1)));
+  auto claims = json::parse(base64url_decode(jwt->substr(d1 + 1, d2 - d1 - 1)));
   ASSERT_TRUE(header && claims);
   EXPECT_EQ(header->get_string("alg"), "RS256");
   EXPECT_EQ(claims->get_int("iat"), 1'800'000'000 - 60);
   EXPECT_LE(claims->get_int("exp") - 1'800'000'000, 600);
   EXPECT_EQ(claims->get_string("iss"), "12345");
-  auto sig = unbase64url(jwt->substr(d2 + 1));
+  auto sig = base64url_decode(jwt->substr(d2 + 1));
   auto input = jwt->substr(0, d2);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EXPECT_EQ(EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key), 1);
@@ -233,7 +205,7 @@ TEST(github_app, the_jwt_is_rs256_signed_with_bounded_claims) {
   EVP_PKEY_free(key);
   EXPECT_FALSE(lease::github_app_jwt("not a key", 1, 0).ok());
   EVP_PKEY* ec = EVP_EC_gen("P-256");
-  auto r = lease::github_app_jwt(pem(ec, true), 1, 0);
+  auto r = lease::github_app_jwt(pem_of(ec, true), 1, 0);
   EVP_PKEY_free(ec);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.err().message.find("an RSA key is required"), std::string::npos);
