@@ -161,10 +161,11 @@ int main(int argc, char** argv) {
   std::string scenario;
   int bench_n = 0;
   auto* bench = app.add_subcommand(
-      "bench", "measure Berth against its peer in one run (step, sessions, resume, sandbox)");
+      "bench",
+      "measure Berth against its peer in one run (step, sessions, resume, sandbox, workspace)");
   bench->add_option("scenario", scenario)
       ->required()
-      ->check(CLI::IsMember({"step", "sessions", "resume", "sandbox"}));
+      ->check(CLI::IsMember({"step", "sessions", "resume", "sandbox", "workspace"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
 
   try {

@@ -1,6 +1,7 @@
 #include "harness.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/base/net.hpp"
 #include "berth/base/process.hpp"
 
 #include <fcntl.h>
@@ -195,16 +196,7 @@ std::size_t git_server::requests() const {
 }
 
 void git_server::launch(bool grants) {
-  // A free port: the kernel picks one, we hand it to lighttpd (it cannot report its own).
-  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  port_ = ntohs(a.sin_port);
-  ::close(s);
+  port_ = net::free_loopback_port();  // handed to lighttpd, which cannot report its own
   // With grants, a small CGI in front of git-http-backend checks the basic-auth token against
   // <dir>/tokens ("token repo expires" per line) for the repository the path names, as a forge
   // checks an installation token's repository scope.
@@ -261,13 +253,7 @@ void git_server::launch(bool grants) {
   auto pid = process::spawn({"lighttpd", "-D", "-f", conf}, so);
   if (!pid) throw std::runtime_error("lighttpd: " + pid.err().message);
   pid_ = *pid;
-  for (int i = 0; i < 250; ++i) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool up = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    ::close(c);
-    if (up) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  if (net::wait_listening(port_, millis(5000))) return;
   throw std::runtime_error("lighttpd did not listen on port " + std::to_string(port_));
 }
 
