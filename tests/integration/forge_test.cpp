@@ -7,6 +7,8 @@
 
 #include "berth/base/fs.hpp"
 #include "berth/base/redact.hpp"
+#include "berth/config/config.hpp"
+#include "berth/lease/provider.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -15,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 using namespace berth;
 using test::run_berth;
@@ -421,6 +424,104 @@ TEST_F(forge_fixture, a_broader_token_than_asked_for_is_given_back_unused) {
   EXPECT_EQ(github.revocations()[minted[0].token], 1);
 }
 
+TEST_F(forge_fixture, gitlab_merge_requests_and_forge_none) {
+  auto token = dir / "gl-token";
+  test::write_file(token, "glpat-0123456789abcdefghij\n");
+  ::chmod(token.c_str(), 0600);
+  git.grant("glpat-0123456789abcdefghij", "acme/app");
+  github.gitlab_token("glpat-0123456789abcdefghij", "git/acme/app");
+  start_node("[[credentials.static]]\nurl_prefix = \"" + prefix() + "\"\ntoken_file = \"" + token +
+             "\"\napi_url = \"" + github.api_url() + "/api/v4\"\n");
+  auto id = start(run_commit_push("edit", R"(["sh", "-c", "echo gl > GL.md"])", "GitLab") + R"(
+[[steps]]
+id = "mr"
+kind = "pull_request"
+title = "From Berth"
+forge = "gitlab"
+
+[[steps]]
+id = "mr-again"
+kind = "pull_request"
+title = "From Berth"
+forge = "gitlab"
+
+[[steps]]
+id = "leave"
+kind = "pull_request"
+title = "Just the branch"
+forge = "none"
+)",
+                  {"--repo", git.url("acme/app")});
+  ASSERT_TRUE(settled(id)) << node->log();
+  EXPECT_EQ(status(id), "succeeded") << reason(id);
+  auto evs = test::journal(*node, id);
+  auto branch = of_type(evs, "workspace.ready")[0].get_string("branch");
+  auto pulls = github.pulls();
+  ASSERT_EQ(pulls.size(), 1u);
+  EXPECT_EQ(pulls[0].get_string("source_branch"), branch);
+  EXPECT_EQ(pulls[0].get_string("target_branch"), "main");
+  auto prs = of_type(evs, "pr.opened");
+  ASSERT_EQ(prs.size(), 2u);  // forge "none" opens nothing
+  EXPECT_EQ(prs[0].get_string("url"), pulls[0].get_string("web_url"));
+  EXPECT_TRUE(prs[1].get_bool("existed"));
+  // A static lease cannot be revoked at the source: the journal says so.
+  auto revoked = of_type(evs, "lease.revoked");
+  ASSERT_EQ(revoked.size(), 1u);
+  EXPECT_FALSE(revoked[0].get_bool("revoked"));
+  EXPECT_TRUE(leaks("glpat-0123456789abcdefghij", {node->data_dir()}, {node->log()}).empty());
+}
+
+TEST_F(forge_fixture, a_token_revoked_while_the_session_runs_fails_its_push_clearly) {
+  auto token = dir / "token";
+  test::write_file(token, "tok-revoked-0123456789\n");
+  ::chmod(token.c_str(), 0600);
+  git.grant("tok-revoked-0123456789", "acme/app");
+  start_node("[[credentials.static]]\nurl_prefix = \"" + prefix() + "\"\ntoken_file = \"" + token +
+             "\"\n");
+  auto id = start(run_commit_push("slow", R"(["sh", "-c", "sleep 3; echo x > x.txt"])", "x"),
+                  {"--repo", git.url("acme/app")});
+  ASSERT_TRUE(test::eventually([&] {
+    auto t = types(test::journal(*node, id));
+    return has(t, "step.started");
+  }));
+  git.revoke("tok-revoked-0123456789");
+  ASSERT_TRUE(settled(id));
+  EXPECT_EQ(status(id), "failed");
+  EXPECT_NE(reason(id).find("step push failed: authentication failed for " + git.url("acme/app")),
+            std::string::npos)
+      << reason(id);
+  auto cps = of_type(test::journal(*node, id), "workspace.checkpointed");
+  ASSERT_FALSE(cps.empty());
+  EXPECT_FALSE(cps.back().get_bool("pushed"));
+  EXPECT_NE(cps.back().get_string("push_error").find("authentication failed"), std::string::npos);
+}
+
+TEST_F(forge_fixture, at_start_a_node_removes_leftover_workspaces_and_revokes_leftover_leases) {
+  // A lease minted for a session this node no longer knows, as a crash could leave it.
+  config::credential_rule rule;
+  rule.provider = "github_app";
+  rule.url_prefix = prefix();
+  rule.app_id = 12345;
+  rule.installation_id = 678;
+  rule.private_key_file = dir / "app.pem";
+  rule.api_url = github.api_url();
+  auto provider = lease::make_provider(rule);
+  ASSERT_TRUE(provider.ok()) << provider.err().message;
+  auto g = (*provider)->mint(git.url("acme/app"));
+  ASSERT_TRUE(g.ok()) << g.err().message;
+  lease::vault v(dir / "node/leases");
+  ASSERT_TRUE(v.put("ghost", *g).ok());
+  sfs::create_directories(dir / "node/work/ghost/src");
+  test::write_file(dir / "node/work/ghost/src/x", "left over\n");
+  // Older than the node's start.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  start_node(github_app_config());
+  EXPECT_TRUE(test::eventually([&] { return !sfs::exists(dir / "node/work/ghost"); }));
+  EXPECT_TRUE(test::eventually([&] { return github.revocations()[g->token] == 1; }));
+  EXPECT_TRUE(test::eventually([&] { return !sfs::exists(dir / "node/leases/ghost.json"); }));
+  EXPECT_NE(node->log().find("revoked leftover lease " + g->id), std::string::npos) << node->log();
+}
+
 // The agent controls the workspace, .git/config included. Nothing it plants there may run on
 // the node, redirect the push, or reach another host with the token.
 TEST_F(forge_fixture, hostile_git_config_in_the_workspace_runs_nothing_and_redirects_nothing) {
@@ -632,6 +733,44 @@ struct open_forge : ::testing::Test {
     return {st, v ? v->get_string("reason") : ""};
   }
 };
+
+TEST_F(open_forge, a_checkpoint_that_never_left_the_node_cannot_be_restored_elsewhere) {
+  auto wf = dir / "restore.toml";
+  test::write_file(wf, R"(
+[[steps]]
+id = "write"
+run = ["sh", "-c", "echo mine > mine.txt"]
+
+[[steps]]
+id = "wait"
+run = ["sleep", "30"]
+)");
+  auto r = cli({"session", "start", "--repo", git.url("app"), "--workflow", wf, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto id = r.json()->get_string("id");
+  ASSERT_TRUE(test::eventually([&] {
+    auto evs = test::journal(*node, id);
+    return std::count_if(evs.begin(), evs.end(), [](const json::value& e) {
+             return e.get_string("type") == "step.started";
+           }) == 2;
+  }));
+  node->signal(SIGKILL);
+  node->wait_exit();
+  fs::remove_tree(node->data_dir() + "/work/" + id);
+  fs::remove_tree(node->data_dir() + "/mirrors");
+  node->start();
+  std::string why;
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        auto v = cli({"session", "show", id, "-o", "json"}).json();
+        why = v ? v->get_string("reason") : "";
+        return v && v->get_string("status") == "failed";
+      },
+      std::chrono::seconds(60)))
+      << node->log();
+  EXPECT_NE(why.find("workspace: cannot restore checkpoint"), std::string::npos) << why;
+  EXPECT_NE(why.find("only when a lease lets them be pushed"), std::string::npos) << why;
+}
 
 TEST_F(open_forge, bad_remotes_and_refs_fail_the_session_with_a_clear_reason) {
   auto [st1, why1] = run("http://127.0.0.1:1/git/app.git", {});

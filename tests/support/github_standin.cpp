@@ -289,6 +289,37 @@ github_standin::reply github_standin::handle(const std::string& method, const st
     revoked_[m->token]++;
     return {204, ""};
   }
+  if (target.starts_with("/api/v4/projects/")) {
+    auto q = target.find('?');
+    auto path = target.substr(17, q == std::string::npos ? std::string::npos : q - 17);
+    if (!path.ends_with("/merge_requests")) return refuse(404, "404 Not Found");
+    auto project = query_value("p=" + path.substr(0, path.size() - 15), "p");
+    auto tok = authorization.starts_with("Bearer ") ? authorization.substr(7) : std::string();
+    auto it = gitlab_tokens_.find(tok);
+    if (it == gitlab_tokens_.end() || it->second != project) return refuse(401, "401 Unauthorized");
+    if (method == "GET") {
+      auto source = query_value(target.substr(q + 1), "source_branch");
+      json::value out = json::value::make_array();
+      for (const auto& p : pulls_)
+        if (p.get_string("repo") == project && p.get_string("source_branch") == source) out.push(p);
+      return {200, out.dump()};
+    }
+    auto req = json::parse(body);
+    if (!req || req->get_string("source_branch").empty() ||
+        req->get_string("target_branch").empty())
+      return refuse(400, "source_branch and target_branch are required");
+    json::value p = json::value::make_object();
+    auto iid = static_cast<std::int64_t>(pulls_.size() + 1);
+    p.set("iid", iid);
+    p.set("repo", project);
+    p.set("web_url",
+          "https://gitlab.example/" + project + "/-/merge_requests/" + std::to_string(iid));
+    p.set("title", req->get_string("title"));
+    p.set("source_branch", req->get_string("source_branch"));
+    p.set("target_branch", req->get_string("target_branch"));
+    pulls_.push_back(p);
+    return {201, p.dump()};
+  }
   auto [repo, query] = pulls_target(target);
   if (!repo.empty()) {
     const auto* m = token_for(authorization, repo);

@@ -48,6 +48,12 @@ class github_standin {
   void long_tokens(bool on) { long_tokens_ = on; }  ///< the ~520-character ghs_ format
   void fail_revokes(int n) { fail_revokes_ = n; }   ///< the next n revocations answer 502
   void broaden(bool on) { broaden_ = on; }          ///< answer with more repositories than asked
+  /// GitLab's merge requests too (/api/v4/projects/{path}/merge_requests), for a project
+  /// access token the test hands out itself: `token` may act on `project` ("git/acme/app").
+  void gitlab_token(const std::string& token, const std::string& project) {
+    std::lock_guard lock(mu_);
+    gitlab_tokens_[token] = project;
+  }
 
   // What happened.
   [[nodiscard]] std::vector<minted> tokens() const;
@@ -90,6 +96,7 @@ class github_standin {
   std::map<std::string, int> revoked_;
   std::vector<json::value> pulls_;
   std::vector<std::string> refusals_;
+  std::map<std::string, std::string> gitlab_tokens_;
 };
 
 }  // namespace berth::test
