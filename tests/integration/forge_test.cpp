@@ -386,6 +386,8 @@ TEST_F(forge_fixture, a_token_file_readable_by_others_stops_the_node_with_a_clea
   EXPECT_NE(r.err.find("token_file " + dir / "token" + ": mode 0644"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("must be 0600"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("tok-0123456789"), std::string::npos);
+  // It stopped before starting anything: no embedded nats-server is left running.
+  EXPECT_FALSE(sfs::exists(dir / "node/nats/nats-server.pid"));
 }
 
 TEST_F(forge_fixture, a_command_provider_mints_and_revokes_through_the_operators_helper) {

@@ -407,6 +407,14 @@ int run_node(const config::config& cfg) {
     lg->error("{}", st.err().message);
     return 1;
   }
+  // Credentials are checked before anything is started: a bad token file stops the node here.
+  auto creds = lease::registry::create(cfg.credentials);
+  if (!creds) {
+    lg->error("{}", creds.err().message);
+    return 1;
+  }
+  rt->credentials = *creds;
+  rt->leases = std::make_shared<lease::vault>(dir + "/leases");
 
   std::unique_ptr<bus::embedded_server> embedded;
   std::vector<std::string> servers = cfg.nats.servers;
@@ -425,6 +433,15 @@ int run_node(const config::config& cfg) {
     embedded = std::move(*es);
     servers = {embedded->url_with_token()};
   }
+  // A node that fails to come up stops the nats-server it started (one that runs on after a
+  // kill -9 is adopted by the next start; one left by a failed start would only linger).
+  struct stop_unless_up {
+    bus::embedded_server* server;
+    bool up = false;
+    ~stop_unless_up() {
+      if (!up && server) server->stop();
+    }
+  } started_server{embedded.get()};
   bus::client::options co;
   co.servers = servers;
   co.creds = cfg.nats.creds;
@@ -468,18 +485,12 @@ int run_node(const config::config& cfg) {
     std::filesystem::create_directories(dir + "/mirrors", ec);
     ::chmod((dir + "/mirrors").c_str(), 0700);
   }
-  rt->leases = std::make_shared<lease::vault>(dir + "/leases");
-  auto creds = lease::registry::create(cfg.credentials);
-  if (!creds) {
-    lg->error("{}", creds.err().message);
-    return 1;
-  }
-  rt->credentials = *creds;
   rt->runner = make_runner(*rt, dir);
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
   rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");
   rt->commits = std::make_shared<session::committer>(rt->store, rt->bus);
 
+  started_server.up = true;
   int exit_code = 0;
   {
     caf::actor_system_config acfg;
