@@ -7,6 +7,7 @@
 #include "berth/session/atoms.hpp"
 #include "berth/session/committer.hpp"
 #include "berth/session/journal.hpp"
+#include "berth/session/lease_actor.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
 #include "berth/session/workspace_ops.hpp"
@@ -114,15 +115,18 @@ struct session_state_actor {
   bool preparing = false;  // the runner is building the session's sandbox
   // Workspace and credentials (workspace_ops.hpp). One job at a time; while it runs nothing
   // else is started, so a checkpoint sees the tree its step left.
-  std::vector<lease::grant> grants;  // live leases with their tokens (memory and the vault)
+  // The session's lease actor (lease_actor.hpp) owns its credentials; `grants` is the copy its
+  // git jobs use, updated from each of the lease actor's answers.
+  caf::actor lease;
+  std::vector<lease::grant> grants;
   bool ws_busy = false;
   bool needs_restore = false;  // journaled ready, but the directory is not on this node
   std::optional<std::pair<std::string, exit_result>>
-      exit_waiting;  // a step's exit, until its checkpoint
-  std::int64_t renew_at_ms = 0;
-  bool wrapped = false;  // leases revoked and workspace removed after the end
-  int wrap_failures = 0;
-  bool wrap_backoff = false;      // a failed revocation waits for its retry
+      exit_waiting;               // a step's exit, until its checkpoint
+  bool wrapped = false;           // leases revoked and workspace removed after the end
+  bool workspace_gone = false;    // wrap-up: workspace removed (workspace.removed noted)
+  bool revoke_asked = false;      // wrap-up: the lease actor is revoking
+  bool leases_gone = false;       // wrap-up: every lease revoked
   std::function<void()> ws_then;  // runs on the actor when the workspace job is done
   static inline const char* name = "berth.session";
 };
@@ -349,18 +353,20 @@ void finalize(actor_t* self) {
 
 void pump(actor_t* self);
 
-// Journal what a workspace job reports, keep its grants, and schedule the next renewal.
+// Journal what a workspace job reports. (Its grants are the copy it was given: the lease
+// actor's answers, which may have renewed them meanwhile, are the ones kept.)
 void take_outcome(actor_t* self, wsops::outcome& o) {
   auto& s = self->state;
   auto now = now_unix_ms();
   for (auto& [type, data] : o.notes) s.m->note(type, std::move(data), now);
-  s.grants = std::move(o.grants);
-  auto due = wsops::renew_due_ms(*s.rt, s.grants);
-  if (due > 0 && (s.renew_at_ms == 0 || due < s.renew_at_ms || s.renew_at_ms <= now)) {
-    s.renew_at_ms = due;
-    self->delayed_send(self, std::chrono::milliseconds(std::max<std::int64_t>(0, due - now) + 1),
-                       renew_atom::value);
-  }
+}
+
+// The same for an answer of the lease actor.
+void take_lease_answer(actor_t* self, const lease_answer& a) {
+  auto& s = self->state;
+  auto now = now_unix_ms();
+  for (const auto& [type, data] : a.notes) s.m->note(type, data, now);
+  if (a.error.empty() || !a.grants.empty()) s.grants = a.grants;
 }
 
 // Run `job` on the I/O pool as the session's one workspace job; `then` gets its outcome on the
@@ -383,41 +389,98 @@ void start_prepare(actor_t* self, bool restore) {
   auto& s = self->state;
   if (s.ws_busy) return;
   s.needs_restore = false;
-  auto rt = s.rt;
-  auto st = s.m->state();
-  ws_job(
-      self,
-      [rt, st, grants = s.grants, restore] { return wsops::prepare(*rt, st, grants, restore); },
-      [](actor_t* a, wsops::outcome& o) {
-        auto& s = a->state;
-        take_outcome(a, o);
-        if (o.failure)
-          s.m->fail(o.failure->message, now_unix_ms());
-        else if (o.ready)
-          s.m->workspace_ready(std::move(*o.ready), now_unix_ms());
-      });
+  s.ws_busy = true;  // from the lease request to the end of the clone
+  auto prepare = [restore](actor_t* a) {
+    auto& st = a->state;
+    auto rt = st.rt;
+    auto state = st.m->state();
+    ws_job(
+        a,
+        [rt, state, grants = st.grants, restore] {
+          return wsops::prepare(*rt, state, grants, restore);
+        },
+        [](actor_t* b, wsops::outcome& o) {
+          auto& st2 = b->state;
+          take_outcome(b, o);
+          if (o.failure)
+            st2.m->fail(o.failure->message, now_unix_ms());
+          else if (o.ready)
+            st2.m->workspace_ready(std::move(*o.ready), now_unix_ms());
+        });
+  };
+  if (!s.lease) {
+    prepare(self);
+    return;
+  }
+  // The credential first: the clone of a private repository needs it.
+  self->request(s.lease, caf::infinite, acquire_atom::value, s.m->state().spec.repo)
+      .then(
+          [self, prepare](const std::string& reply) {
+            auto& st = self->state;
+            auto a = parse_lease_reply(reply);
+            take_lease_answer(self, a);
+            if (!a.error.empty()) {
+              st.ws_busy = false;
+              if (!is_terminal(st.m->state().status)) st.m->fail(a.error, now_unix_ms());
+              pump(self);
+              return;
+            }
+            prepare(self);
+          },
+          [self](caf::error& e) {
+            auto& st = self->state;
+            st.ws_busy = false;
+            if (!is_terminal(st.m->state().status))
+              st.m->fail("lease: the lease actor did not answer: " + caf::to_string(e),
+                         now_unix_ms());
+            pump(self);
+          });
 }
 
+// The session is over: the workspace is removed (a job) while the lease actor revokes every
+// lease (retrying with backoff as long as the provider fails). Both are journaled after the
+// terminal event; the session is finalized once both are done.
 void start_wrap_up(actor_t* self) {
   auto& s = self->state;
-  if (s.ws_busy) return;
-  auto rt = s.rt;
-  auto st = s.m->state();
-  ws_job(
-      self, [rt, st, grants = s.grants] { return wsops::wrap_up(*rt, st, grants); },
-      [](actor_t* a, wsops::outcome& o) {
-        auto& s = a->state;
-        take_outcome(a, o);
-        if (o.still_live.empty()) {
-          s.wrapped = true;
-          return;
-        }
-        // Retried with backoff until the provider answers; the node logs an error each time.
-        auto delay = std::min<std::int64_t>(300'000, 1000LL << std::min(s.wrap_failures, 9));
-        ++s.wrap_failures;
-        s.wrap_backoff = true;
-        a->delayed_send(a, std::chrono::milliseconds(delay), wrapup_atom::value);
-      });
+  if (!s.revoke_asked) {
+    s.revoke_asked = true;
+    if (!s.lease) {
+      s.leases_gone = true;
+    } else {
+      json::value live = json::value::make_object();
+      if (const auto* l = s.m->state().ws.find("leases"); l && l->is_object()) live = *l;
+      self->request(s.lease, caf::infinite, revokeall_atom::value, live.dump())
+          .then(
+              [self](const std::string& reply) {
+                auto& st = self->state;
+                take_lease_answer(self, parse_lease_reply(reply));
+                st.leases_gone = true;
+                st.wrapped = st.workspace_gone;
+                pump(self);
+              },
+              [self](caf::error& e) {
+                // The lease actor is gone: its vault entries are revoked at the next start.
+                logger()->error("{}: the lease actor failed while revoking: {}", self->state.id,
+                                caf::to_string(e));
+                self->state.leases_gone = true;
+                self->state.wrapped = self->state.workspace_gone;
+                pump(self);
+              });
+    }
+  }
+  if (!s.workspace_gone && !s.ws_busy) {
+    auto rt = s.rt;
+    auto st = s.m->state();
+    ws_job(
+        self, [rt, st] { return wsops::remove_workspace(*rt, st); },
+        [](actor_t* a, wsops::outcome& o) {
+          auto& st2 = a->state;
+          auto now = now_unix_ms();
+          for (auto& [type, data] : o.notes) st2.m->note(type, std::move(data), now);
+          st2.workspace_gone = true;
+          st2.wrapped = st2.leases_gone;
+        });
+  }
 }
 
 // After a step or tool call that may have changed files: quota, then checkpoint. `exit`: the
@@ -469,13 +532,8 @@ void launch(actor_t* self, const action& a) {
         self,
         [r, st, grants = s.grants, sp = *spec] { return wsops::git_step(*r, st, grants, sp); },
         [step = a.step, attempt = a.attempt](actor_t* self2, wsops::outcome& o) {
-          auto& s2 = self2->state;
-          auto now = now_unix_ms();
-          auto notes = std::move(o.notes);
-          o.notes.clear();
-          take_outcome(self2, o);
-          for (auto& [type, data] : notes) s2.m->note(type, std::move(data), now);
-          s2.m->step_exited(step, attempt, o.exit, now);
+          take_outcome(self2, o);  // git.committed, git.pushed, pr.opened: before the step's end
+          self2->state.m->step_exited(step, attempt, o.exit, now_unix_ms());
         });
     return;
   }
@@ -632,7 +690,7 @@ void pump(actor_t* self) {
   if (is_terminal(s.m->state().status)) {
     if (!s.running && s.tools_running.empty() && !s.preparing) {
       if (!s.wrapped) {
-        if (!s.wrap_backoff) start_wrap_up(self);
+        start_wrap_up(self);
       } else {
         finalize(self);
       }
@@ -905,25 +963,18 @@ void loaded(actor_t* self) {
   s.journal_seq = box->journal_seq;
   s.input_cursor = s.m->state().last_input_seq;
   const auto& st = s.m->state();
-  if (s.rt->leases) s.grants = s.rt->leases->of(s.id);
+  if (st.has_repo()) s.lease = spawn_lease(self, s.rt, s.id);
   if (st.has_repo() && st.workspace_ready() && !is_terminal(st.status) &&
       !std::filesystem::exists(workdir(*s.rt, s.id) + "/.git"))
     s.needs_restore = true;
-  if (auto due = wsops::renew_due_ms(*s.rt, s.grants); due > 0) {
-    s.renew_at_ms = due;
-    self->delayed_send(
-        self, std::chrono::milliseconds(std::max<std::int64_t>(0, due - now_unix_ms()) + 1),
-        renew_atom::value);
-  }
-  if (st.status.empty()) {
-    logger()->error("{}: placed but its journal has no session.accepted event; giving it up", s.id);
-    finalize(self);
-    return;
-  }
-  logger()->info(
-      "{}: {} at n={} ({}){}", s.id,
-      box->takeover ? "folded from the journal" : "resumed from snapshot", st.n, st.status,
-      s.outbox.empty() ? "" : ", republishing " + std::to_string(s.outbox.size()) + " event(s)");
+  // A resumed session with its workspace in place: the lease actor has its grants back from
+  // the vault (or mints one); the git jobs need a copy.
+  if (st.has_repo() && st.workspace_ready() && !is_terminal(st.status) && !s.needs_restore)
+    self->request(s.lease, caf::infinite, acquire_atom::value, st.spec.repo)
+        .then([self](const std::string& reply) {
+          take_lease_answer(self, parse_lease_reply(reply));
+          pump(self);
+        });
   if (st.status == "pending") {
     // A new session: its sandbox starts now, so the first step does not wait for it. (Resumed
     // sessions build theirs on their next command, after the resume barrier.)
@@ -1077,23 +1128,9 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         if (auto then = std::exchange(st.ws_then, nullptr)) then();
         pump(self);
       },
-      [=](renew_atom) {
-        auto& st = self->state;
-        auto now = now_unix_ms();
-        if (st.renew_at_ms == 0 || st.renew_at_ms > now + 1000) return;  // superseded
-        if (st.ws_busy || st.busy || is_terminal(st.m->state().status) || st.stopping) {
-          if (!is_terminal(st.m->state().status) && !st.stopping)
-            self->delayed_send(self, std::chrono::seconds(1), renew_atom::value);
-          return;
-        }
-        st.renew_at_ms = 0;
-        auto rt = st.rt;
-        ws_job(
-            self, [rt, id = st.id, grants = st.grants] { return wsops::renew(*rt, id, grants); },
-            [](actor_t* a, wsops::outcome& o) { take_outcome(a, o); });
-      },
-      [=](wrapup_atom) {
-        self->state.wrap_backoff = false;
+      [=](leasenote_atom, const std::string& reply) {
+        // A renewal, or revocations while the session ends: journaled as they happen.
+        take_lease_answer(self, parse_lease_reply(reply));
         pump(self);
       },
       [=](prepared_atom) {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -86,6 +87,30 @@ status check_remote(const runtime& rt, const std::string& url) {
   return workspace::check_remote_allowed(url, rt.cfg.workspace.file_allowlist);
 }
 
+outcome acquire(runtime& rt, const std::string& session, const std::string& url,
+                std::vector<lease::grant> grants) {
+  outcome out;
+  out.grants = std::move(grants);
+  auto* p = rt.credentials ? rt.credentials->for_url(url) : nullptr;
+  if (!p) return out;  // no provider for this remote: it is used without credentials
+  auto now = now_unix_ms();
+  if (std::any_of(out.grants.begin(), out.grants.end(), [&](const lease::grant& g) {
+        return g.url == url && (!g.expires_ms || g.expires_ms > now);
+      }))
+    return out;
+  auto g = p->mint(url);
+  if (!g) {
+    out.failure = error{g.err().code, redact::apply("lease for " + url + ": " + g.err().message)};
+    return out;
+  }
+  if (rt.leases)
+    if (auto ok = rt.leases->put(session, *g); !ok)
+      logger()->error("{}: lease vault: {}", session, ok.err().message);
+  out.notes.emplace_back("lease.granted", g->metadata());
+  out.grants.push_back(std::move(*g));
+  return out;
+}
+
 outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
                 bool restore) {
   outcome out;
@@ -98,21 +123,6 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   };
   if (auto ok = check_remote(rt, url); !ok) return fail(ok.err().message);
   if (!rt.mirrors) return fail("workspace: this node has no mirror cache");
-  // The lease first: the clone of a private repository needs it.
-  if (auto* p = rt.credentials ? rt.credentials->for_url(url) : nullptr) {
-    auto now = now_unix_ms();
-    std::erase_if(out.grants,
-                  [&](const lease::grant& g) { return g.expires_ms && g.expires_ms <= now; });
-    if (out.grants.empty()) {
-      auto g = p->mint(url);
-      if (!g) return fail("lease for " + url + ": " + g.err().message);
-      if (rt.leases)
-        if (auto ok = rt.leases->put(st.id, *g); !ok)
-          logger()->error("{}: lease vault: {}", st.id, ok.err().message);
-      out.notes.emplace_back("lease.granted", g->metadata());
-      out.grants.push_back(std::move(*g));
-    }
-  }
   auto cred = cred_of(out.grants);
   auto mirror = rt.mirrors->update(url, cred);
   if (!mirror) return fail("repo: " + mirror.err().message);
@@ -385,15 +395,15 @@ outcome renew(runtime& rt, const std::string& session, std::vector<lease::grant>
   return out;
 }
 
-outcome wrap_up(runtime& rt, const session_state& st, std::vector<lease::grant> grants) {
+outcome revoke_all(runtime& rt, const std::string& session, std::vector<lease::grant> grants,
+                   const json::value& journal_live) {
   outcome out;
-  if (rt.runner) rt.runner->release(st.id);  // the sandbox lets go of the workspace first
   std::set<std::string> held;
   for (auto& g : grants) {
     held.insert(g.id);
     auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
     if (!p) {
-      if (rt.leases) (void)rt.leases->remove(st.id, g.id);
+      if (rt.leases) (void)rt.leases->remove(session, g.id);
       out.notes.emplace_back("lease.revoked",
                              revoked_note(g, false, "its provider is no longer configured"));
       continue;
@@ -401,30 +411,36 @@ outcome wrap_up(runtime& rt, const session_state& st, std::vector<lease::grant> 
     auto ok = p->revoke(g);
     if (!ok) {
       rt.counters.lease_revoke_failures++;
-      logger()->error("{}: revoking lease {} failed: {}; retrying with backoff", st.id, g.id,
+      logger()->error("{}: revoking lease {} failed: {}; retrying with backoff", session, g.id,
                       ok.err().message);
       out.still_live.push_back(g.id);
       out.grants.push_back(std::move(g));
       continue;
     }
-    if (rt.leases) (void)rt.leases->remove(st.id, g.id);
+    if (rt.leases) (void)rt.leases->remove(session, g.id);
     out.notes.emplace_back("lease.revoked", revoked_note(g, p->revocable(), ""));
   }
   // Leases the journal holds live whose token this node never had (another node minted them):
   // nothing can revoke them here; they run out at their expiry.
-  for (const auto& id : st.live_leases()) {
-    if (held.count(id)) continue;
-    lease::grant g;
-    g.id = id;
-    if (const auto* l = st.ws.find("leases"); l && l->find(id))
-      g.provider = l->find(id)->get_string("provider");
-    auto expires = st.ws.find("leases")->find(id)->get_string("expires_at");
-    out.notes.emplace_back(
-        "lease.revoked",
-        revoked_note(g, false,
-                     "its token is not held by this node" +
-                         (expires.empty() ? std::string() : "; it expires at " + expires)));
-  }
+  if (journal_live.is_object())
+    for (const auto& [id, meta] : journal_live.as_object()) {
+      if (held.count(id)) continue;
+      lease::grant g;
+      g.id = id;
+      g.provider = meta.get_string("provider");
+      auto expires = meta.get_string("expires_at");
+      out.notes.emplace_back(
+          "lease.revoked",
+          revoked_note(g, false,
+                       "its token is not held by this node" +
+                           (expires.empty() ? std::string() : "; it expires at " + expires)));
+    }
+  return out;
+}
+
+outcome remove_workspace(runtime& rt, const session_state& st) {
+  outcome out;
+  if (rt.runner) rt.runner->release(st.id);  // the sandbox lets go of the workspace first
   auto dir = workdir(rt, st.id);
   bool existed = sfs::exists(dir);
   fs::remove_tree(dir);

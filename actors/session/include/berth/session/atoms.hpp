@@ -30,5 +30,9 @@ using prepared_atom = caf::atom_constant<caf::atom("prepared")>;
 using wsdone_atom = caf::atom_constant<caf::atom("ws_done")>;
 using renew_atom = caf::atom_constant<caf::atom("renew")>;
 using wrapup_atom = caf::atom_constant<caf::atom("wrap_up")>;
+using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
+using revokeall_atom = caf::atom_constant<caf::atom("revoke_all")>;
+using leasenote_atom = caf::atom_constant<caf::atom("lease_note")>;
+using leasejob_atom = caf::atom_constant<caf::atom("lease_job")>;
 
 }  // namespace berth

@@ -26,7 +26,7 @@ struct outcome {
   std::optional<error> failure;         ///< the session fails with this
   exit_result exit;                     ///< git steps: how the step ended
   std::optional<json::value> ready;     ///< prepare: the workspace.ready data
-  std::vector<std::string> still_live;  ///< wrap_up: leases whose revocation failed
+  std::vector<std::string> still_live;  ///< revoke_all: leases whose revocation failed
 };
 
 /// Where session `id` keeps its workspace.
@@ -35,10 +35,16 @@ struct outcome {
 /// Whether `url` may be cloned by this node: file:// only inside workspace.file_allowlist.
 [[nodiscard]] status check_remote(const runtime& rt, const std::string& url);
 
-/// Lease a credential (unless a live one is held), update the mirror, clone the workspace on
-/// the session branch, hand it to the sandbox user. With `restore`, the workspace existed on
-/// another node: it is rebuilt at the journaled commit, then the journaled branch head and the
-/// last checkpoint's files are put back.
+/// A credential for `url` from the provider whose url_prefix matches it (none: the remote is
+/// used without one), unless `grants` holds a live one for it. A new grant goes to the vault
+/// first, and is noted as lease.granted.
+[[nodiscard]] outcome acquire(runtime& rt, const std::string& session, const std::string& url,
+                              std::vector<lease::grant> grants);
+
+/// Update the mirror (with the lease in `grants`, if any), clone the workspace on the session
+/// branch, hand it to the sandbox user. With `restore`, the workspace existed on another node:
+/// it is rebuilt at the journaled commit, then the journaled branch head and the last
+/// checkpoint's files are put back.
 [[nodiscard]] outcome prepare(runtime& rt, const session_state& st,
                               std::vector<lease::grant> grants, bool restore);
 
@@ -66,11 +72,15 @@ struct setup_plan {
 /// When the next grant should be renewed (unix ms); 0: none expires.
 [[nodiscard]] std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& grants);
 
-/// The session is over: revoke every live lease (those whose token this node does not hold are
-/// reported as not revocable here), then remove the workspace. Leases that could not be
-/// revoked stay live (retried later).
-[[nodiscard]] outcome wrap_up(runtime& rt, const session_state& st,
-                              std::vector<lease::grant> grants);
+/// The session is over: revoke every grant (removed from the vault once revoked). Leases the
+/// journal holds live (`journal_live`: id -> metadata) whose token this node does not hold are
+/// noted as not revocable here. Grants that could not be revoked stay in `grants` and
+/// `still_live` (retried later).
+[[nodiscard]] outcome revoke_all(runtime& rt, const std::string& session,
+                                 std::vector<lease::grant> grants, const json::value& journal_live);
+
+/// The session is over: release its sandbox and remove its workspace (workspace.removed).
+[[nodiscard]] outcome remove_workspace(runtime& rt, const session_state& st);
 
 /// At node start: remove workspaces of sessions this node does not run (terminal or unknown),
 /// given the ids it does run.
