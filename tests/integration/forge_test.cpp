@@ -326,9 +326,20 @@ TEST_F(forge_fixture, a_lease_is_renewed_before_it_expires_and_the_old_token_rev
   ASSERT_GE(renewed.size(), 1u);
   EXPECT_EQ(renewed[0].get_string("replaces"),
             of_type(evs, "lease.granted")[0].get_string("lease"));
+  // Every token is revoked once when the session ends — the replaced one too, unless it ran
+  // out first; the push in between used the new one.
   auto minted = github.tokens();
   ASSERT_GE(minted.size(), 2u);
-  for (const auto& m : minted) EXPECT_EQ(github.revocations()[m.token], 1);
+  auto ended = std::time(nullptr);
+  for (const auto& m : minted) {
+    auto n = github.revocations()[m.token];
+    EXPECT_LE(n, 1);
+    if (m.expires_unix > ended + 1) {
+      EXPECT_EQ(n, 1) << m.token.substr(0, 8);
+    }
+  }
+  EXPECT_EQ(github.revocations()[minted.back().token], 1);
+  EXPECT_EQ(of_type(evs, "lease.revoked").size(), minted.size());
   expect_no_token_anywhere(id);
 }
 

@@ -250,6 +250,7 @@ json::value grant::to_json() const {
   v.set("token", token);
   v.set("expires_ms", expires_ms);
   v.set("issued_ms", issued_ms);
+  if (retired) v.set("retired", true);
   if (!api_url.empty()) v.set("api_url", api_url);
   return v;
 }
@@ -264,6 +265,7 @@ result<grant> grant::from_json(const json::value& v) {
   g.token = v.get_string("token");
   g.expires_ms = v.get_int("expires_ms");
   g.issued_ms = v.get_int("issued_ms");
+  g.retired = v.get_bool("retired");
   g.api_url = v.get_string("api_url");
   if (const auto* s = v.find("scope")) g.scope = *s;
   if (g.id.empty() || g.token.empty()) return error{errc::corrupt, "lease: id or token missing"};

@@ -341,7 +341,8 @@ status machine::apply(const event& e) {
                              ? *s.ws.find("leases")
                              : json::value::make_object();
     json::value kept = json::value::make_object();
-    auto gone = e.type == "lease.revoked" ? d.get_string("lease") : d.get_string("replaces");
+    // A renewal leaves the replaced lease live (retired) until its lease.revoked.
+    auto gone = e.type == "lease.revoked" ? d.get_string("lease") : std::string();
     for (const auto& [k, m] : leases.as_object())
       if (k != gone) kept.set(k, m);
     if (e.type != "lease.revoked") kept.set(d.get_string("lease"), d);

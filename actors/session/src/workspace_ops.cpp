@@ -63,9 +63,17 @@ void clear_dir(const std::string& dir) {
   for (const auto& e : sfs::directory_iterator(dir, ec)) fs::remove_tree(e.path().string());
 }
 
+// The grant new work uses: the newest one not retired by a renewal.
+const lease::grant* current(const std::vector<lease::grant>& grants) {
+  for (auto it = grants.rbegin(); it != grants.rend(); ++it)
+    if (!it->retired) return &*it;
+  return nullptr;
+}
+
 workspace::credential cred_of(const std::vector<lease::grant>& grants) {
-  if (grants.empty()) return {};
-  return workspace::credential{grants.back().username, grants.back().token};
+  const auto* g = current(grants);
+  if (!g) return {};
+  return workspace::credential{g->username, g->token};
 }
 
 json::value revoked_note(const lease::grant& g, bool revoked, const std::string& reason) {
@@ -95,7 +103,7 @@ outcome acquire(runtime& rt, const std::string& session, const std::string& url,
   if (!p) return out;  // no provider for this remote: it is used without credentials
   auto now = now_unix_ms();
   if (std::any_of(out.grants.begin(), out.grants.end(), [&](const lease::grant& g) {
-        return g.url == url && (!g.expires_ms || g.expires_ms > now);
+        return !g.retired && g.url == url && (!g.expires_ms || g.expires_ms > now);
       }))
     return out;
   auto g = p->mint(url);
@@ -202,7 +210,7 @@ outcome after_change(runtime& rt, const session_state& st, std::vector<lease::gr
   json::value d = json::value::make_object();
   d.set("commit", **cp);
   d.set("step", step);
-  if (!out.grants.empty()) {
+  if (current(out.grants)) {
     auto ref = "refs/berth/checkpoints/" + st.id;
     auto pushed =
         workspace::push_refs(dir, st.spec.repo, {"+" + ref + ":" + ref}, cred_of(out.grants));
@@ -267,9 +275,9 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
       r.base = st.ws.get_string("base");
       r.title = spec.title;
       r.body = spec.body;
-      if (!out.grants.empty()) {
-        r.token = out.grants.back().token;
-        r.api_url = out.grants.back().api_url;
+      if (const auto* g = current(out.grants)) {
+        r.token = g->token;
+        r.api_url = g->api_url;
       }
       if (r.api_url.empty()) r.api_url = lease::default_api_url(spec.forge, st.spec.repo);
       if (r.base.empty())
@@ -349,7 +357,7 @@ setup_plan plan_setup(const std::string& dir) {
 std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& grants) {
   std::int64_t due = 0;
   for (const auto& g : grants) {
-    if (!g.expires_ms) continue;
+    if (!g.expires_ms || g.retired) continue;
     auto before = rt.cfg.credentials.renew_before.count();
     if (g.issued_ms > 0) before = std::min<std::int64_t>(before, (g.expires_ms - g.issued_ms) / 2);
     auto at = g.expires_ms - before;
@@ -361,6 +369,7 @@ std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& gr
 outcome renew(runtime& rt, const std::string& session, std::vector<lease::grant> grants) {
   outcome out;
   auto now = now_unix_ms();
+  std::vector<lease::grant> fresh_ones;
   for (auto& g : grants) {
     auto due = renew_due_ms(rt, {g});
     auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
@@ -375,23 +384,20 @@ outcome renew(runtime& rt, const std::string& session, std::vector<lease::grant>
       out.grants.push_back(std::move(g));
       continue;
     }
-    if (rt.leases) (void)rt.leases->put(session, *fresh);
+    // The old token is retired, not revoked yet: a clone or push that started with it must not
+    // be cut off. It is revoked with the others when the session ends.
+    g.retired = true;
+    if (rt.leases) {
+      (void)rt.leases->put(session, g);
+      (void)rt.leases->put(session, *fresh);
+    }
     json::value d = fresh->metadata();
     d.set("replaces", g.id);
     out.notes.emplace_back("lease.renewed", std::move(d));
-    auto revoked = p->revoke(g);
-    if (revoked) {
-      if (rt.leases) (void)rt.leases->remove(session, g.id);
-      out.notes.emplace_back("lease.revoked", revoked_note(g, p->revocable(), "renewed"));
-    } else {
-      rt.counters.lease_revoke_failures++;
-      logger()->error("{}: revoking renewed lease {} failed: {}; retried when the session ends",
-                      session, g.id, revoked.err().message);
-      out.still_live.push_back(g.id);
-      out.grants.insert(out.grants.begin(), std::move(g));  // older first: the newest is used
-    }
-    out.grants.push_back(std::move(*fresh));
+    out.grants.push_back(std::move(g));
+    fresh_ones.push_back(std::move(*fresh));
   }
+  for (auto& f : fresh_ones) out.grants.push_back(std::move(f));  // newest last: used next
   return out;
 }
 

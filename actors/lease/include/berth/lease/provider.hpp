@@ -27,6 +27,9 @@ struct grant {
   std::int64_t expires_ms = 0;  ///< 0: no expiry
   json::value scope;            ///< what the provider narrowed it to (repository, permissions)
   std::string api_url;          ///< the forge API that accepts the token, if known
+  /// Replaced by a renewal: no longer handed to new jobs, but left valid (a clone or push that
+  /// started with it is not cut off) until the session ends, when it is revoked with the rest.
+  bool retired = false;
 
   [[nodiscard]] json::value metadata() const;
   /// The vault form (with the token) and back.
