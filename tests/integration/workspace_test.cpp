@@ -240,3 +240,15 @@ TEST(workspace, the_machines_global_git_config_plays_no_part) {
   auto m = mirrors.update(server.url("app"));
   EXPECT_TRUE(m.ok()) << m.err().message;
 }
+
+TEST_F(workspace_fixture, attributes_still_apply_and_a_tree_without_them_checks_out_byte_for_byte) {
+  // Without .gitattributes the checkout skips filters (fast path): bytes as stored.
+  push_commit("main", "dos.txt", "line\r\n");
+  auto plain = fresh_workspace("berth/plain");
+  EXPECT_EQ(fs::read_file(plain + "/dos.txt").value(), "line\r\n");
+  // With them, the eol attribute converts as git would.
+  push_commit("main", ".gitattributes", "*.txt eol=crlf\n");
+  push_commit("main", "unix.txt", "a\nb\n");
+  auto converted = fresh_workspace("berth/attrs");
+  EXPECT_EQ(fs::read_file(converted + "/unix.txt").value(), "a\r\nb\r\n");
+}

@@ -140,6 +140,29 @@ result<std::string> mirror_cache::update(const std::string& url, const credentia
   return path;
 }
 
+namespace {
+
+// Whether the commit's tree holds a .gitattributes file anywhere.
+bool has_attributes(git_commit* commit) {
+  git_tree* tree = nullptr;
+  if (git_commit_tree(&tree, commit) < 0) return true;  // cannot tell: keep filters on
+  bool found = false;
+  git_tree_walk(
+      tree, GIT_TREEWALK_PRE,
+      [](const char*, const git_tree_entry* e, void* payload) {
+        if (std::string_view(git_tree_entry_name(e)) == ".gitattributes") {
+          *static_cast<bool*>(payload) = true;
+          return -1;  // stop
+        }
+        return 0;
+      },
+      &found);
+  git_tree_free(tree);
+  return found;
+}
+
+}  // namespace
+
 status check_remote_allowed(const std::string& url, const std::vector<std::string>& allowlist) {
   if (!url.starts_with("file://")) return {};
   auto path = std::filesystem::path(url.substr(7)).lexically_normal();
@@ -206,6 +229,10 @@ result<std::string> clone_workspace(const std::string& mirror, const std::string
   }
   git_checkout_options cko = GIT_CHECKOUT_OPTIONS_INIT;
   cko.checkout_strategy = GIT_CHECKOUT_FORCE;
+  // Without any .gitattributes no filter can apply (Berth reads no core.autocrlf), and libgit2
+  // 1.5 resolves every file's directory with realpath(3) to look for attributes: skipping
+  // that halves the checkout of a large tree.
+  if (!has_attributes(commit)) cko.disable_filters = 1;
   if ((rc = git_checkout_head(repo.get(), &cko)) < 0) return lib_error("checkout", rc);
   git_config* craw = nullptr;
   if ((rc = git_repository_config(&craw, repo.get())) < 0) return lib_error("config", rc);
