@@ -323,29 +323,25 @@ result<std::unique_ptr<provider>> make_provider(const config::credential_rule& r
 
 result<std::shared_ptr<registry>> registry::create(const config::credentials_section& cfg) {
   auto r = std::make_shared<registry>();
-  for (const auto& rule : cfg.rules) {
+  r->cfg_ = cfg;
+  for (const auto& rule : r->cfg_.rules) {
     auto p = make_provider(rule);
     if (!p) return p.err();
-    r->rules_.emplace_back(rule, std::move(*p));
+    r->providers_.push_back(std::move(*p));
   }
   return r;
 }
 
 provider* registry::for_url(const std::string& url) const {
-  provider* best = nullptr;
-  std::size_t len = 0;
-  for (const auto& [rule, p] : rules_)
-    if (url.starts_with(rule.url_prefix) && (!best || rule.url_prefix.size() > len)) {
-      best = p.get();
-      len = rule.url_prefix.size();
-    }
-  return best;
+  const auto* rule = config::credential_for(cfg_, url);
+  return rule ? providers_[static_cast<std::size_t>(rule - cfg_.rules.data())].get() : nullptr;
 }
 
 provider* registry::for_grant(const grant& g) const {
   auto prefix = g.scope.is_object() ? g.scope.get_string("url_prefix") : std::string();
-  for (const auto& [rule, p] : rules_)
-    if (rule.provider == g.provider && rule.url_prefix == prefix) return p.get();
+  for (std::size_t i = 0; i < cfg_.rules.size(); ++i)
+    if (cfg_.rules[i].provider == g.provider && cfg_.rules[i].url_prefix == prefix)
+      return providers_[i].get();
   return nullptr;
 }
 

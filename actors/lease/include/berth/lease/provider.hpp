@@ -67,7 +67,8 @@ class registry {
   [[nodiscard]] provider* for_grant(const grant& g) const;
 
  private:
-  std::vector<std::pair<config::credential_rule, std::unique_ptr<provider>>> rules_;
+  config::credentials_section cfg_;
+  std::vector<std::unique_ptr<provider>> providers_;  ///< one per rule of cfg_, same order
 };
 
 /// Check that a secret file is a regular file readable only by its owner (mode 0600 or
