@@ -68,14 +68,14 @@ result<json::value> load_workflow(const std::string& path) {
       if (!v.is_table())
         return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
-        static const char* known[] = {"repo",    "ref",      "branch", "goal",
+        static const char* known[] = {"repo",    "ref",      "branch", "submodules", "goal",
                                       "timeout", "priority", "id",     "network"};
         bool ok = false;
         for (const char* n : known) ok = ok || sk.str() == n;
         if (!ok)
           return error{errc::invalid_argument,
                        at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                           ": unknown key (known: repo, ref, branch, goal, timeout, priority, id, "
+                           ": unknown key (known: repo, ref, branch, submodules, goal, timeout, priority, id, "
                            "network)"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;

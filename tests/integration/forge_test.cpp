@@ -860,3 +860,56 @@ run = ["sh", "-c", "test -f build/CMakeCache.txt && git status --porcelain"]
     }
   }
 }
+
+namespace {
+// A repository on `git` whose lib/<name> is a submodule at `url`, pinned to `commit`.
+void repo_with_submodule(test::git_server& git, const std::string& dir, const std::string& repo,
+                         const std::string& url, const std::string& commit) {
+  git.repo(repo, {{"README.md", "outer\n"}});
+  auto seed = dir + "/seed-sm-" + repo;
+  test::run_checked({"git", "clone", "-q", git.repo_dir(repo), seed});
+  test::write_file(seed + "/.gitmodules",
+                   "[submodule \"dep\"]\n\tpath = lib/dep\n\turl = " + url + "\n");
+  test::run_checked(
+      {"git", "-C", seed, "update-index", "--add", "--cacheinfo", "160000," + commit + ",lib/dep"});
+  test::run_checked({"git", "-C", seed, "add", ".gitmodules"});
+  test::run_checked({"git", "-C", seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                     "-m", "submodule"});
+  test::run_checked({"git", "-C", seed, "push", "-q", "origin", "main"});
+}
+}  // namespace
+
+TEST_F(open_forge, submodules_are_cloned_only_when_asked_and_only_from_allowed_remotes) {
+  auto head = test::run_checked({"git", "-C", git.repo_dir("app"), "rev-parse", "main"});
+  head = head.substr(0, head.find('\n'));
+  repo_with_submodule(git, dir.path(), "outer", "../app.git", head);
+  // Not asked: the submodule's directory stays empty.
+  auto [st1, why1] = run(git.url("outer"), {}, "test -d lib/dep && test -z \"$(ls -A lib/dep)\"");
+  EXPECT_EQ(st1, "succeeded") << why1;
+  // Asked: the relative URL resolves against the repo's, and the pinned commit is checked out.
+  auto wf = dir / "sub.toml";
+  test::write_file(wf,
+                   "[session]\nsubmodules = true\n[[steps]]\nid = \"look\"\nrun = [\"cat\", "
+                   "\"lib/dep/README.md\"]\n");
+  auto r = cli(
+      {"session", "start", "--repo", git.url("outer"), "--workflow", wf, "--wait", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  auto id = r.json()->get_string("id");
+  EXPECT_NE(cli({"session", "logs", id}).out.find("hello"), std::string::npos);
+  for (const auto& e : test::journal(*node, id))
+    if (e.get_string("type") == "workspace.ready") {
+      EXPECT_EQ(e.find("data")->find("submodules")->dump(), R"(["lib/dep"])");
+    }
+  // Hostile submodule remotes: refused with the reason, nothing fetched.
+  repo_with_submodule(git, dir.path(), "ssh-sub", "ssh://127.0.0.1:1/x.git", head);
+  repo_with_submodule(git, dir.path(), "file-sub", "file:///etc/x.git", head);
+  for (const auto& [repo, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"ssh-sub", "submodule dep: url: the ssh:// scheme is not supported"},
+           {"file-sub", "submodule dep: repo: file:// remotes outside workspace.file_allowlist"}}) {
+    auto r2 = cli(
+        {"session", "start", "--repo", git.url(repo), "--workflow", wf, "--wait", "-o", "json"});
+    EXPECT_EQ(r2.code, 1) << r2.out;
+    auto v = cli({"session", "show", r2.json()->get_string("id"), "-o", "json"}).json();
+    EXPECT_NE(v->get_string("reason").find(needle), std::string::npos) << v->get_string("reason");
+  }
+}

@@ -121,6 +121,9 @@ TEST(spec, refs_and_branches_are_checked) {
   expect_error(with("branch", "feat/.hidden"), "branch:");
   expect_error(R"({"branch":"x","steps":[{"id":"a","run":["true"]}]})", "branch: needs a repo");
   expect_error(R"({"ref":"main","steps":[{"id":"a","run":["true"]}]})", "ref: needs a repo");
+  expect_error(R"({"submodules":true,"steps":[{"id":"a","run":["true"]}]})",
+               "submodules: needs a repo");
+  expect_error(with("submodules", "yes"), "submodules: expected true or false, got string");
   auto ok = spec_of(with("branch", "agent/fix-123"));
   ASSERT_TRUE(ok.ok()) << ok.err().message;
   EXPECT_EQ(session::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "agent/fix-123");

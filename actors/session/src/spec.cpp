@@ -283,8 +283,9 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     return error{errc::too_large,
                  "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
                      std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
-  BERTH_TRY(only_known(
-      v, "", {"id", "repo", "ref", "branch", "goal", "timeout", "priority", "network", "steps"}));
+  BERTH_TRY(only_known(v, "",
+                       {"id", "repo", "ref", "branch", "submodules", "goal", "timeout", "priority",
+                        "network", "steps"}));
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
@@ -312,6 +313,11 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     BERTH_TRY(validate_branch(*branch, "branch"));
   }
   s.branch = *branch;
+  if (const auto* sub = v.find("submodules"); sub && !sub->is_null()) {
+    if (!sub->is_bool()) return wrong_type("submodules", "true or false", *sub);
+    if (sub->as_bool() && s.repo.empty()) return bad("submodules", "needs a repo");
+    s.submodules = sub->as_bool();
+  }
   auto goal = get_string(v, "goal", "goal", false);
   if (!goal) return goal.err();
   s.goal = *goal;
@@ -351,6 +357,7 @@ json::value to_json(const session_spec& s) {
   if (!s.repo.empty()) v.set("repo", s.repo);
   if (!s.ref.empty()) v.set("ref", s.ref);
   if (!s.branch.empty()) v.set("branch", s.branch);
+  if (s.submodules) v.set("submodules", true);
   if (!s.goal.empty()) v.set("goal", s.goal);
   if (s.timeout) v.set("timeout", format_duration(*s.timeout));
   v.set("priority", s.priority);

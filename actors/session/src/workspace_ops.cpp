@@ -147,6 +147,25 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
     clear_dir(dir);
     return fail(commit.err().message);
   }
+  json::value submodules;
+  if (st.spec.submodules) {
+    // The same rules as the session's repo: https/http, or file:// under the allowlist. The
+    // lease is offered only to remotes its provider covers.
+    auto allowed = [&](const std::string& u) -> status {
+      BERTH_TRY(validate_repo_url(u, "url"));
+      return check_remote(rt, u);
+    };
+    std::string prefix;
+    if (const auto* g = current(out.grants); g && g->scope.is_object())
+      prefix = g->scope.get_string("url_prefix");
+    auto paths = workspace::init_submodules(dir, allowed, cred, prefix);
+    if (!paths) {
+      clear_dir(dir);
+      return fail(paths.err().message);
+    }
+    submodules = json::value::make_array();
+    for (const auto& p : *paths) submodules.push(p);
+  }
   if (restore) {
     json::value d = json::value::make_object();
     d.set("node", rt.node_id);
@@ -180,6 +199,7 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   ready.set("branch", co.branch);
   ready.set("base", base);
   if (!st.spec.ref.empty()) ready.set("ref", st.spec.ref);
+  if (submodules.is_array()) ready.set("submodules", std::move(submodules));
   out.ready = std::move(ready);
   return out;
 }

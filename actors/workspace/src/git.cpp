@@ -388,6 +388,55 @@ result<std::string> default_branch(const std::string& mirror) {
   return target.substr(11);
 }
 
+result<std::vector<std::string>> init_submodules(
+    const std::string& dest, const std::function<status(const std::string& url)>& allowed,
+    const credential& cred, const std::string& cred_prefix) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("workspace " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  std::vector<std::string> names;
+  git_submodule_foreach(
+      repo.get(),
+      [](git_submodule*, const char* name, void* payload) {
+        static_cast<std::vector<std::string>*>(payload)->push_back(name);
+        return 0;
+      },
+      &names);
+  std::vector<std::string> paths;
+  for (const auto& name : names) {
+    git_submodule* sraw = nullptr;
+    if ((rc = git_submodule_lookup(&sraw, repo.get(), name.c_str())) < 0)
+      return lib_error("submodule " + name, rc);
+    owned<git_submodule> sm(sraw, git_submodule_free);
+    const char* configured = git_submodule_url(sm.get());
+    git_buf resolved = GIT_BUF_INIT;
+    if (!configured || git_submodule_resolve_url(&resolved, repo.get(), configured) < 0)
+      return error{errc::invalid_argument, "submodule " + name + ": has no usable url"};
+    std::string url = resolved.ptr;
+    git_buf_dispose(&resolved);
+    if (auto ok = allowed(url); !ok)
+      return error{ok.err().code, "submodule " + name + ": " + ok.err().message};
+    // The resolved, checked URL is the one used, whatever .gitmodules says later.
+    if ((rc = git_submodule_set_url(repo.get(), name.c_str(), url.c_str())) < 0 ||
+        (rc = git_submodule_init(sm.get(), 1)) < 0)
+      return lib_error("submodule " + name, rc);
+    push_auth auth{url.starts_with(cred_prefix) && !cred_prefix.empty() ? cred : credential{}};
+    git_submodule_update_options uo = GIT_SUBMODULE_UPDATE_OPTIONS_INIT;
+    uo.fetch_opts.callbacks.credentials = credentials;
+    uo.fetch_opts.callbacks.payload = &auth;
+    uo.checkout_opts.checkout_strategy = GIT_CHECKOUT_FORCE;
+    rc = git_submodule_update(sm.get(), 0, &uo);
+    if (rc == GIT_EAUTH || (rc < 0 && auth.attempts > 1))
+      return error{errc::permission_denied,
+                   "submodule " + name + ": authentication failed for " + url};
+    if (rc < 0) return lib_error("submodule " + name + " (" + url + ")", rc);
+    paths.push_back(git_submodule_path(sm.get()));
+  }
+  return paths;
+}
+
 result<std::string> resolve(const std::string& dest, const std::string& spec) {
   init_library();
   git_repository* raw = nullptr;

@@ -45,6 +45,7 @@ struct session_spec {
   std::string repo;    ///< clone URL (https://, http://, file://); empty: a scratch workspace
   std::string ref;     ///< branch, tag or commit; empty: the remote's default branch
   std::string branch;  ///< the session's branch; empty: berth/<short session id>
+  bool submodules = false;  ///< initialise and clone the repo's submodules (one level)
   std::string goal;
   std::optional<millis> timeout;  ///< nullopt: the node's session.default_timeout
   std::int64_t priority = 5;      ///< 0..9, higher placed first

@@ -2,6 +2,7 @@
 
 #include "berth/base/error.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,14 @@ struct clone_options {
 
 /// Whether `ref` names a branch of the mirror (refs/heads/<ref>).
 [[nodiscard]] bool has_branch(const std::string& mirror, const std::string& ref);
+
+/// Initialise and clone the workspace's submodules (one level), only when a session asks for
+/// them. Each submodule's URL, resolved against the workspace's origin, must pass `allowed`
+/// (the same rules as a session's repo); `cred` is offered only to URLs starting with
+/// `cred_prefix`. Returns the submodule paths checked out.
+[[nodiscard]] result<std::vector<std::string>> init_submodules(
+    const std::string& dest, const std::function<status(const std::string& url)>& allowed,
+    const credential& cred, const std::string& cred_prefix);
 
 /// Commit every change of the workspace (new, modified and deleted files) on its current branch
 /// with the repository's identity. Returns the new commit id, or nullopt when nothing changed.
