@@ -312,6 +312,26 @@ TEST_F(forge_fixture, a_failing_revocation_is_retried_with_backoff_until_it_succ
   EXPECT_EQ(stats->get_int("lease_revoke_failures"), 2) << stats->dump();
 }
 
+TEST_F(forge_fixture, a_node_killed_before_it_could_revoke_revokes_once_on_recovery) {
+  github.fail_revokes(1000);  // the session ends, its revocation cannot get through
+  start_node(github_app_config());
+  auto id = start("[[steps]]\nid = \"a\"\nrun = [\"true\"]\n", {"--repo", git.url("acme/app")});
+  ASSERT_TRUE(test::eventually([&] { return github.revoke_attempts() >= 1; }));
+  EXPECT_EQ(status(id), "succeeded");
+  node->signal(SIGKILL);
+  node->wait_exit();
+  EXPECT_TRUE(sfs::exists(node->data_dir() + "/leases/" + id + ".json"));
+  github.fail_revokes(0);
+  node->start();
+  ASSERT_TRUE(settled(id)) << node->log();
+  auto minted = github.tokens();
+  ASSERT_EQ(minted.size(), 1u);
+  EXPECT_EQ(github.revocations()[minted[0].token], 1);
+  EXPECT_EQ(test::journal_problems(test::journal(*node, id)), "");
+  EXPECT_FALSE(sfs::exists(node->data_dir() + "/leases/" + id + ".json"));
+  expect_no_token_anywhere(id);
+}
+
 TEST_F(forge_fixture, a_lease_is_renewed_before_it_expires_and_the_old_token_revoked) {
   github.token_lifetime(6);  // renewed at half its lifetime
   start_node(github_app_config());
