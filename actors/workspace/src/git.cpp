@@ -263,6 +263,11 @@ result<std::optional<std::string>> commit_tree(const std::string& dest, const ch
     if ((rc = git_repository_index(&iraw, repo.get())) < 0) return lib_error("index", rc);
   } else {
     auto path = std::string(git_repository_path(repo.get())) + own_index;
+    // Seeded from the repository's index on first use: its stat data (from the checkout) lets
+    // staging skip every unchanged file instead of hashing the whole tree.
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+      std::filesystem::copy_file(std::string(git_repository_path(repo.get())) + "index", path, ec);
     if ((rc = git_index_open(&iraw, path.c_str())) < 0) return lib_error("index " + path, rc);
     // Owned by this repository object only (in memory): the repository's own index file is
     // not touched.
