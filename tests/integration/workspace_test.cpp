@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -251,4 +252,31 @@ TEST_F(workspace_fixture, attributes_still_apply_and_a_tree_without_them_checks_
   push_commit("main", "unix.txt", "a\nb\n");
   auto converted = fresh_workspace("berth/attrs");
   EXPECT_EQ(fs::read_file(converted + "/unix.txt").value(), "a\r\nb\r\n");
+}
+
+TEST_F(workspace_fixture, a_cancelled_fetch_or_push_stops_and_leaves_no_half_mirror) {
+  std::atomic<bool> cancel{true};
+  workspace::credential c;
+  c.cancel = &cancel;
+  auto url = server.url("app");
+  auto m = mirrors->update(url, c);
+  ASSERT_FALSE(m.ok());
+  EXPECT_TRUE(m.err().is(errc::cancelled)) << m.err().message;
+  EXPECT_EQ(m.err().message, "fetch " + url + ": cancelled");
+  EXPECT_FALSE(std::filesystem::exists(mirrors->path_of(url)));
+  cancel = false;
+  auto ws = fresh_workspace("berth/cancel");
+  test::write_file(ws + "/new.txt", "new\n");
+  ASSERT_TRUE(workspace::commit_all(ws, "new").ok());
+  cancel = true;
+  auto pushed =
+      workspace::push_refs(ws, url, {"refs/heads/berth/cancel:refs/heads/berth/cancel"}, c);
+  ASSERT_FALSE(pushed.ok());
+  EXPECT_TRUE(pushed.err().is(errc::cancelled)) << pushed.err().message;
+  EXPECT_NE(
+      test::run_checked({"git", "-C", server.repo_dir("app"), "branch", "--list"}).find("main"),
+      std::string::npos);
+  EXPECT_EQ(
+      test::run_checked({"git", "-C", server.repo_dir("app"), "branch", "--list", "berth/cancel"}),
+      "");
 }

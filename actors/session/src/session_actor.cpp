@@ -120,6 +120,9 @@ struct session_state_actor {
   caf::actor lease;
   std::vector<lease::grant> grants;
   bool ws_busy = false;
+  // Set when the session is cancelled, times out or stops while a workspace job runs: a
+  // clone, fetch or push under way is abandoned.
+  std::shared_ptr<std::atomic<bool>> ws_cancel = std::make_shared<std::atomic<bool>>(false);
   bool needs_restore = false;  // journaled ready, but the directory is not on this node
   std::optional<std::pair<std::string, exit_result>>
       exit_waiting;               // a step's exit, until its checkpoint
@@ -396,12 +399,14 @@ void start_prepare(actor_t* self, bool restore) {
     auto state = st.m->state();
     ws_job(
         a,
-        [rt, state, grants = st.grants, restore] {
-          return wsops::prepare(*rt, state, grants, restore);
+        [rt, state, grants = st.grants, restore, cancel = st.ws_cancel] {
+          return wsops::prepare(*rt, state, grants, restore, cancel.get());
         },
         [](actor_t* b, wsops::outcome& o) {
           auto& st2 = b->state;
           take_outcome(b, o);
+          // Abandoned because the session is ending: pump records how it ends.
+          if (o.failure && o.failure->is(errc::cancelled)) return;
           if (o.failure)
             st2.m->fail(o.failure->message, now_unix_ms());
           else if (o.ready)
@@ -493,7 +498,9 @@ void start_after_change(actor_t* self, const std::string& what,
   auto st = s.m->state();
   ws_job(
       self,
-      [rt, st, grants = s.grants, what] { return wsops::after_change(*rt, st, grants, what); },
+      [rt, st, grants = s.grants, what, cancel = s.ws_cancel] {
+        return wsops::after_change(*rt, st, grants, what, cancel.get());
+      },
       [exit = std::move(exit), attempt](actor_t* a, wsops::outcome& o) {
         auto& s = a->state;
         auto now = now_unix_ms();
@@ -530,7 +537,9 @@ void launch(actor_t* self, const action& a) {
     auto st = s.m->state();
     ws_job(
         self,
-        [r, st, grants = s.grants, sp = *spec] { return wsops::git_step(*r, st, grants, sp); },
+        [r, st, grants = s.grants, sp = *spec, cancel = s.ws_cancel] {
+          return wsops::git_step(*r, st, grants, sp, cancel.get());
+        },
         [step = a.step, attempt = a.attempt](actor_t* self2, wsops::outcome& o) {
           take_outcome(self2, o);  // git.committed, git.pushed, pr.opened: before the step's end
           self2->state.m->step_exited(step, attempt, o.exit, now_unix_ms());
@@ -652,6 +661,7 @@ void execute(actor_t* self, const action& a) {
     case action::kind::prepare:
       if (s.stopping) break;
       start_prepare(self, false);
+      schedule_tick(self, s.m->state().deadline_ms());  // a timeout abandons a long clone
       break;
     case action::kind::kill:
       if (s.running && s.running->kill_reason.empty()) {
@@ -670,7 +680,12 @@ void pump(actor_t* self) {
   auto& s = self->state;
   if (!s.m || s.busy || s.finalizing) return;
   if (s.ws_busy) {
-    // A workspace job runs; its answer pumps again. Only commit what is already decided.
+    // A workspace job runs; its answer pumps again. Only commit what is already decided, and
+    // abandon the job's transfer if the session is ending.
+    const auto& st = s.m->state();
+    if (s.stopping || st.cancel_requested || is_terminal(st.status) ||
+        now_unix_ms() >= st.deadline_ms())
+      s.ws_cancel->store(true);
     auto emitted = s.m->take_emitted();
     for (auto& e : emitted) s.outbox.push_back(std::move(e));
     if (!s.outbox.empty()) start_commit(self);

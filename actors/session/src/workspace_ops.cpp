@@ -70,10 +70,16 @@ const lease::grant* current(const std::vector<lease::grant>& grants) {
   return nullptr;
 }
 
-workspace::credential cred_of(const std::vector<lease::grant>& grants) {
+workspace::credential cred_of(const std::vector<lease::grant>& grants,
+                              const std::atomic<bool>* cancel) {
   const auto* g = current(grants);
-  if (!g) return {};
-  return workspace::credential{g->username, g->token};
+  workspace::credential c;
+  if (g) {
+    c.username = g->username;
+    c.token = g->token;
+  }
+  c.cancel = cancel;
+  return c;
 }
 
 json::value revoked_note(const lease::grant& g, bool revoked, const std::string& reason) {
@@ -120,7 +126,7 @@ outcome acquire(runtime& rt, const std::string& session, const std::string& url,
 }
 
 outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
-                bool restore) {
+                bool restore, const std::atomic<bool>* cancel) {
   outcome out;
   out.grants = std::move(grants);
   const auto& url = st.spec.repo;
@@ -131,7 +137,7 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   };
   if (auto ok = check_remote(rt, url); !ok) return fail(ok.err().message);
   if (!rt.mirrors) return fail("workspace: this node has no mirror cache");
-  auto cred = cred_of(out.grants);
+  auto cred = cred_of(out.grants, cancel);
   auto mirror = rt.mirrors->update(url, cred);
   if (!mirror) return fail("repo: " + mirror.err().message);
   // Emptied, not removed: the session's sandbox may already hold this directory (it is bound
@@ -205,7 +211,7 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
 }
 
 outcome after_change(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
-                     const std::string& step) {
+                     const std::string& step, const std::atomic<bool>* cancel) {
   outcome out;
   out.grants = std::move(grants);
   auto dir = workdir(rt, st.id);
@@ -232,8 +238,8 @@ outcome after_change(runtime& rt, const session_state& st, std::vector<lease::gr
   d.set("step", step);
   if (current(out.grants)) {
     auto ref = "refs/berth/checkpoints/" + st.id;
-    auto pushed =
-        workspace::push_refs(dir, st.spec.repo, {"+" + ref + ":" + ref}, cred_of(out.grants));
+    auto pushed = workspace::push_refs(dir, st.spec.repo, {"+" + ref + ":" + ref},
+                                       cred_of(out.grants, cancel));
     d.set("pushed", pushed.ok());
     if (!pushed) d.set("push_error", redact::apply(pushed.err().message));
   } else {
@@ -244,7 +250,7 @@ outcome after_change(runtime& rt, const session_state& st, std::vector<lease::gr
 }
 
 outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
-                 const step_spec& spec) {
+                 const step_spec& spec, const std::atomic<bool>* cancel) {
   outcome out;
   out.grants = std::move(grants);
   auto dir = workdir(rt, st.id);
@@ -253,6 +259,7 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
   x.details = json::value::make_object();
   auto failed = [&](const error& e) {
     x.exit_code = 1;
+    x.interrupted = e.is(errc::cancelled);  // the session is ending: not a failure of the step
     x.error = redact::apply(e.message);
     x.duration_ms = now_unix_ms() - started;
     return out;
@@ -276,8 +283,9 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
   } else if (spec.kind == step_kind::push) {
     auto head = workspace::resolve(dir, "HEAD");
     if (!head) return failed(head.err());
-    auto st_push = workspace::push_refs(
-        dir, st.spec.repo, {"refs/heads/" + branch + ":refs/heads/" + branch}, cred_of(out.grants));
+    auto st_push =
+        workspace::push_refs(dir, st.spec.repo, {"refs/heads/" + branch + ":refs/heads/" + branch},
+                             cred_of(out.grants, cancel));
     if (!st_push) return failed(st_push.err());
     json::value d = json::value::make_object();
     d.set("branch", branch);

@@ -53,6 +53,23 @@ struct push_auth {
   std::string rejected;  ///< the server's reason for refusing a ref, if it did
 };
 
+bool cancelled(void* payload) {
+  const auto* c = static_cast<push_auth*>(payload)->cred.cancel;
+  return c && c->load(std::memory_order_relaxed);
+}
+
+// Progress callbacks: the points where libgit2 lets a transfer be abandoned.
+void watch_cancel(git_remote_callbacks& cb) {
+  cb.transfer_progress = [](const git_indexer_progress*, void* p) { return cancelled(p) ? -1 : 0; };
+  cb.sideband_progress = [](const char*, int, void* p) { return cancelled(p) ? -1 : 0; };
+  cb.push_transfer_progress = [](unsigned int, unsigned int, size_t, void* p) {
+    return cancelled(p) ? -1 : 0;
+  };
+  cb.pack_progress = [](int, std::uint32_t, std::uint32_t, void* p) {
+    return cancelled(p) ? -1 : 0;
+  };
+}
+
 int ref_status(const char* ref, const char* status, void* payload) {
   if (status) static_cast<push_auth*>(payload)->rejected = std::string(ref) + ": " + status;
   return 0;
@@ -118,9 +135,11 @@ result<std::string> mirror_cache::update(const std::string& url, const credentia
   push_auth auth{cred};
   fo.callbacks.credentials = credentials;
   fo.callbacks.payload = &auth;
+  watch_cancel(fo.callbacks);
   rc = git_remote_fetch(remote.get(), nullptr, &fo, "berth: mirror update");
   if (rc < 0) {
-    auto e = rc == GIT_EAUTH || auth.attempts > 1
+    auto e = cancelled(&auth) ? error{errc::cancelled, "fetch " + url + ": cancelled"}
+             : rc == GIT_EAUTH || auth.attempts > 1
                  ? error{errc::permission_denied, "authentication failed for " + url}
                  : lib_error("fetch " + url, rc);
     if (fresh) {
@@ -359,11 +378,13 @@ status push_refs(const std::string& dest, const std::string& url,
   po.callbacks.credentials = credentials;
   po.callbacks.push_update_reference = ref_status;
   po.callbacks.payload = &auth;
+  watch_cancel(po.callbacks);
   std::vector<char*> specs;
   std::vector<std::string> copies = refspecs;
   for (auto& sp : copies) specs.push_back(sp.data());
   git_strarray arr{specs.data(), specs.size()};
   rc = git_remote_push(remote.get(), &arr, &po);
+  if (rc < 0 && cancelled(&auth)) return error{errc::cancelled, "push to " + url + ": cancelled"};
   if (rc == GIT_EAUTH || (rc < 0 && auth.attempts > 1))
     return error{errc::permission_denied, "authentication failed for " + url};
   if (rc < 0) return lib_error("push to " + url, rc);
@@ -427,10 +448,13 @@ result<std::vector<std::string>> init_submodules(
     if ((rc = git_submodule_set_url(repo.get(), name.c_str(), url.c_str())) < 0 ||
         (rc = git_submodule_init(sm.get(), 1)) < 0)
       return lib_error("submodule " + name, rc);
-    push_auth auth{url.starts_with(cred_prefix) && !cred_prefix.empty() ? cred : credential{}};
+    push_auth auth{url.starts_with(cred_prefix) && !cred_prefix.empty()
+                       ? cred
+                       : credential{.username = {}, .token = {}, .cancel = cred.cancel}};
     git_submodule_update_options uo = GIT_SUBMODULE_UPDATE_OPTIONS_INIT;
     uo.fetch_opts.callbacks.credentials = credentials;
     uo.fetch_opts.callbacks.payload = &auth;
+    watch_cancel(uo.fetch_opts.callbacks);
     uo.checkout_opts.checkout_strategy = GIT_CHECKOUT_FORCE;
     rc = git_submodule_update(sm.get(), 0, &uo);
     if (rc == GIT_EAUTH || (rc < 0 && auth.attempts > 1))

@@ -42,9 +42,9 @@ struct step_spec {
 /// A validated session spec: what a client asked for.
 struct session_spec {
   std::string id;
-  std::string repo;    ///< clone URL (https://, http://, file://); empty: a scratch workspace
-  std::string ref;     ///< branch, tag or commit; empty: the remote's default branch
-  std::string branch;  ///< the session's branch; empty: berth/<short session id>
+  std::string repo;         ///< clone URL (https://, http://, file://); empty: a scratch workspace
+  std::string ref;          ///< branch, tag or commit; empty: the remote's default branch
+  std::string branch;       ///< the session's branch; empty: berth/<short session id>
   bool submodules = false;  ///< initialise and clone the repo's submodules (one level)
   std::string goal;
   std::optional<millis> timeout;  ///< nullopt: the node's session.default_timeout

@@ -10,6 +10,7 @@
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <utility>
@@ -46,16 +47,19 @@ struct outcome {
 /// it is rebuilt at the journaled commit, then the journaled branch head and the last
 /// checkpoint's files are put back.
 [[nodiscard]] outcome prepare(runtime& rt, const session_state& st,
-                              std::vector<lease::grant> grants, bool restore);
+                              std::vector<lease::grant> grants, bool restore,
+                              const std::atomic<bool>* cancel = nullptr);
 
 /// After a step or tool call that may have changed files: enforce the disk quota, then record a
 /// checkpoint (and push it when a lease allows).
 [[nodiscard]] outcome after_change(runtime& rt, const session_state& st,
-                                   std::vector<lease::grant> grants, const std::string& step);
+                                   std::vector<lease::grant> grants, const std::string& step,
+                                   const std::atomic<bool>* cancel = nullptr);
 
 /// Run a commit, push or pull_request step.
 [[nodiscard]] outcome git_step(runtime& rt, const session_state& st,
-                               std::vector<lease::grant> grants, const step_spec& spec);
+                               std::vector<lease::grant> grants, const step_spec& spec,
+                               const std::atomic<bool>* cancel = nullptr);
 
 /// The setup step: what the workspace holds, and the command that sets it up in the sandbox
 /// (sh -c with the detected tool chains' commands). details: {"detected": [...], "ran": [...]}.

@@ -2,6 +2,7 @@
 
 #include "berth/base/error.hpp"
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +19,9 @@ namespace berth::workspace {
 struct credential {
   std::string username = "x-access-token";
   std::string token;  ///< empty: anonymous
+  /// When it becomes true, a transfer under way is abandoned ("cancelled"): a session that is
+  /// cancelled, times out or stops does not wait for a long clone or push to end.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 /// Per node, one bare mirror per remote URL under `root`, created once and fetched
