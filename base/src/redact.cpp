@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace berth::redact {
@@ -12,10 +14,39 @@ namespace {
 
 constexpr std::string_view marker = "[REDACTED]";
 
+constexpr std::size_t key_len = 8;  // every registered form is at least this long
+
 struct registry {
   std::shared_mutex mu;
   std::map<std::string, int> secrets;  // every form -> how many registrations use it
+  // The forms by their first 8 bytes, longest first: one pass over a text finds them all, at
+  // a cost that does not grow with the number of live leases.
+  std::unordered_map<std::string, std::vector<std::string>> by_prefix;
+  // The first two bytes of every prefix: most positions of a text are ruled out here.
+  std::bitset<65536> first2;
   std::atomic<bool> any{false};
+
+  static std::size_t pair(const char* p) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(p[0])) << 8 |
+           static_cast<unsigned char>(p[1]);
+  }
+
+  void index(const std::string& form) {
+    auto& v = by_prefix[form.substr(0, key_len)];
+    auto at = std::find_if(v.begin(), v.end(),
+                           [&](const std::string& x) { return x.size() < form.size(); });
+    v.insert(at, form);  // longest first
+    first2.set(pair(form.data()));
+  }
+  void unindex(const std::string& form) {
+    auto it = by_prefix.find(form.substr(0, key_len));
+    if (it == by_prefix.end()) return;
+    std::erase(it->second, form);
+    if (!it->second.empty()) return;
+    by_prefix.erase(it);
+    first2.reset();
+    for (const auto& [k, _] : by_prefix) first2.set(pair(k.data()));
+  }
 };
 
 registry& reg() {
@@ -113,7 +144,8 @@ void add(const std::string& secret, const std::string& username) {
   if (secret.size() < 8) return;
   auto& r = reg();
   std::unique_lock lock(r.mu);
-  for (auto& f : forms(secret, username)) r.secrets[f]++;
+  for (auto& f : forms(secret, username))
+    if (r.secrets[f]++ == 0) r.index(f);
   r.any = true;
 }
 
@@ -123,28 +155,42 @@ void remove(const std::string& secret, const std::string& username) {
   std::unique_lock lock(r.mu);
   for (auto& f : forms(secret, username)) {
     auto it = r.secrets.find(f);
-    if (it != r.secrets.end() && --it->second <= 0) r.secrets.erase(it);
+    if (it != r.secrets.end() && --it->second <= 0) {
+      r.unindex(f);
+      r.secrets.erase(it);
+    }
   }
   r.any = !r.secrets.empty();
 }
 
 std::string apply(std::string_view text) {
-  std::string out(text);
+  std::string out;
   auto& r = reg();
-  if (r.any.load(std::memory_order_acquire)) {
+  if (r.any.load(std::memory_order_acquire) && text.size() >= key_len) {
     std::shared_lock lock(r.mu);
-    // Longest first, so that a secret inside a longer registered form is not cut in half.
-    std::vector<const std::string*> by_len;
-    for (const auto& [s, _] : r.secrets) by_len.push_back(&s);
-    std::sort(by_len.begin(), by_len.end(),
-              [](const std::string* a, const std::string* b) { return a->size() > b->size(); });
-    for (const auto* s : by_len) {
-      std::size_t pos = 0;
-      while ((pos = out.find(*s, pos)) != std::string::npos) {
-        out.replace(pos, s->size(), marker);
-        pos += marker.size();
+    out.reserve(text.size());
+    std::size_t i = 0;
+    std::string key(key_len, '\0');
+    while (i < text.size()) {
+      const std::string* hit = nullptr;
+      if (i + key_len <= text.size() && r.first2.test(registry::pair(text.data() + i))) {
+        key.assign(text.substr(i, key_len));
+        if (auto it = r.by_prefix.find(key); it != r.by_prefix.end())
+          for (const auto& form : it->second)
+            if (text.substr(i, form.size()) == form) {
+              hit = &form;  // the longest matching form (sorted longest first)
+              break;
+            }
+      }
+      if (hit) {
+        out += marker;
+        i += hit->size();
+      } else {
+        out += text[i++];
       }
     }
+  } else {
+    out.assign(text);
   }
   auto spans = shaped(out);
   for (auto it = spans.rbegin(); it != spans.rend(); ++it)

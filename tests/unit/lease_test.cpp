@@ -228,3 +228,14 @@ TEST(github_app, repositories_and_urls_are_split_as_the_api_expects) {
   EXPECT_FALSE(lease::split_url("ftp://h/x", "api_url").ok());
   EXPECT_FALSE(lease::split_url("https://user:pw@h/x", "api_url").ok());
 }
+
+TEST(redactor, many_live_tokens_are_all_found_in_one_pass) {
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 500; ++i) tokens.push_back("tok-" + std::to_string(100000 + i) + "-secret");
+  for (const auto& t : tokens) redact::add(t);
+  auto text = "a " + tokens[250] + " b " + redact::base64("x-access-token:" + tokens[400]) + " c " +
+              tokens[0] + tokens[1] + " tok-1 d";
+  EXPECT_EQ(redact::apply(text), "a [REDACTED] b [REDACTED] c [REDACTED][REDACTED] tok-1 d");
+  for (const auto& t : tokens) redact::remove(t);
+  EXPECT_EQ(redact::apply(tokens[250]), tokens[250]);
+}
