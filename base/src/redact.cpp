@@ -198,8 +198,4 @@ std::string apply(std::string_view text) {
   return out;
 }
 
-bool contains_secret(std::string_view text) {
-  return apply(text) != text;
-}
-
 }  // namespace berth::redact

@@ -18,9 +18,6 @@ void remove(const std::string& secret, const std::string& username = "x-access-t
 /// JWT (eyJ....eyJ....sig) replaced even if it was never registered.
 [[nodiscard]] std::string apply(std::string_view text);
 
-/// Whether `text` holds anything `apply` would replace.
-[[nodiscard]] bool contains_secret(std::string_view text);
-
 /// Standard base64 (with padding) of `data`; and base64url without padding (JWT).
 [[nodiscard]] std::string base64(std::string_view data);
 [[nodiscard]] std::string base64url(std::string_view data);
