@@ -29,13 +29,6 @@ struct started {
   std::vector<std::int64_t> inputs;  // input sequences the API accepted
 };
 
-std::string start_session(const test::node_process& node, const std::string& wf) {
-  auto r = run_berth(
-      {"--data-dir", node.data_dir(), "session", "start", "--workflow", wf, "-o", "json"});
-  auto v = r.json();
-  return r.code == 0 && v ? v->get_string("id") : std::string();
-}
-
 std::int64_t send_input(const test::node_process& node, const std::string& id, int k) {
   auto r = run_berth({"--data-dir", node.data_dir(), "session", "input", id, "--data",
                       std::to_string(k), "-o", "json"});
@@ -79,7 +72,7 @@ TEST(chaos, twenty_plus_random_sigkills_lose_nothing_and_repeat_nothing) {
   auto add_sessions = [&](int n) {
     for (int i = 0; i < n; ++i) {
       started s;
-      s.id = start_session(node, wf);
+      s.id = test::start_session(node, wf);
       ASSERT_FALSE(s.id.empty());
       for (int k = 0; k < 2; ++k)
         if (auto seq = send_input(node, s.id, k)) s.inputs.push_back(seq);
@@ -121,7 +114,7 @@ TEST_P(crash_point, the_node_aborts_there_and_the_restart_completes_the_session)
         dir / "node", {},
         {{"BERTH_CRASH_AT", point}, {"BERTH_CRASH_AFTER", std::to_string(after)}});
     crashing.start();
-    id = start_session(crashing, wf);
+    id = test::start_session(crashing, wf);
     ASSERT_FALSE(id.empty());
     int st = crashing.wait_exit(std::chrono::seconds(60));
     ASSERT_TRUE(WIFEXITED(st)) << crashing.log();

@@ -109,11 +109,7 @@ struct forge_fixture : ::testing::Test {
            "\"\napi_url = \"" + github.api_url() + "\"\n";
   }
 
-  test::run_result cli(std::vector<std::string> args) {
-    std::vector<std::string> full = node->target();
-    full.insert(full.end(), args.begin(), args.end());
-    return run_berth(full);
-  }
+  test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
 
   std::string workflow(const std::string& text) {
     auto path = dir / ("wf-" + std::to_string(counter++) + ".toml");
@@ -121,19 +117,14 @@ struct forge_fixture : ::testing::Test {
     return path;
   }
 
-  std::string start(const std::string& wf, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"session", "start", "--workflow", workflow(wf), "-o", "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto r = cli(args);
-    EXPECT_EQ(r.code, 0) << r.err;
-    auto v = r.json();
-    return v ? v->get_string("id") : std::string();
+  std::string start(const std::string& wf, const std::vector<std::string>& extra = {}) {
+    std::string err;
+    auto id = test::start_session(*node, workflow(wf), extra, &err);
+    EXPECT_FALSE(id.empty()) << err;
+    return id;
   }
 
-  std::string status(const std::string& id) {
-    auto v = cli({"session", "show", id, "-o", "json"}).json();
-    return v ? v->get_string("status") : std::string("?");
-  }
+  std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
 
   // Ended, and the clean-up after the end journaled: the workspace removed, every lease
   // granted or renewed revoked.
@@ -148,10 +139,7 @@ struct forge_fixture : ::testing::Test {
         t);
   }
 
-  std::string reason(const std::string& id) {
-    auto v = cli({"session", "show", id, "-o", "json"}).json();
-    return v ? v->get_string("reason") : std::string();
-  }
+  std::string reason(const std::string& id) { return test::session_field(*node, id, "reason"); }
 
   std::string git_out(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {"git"};
@@ -614,20 +602,7 @@ TEST_F(forge_fixture, hostile_git_config_in_the_workspace_runs_nothing_and_redir
   git.repo("acme/hostile", {{"README.md", "hi\n"}, {"plant.sh", plant}});
   start_node(github_app_config());
   auto evil_before = evil.requests();
-  auto id = start(R"(
-[[steps]]
-id = "plant"
-run = ["sh", "plant.sh"]
-
-[[steps]]
-id = "commit"
-kind = "commit"
-message = "Planted"
-
-[[steps]]
-id = "push"
-kind = "push"
-
+  auto id = start(run_commit_push("plant", R"(["sh", "plant.sh"])", "Planted") + R"(
 [[steps]]
 id = "pr"
 kind = "pull_request"
@@ -683,19 +658,7 @@ TEST_F(forge_fixture, restored_on_a_node_without_the_workspace_from_the_pushed_c
 id = "write"
 run = ["sh", "-c", "echo kept > kept.txt"]
 
-[[steps]]
-id = "wait"
-run = ["sleep", "4"]
-
-[[steps]]
-id = "commit"
-kind = "commit"
-message = "Kept"
-
-[[steps]]
-id = "push"
-kind = "push"
-)",
+)" + run_commit_push("wait", R"(["sleep", "4"])", "Kept"),
                   {"--repo", git.url("acme/app")});
   ASSERT_TRUE(test::eventually([&] {
     auto t = types(test::journal(*node, id));
@@ -739,11 +702,7 @@ struct open_forge : ::testing::Test {
     node->start();
   }
 
-  test::run_result cli(std::vector<std::string> args) {
-    std::vector<std::string> full = node->target();
-    full.insert(full.end(), args.begin(), args.end());
-    return run_berth(full);
-  }
+  test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
 
   // A session's final state and reason, after it ended.
   std::pair<std::string, std::string> run(const std::string& repo, std::vector<std::string> extra,
@@ -757,13 +716,11 @@ struct open_forge : ::testing::Test {
     std::string st;
     test::eventually(
         [&] {
-          auto v = cli({"session", "show", id, "-o", "json"}).json();
-          st = v ? v->get_string("status") : "";
+          st = test::session_field(*node, id, "status");
           return st == "succeeded" || st == "failed";
         },
         std::chrono::seconds(60));
-    auto v = cli({"session", "show", id, "-o", "json"}).json();
-    return {st, v ? v->get_string("reason") : ""};
+    return {st, test::session_field(*node, id, "reason")};
   }
 };
 

@@ -36,11 +36,7 @@ struct node_fixture : ::testing::Test {
     node->start();
   }
 
-  test::run_result cli(std::vector<std::string> args) {
-    std::vector<std::string> full = node->target();
-    full.insert(full.end(), args.begin(), args.end());
-    return run_berth(full);
-  }
+  test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
 
   std::string workflow(const std::string& name, const std::string& text) {
     auto path = dir / name;
@@ -49,23 +45,15 @@ struct node_fixture : ::testing::Test {
   }
 
   // Start a session from workflow text; returns its id.
-  std::string start(const std::string& text, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {
-        "session",    "start",
-        "--workflow", workflow("wf-" + std::to_string(counter_++) + ".toml", text),
-        "-o",         "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto r = cli(args);
-    EXPECT_EQ(r.code, 0) << r.err;
-    auto v = r.json();
-    return v ? v->get_string("id") : std::string();
+  std::string start(const std::string& text, const std::vector<std::string>& extra = {}) {
+    std::string err;
+    auto id = test::start_session(
+        *node, workflow("wf-" + std::to_string(counter_++) + ".toml", text), extra, &err);
+    EXPECT_FALSE(id.empty()) << err;
+    return id;
   }
 
-  std::string status(const std::string& id) {
-    auto r = cli({"session", "show", id, "-o", "json"});
-    auto v = r.json();
-    return v ? v->get_string("status") : std::string("?");
-  }
+  std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
 
   bool ends(const std::string& id, const std::string& want,
             std::chrono::seconds t = std::chrono::seconds(60)) {

@@ -434,6 +434,29 @@ void node_process::kill_embedded_server() {
   }
 }
 
+run_result cli(const node_process& node, const std::vector<std::string>& args) {
+  std::vector<std::string> full = node.target();
+  full.insert(full.end(), args.begin(), args.end());
+  return run_berth(full);
+}
+
+std::string start_session(const node_process& node, const std::string& workflow_file,
+                          const std::vector<std::string>& extra, std::string* error) {
+  std::vector<std::string> args = {"session", "start", "--workflow", workflow_file, "-o", "json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto r = cli(node, args);
+  auto v = r.json();
+  if (r.code == 0 && v) return v->get_string("id");
+  if (error) *error = r.err;
+  return {};
+}
+
+std::string session_field(const node_process& node, const std::string& id,
+                          const std::string& field) {
+  auto v = cli(node, {"session", "show", id, "-o", "json"}).json();
+  return v ? v->get_string(field) : std::string("?");
+}
+
 std::vector<json::value> journal(const node_process& node, const std::string& id) {
   auto r = run_berth({"--data-dir", node.data_dir(), "session", "events", id, "-o", "jsonl"});
   std::vector<json::value> out;

@@ -141,6 +141,19 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seco
   return pred();
 }
 
+/// The berth CLI pointed at `node` (its data dir).
+run_result cli(const node_process& node, const std::vector<std::string>& args);
+
+/// Start a session from a workflow file with `berth session start`; returns its id, or "" with
+/// the CLI's stderr in `*error` when it was refused.
+std::string start_session(const node_process& node, const std::string& workflow_file,
+                          const std::vector<std::string>& extra = {}, std::string* error = nullptr);
+
+/// A field of `berth session show ID -o json` ("status", "reason", ...); "?" when there is no
+/// answer.
+std::string session_field(const node_process& node, const std::string& id,
+                          const std::string& field);
+
 /// The journal of a session as parsed envelopes (via `berth session events -o jsonl`).
 std::vector<json::value> journal(const node_process& node, const std::string& id);
 
