@@ -1,8 +1,11 @@
 #include "cli.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/session/spec.hpp"
 
 #include <toml++/toml.h>
+
+#include <algorithm>
 
 namespace berth::cli {
 
@@ -49,6 +52,17 @@ result<json::value> to_json(const toml::node& n, const std::string& file,
   }
 }
 
+bool known_key(const std::vector<std::string>& keys, std::string_view k) {
+  return std::find(keys.begin(), keys.end(), k) != keys.end();
+}
+
+std::string key_list(const std::vector<std::string>& keys, std::string_view except) {
+  std::string out;
+  for (const auto& k : keys)
+    if (k != except) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
 }  // namespace
 
 result<json::value> load_workflow(const std::string& path) {
@@ -68,15 +82,11 @@ result<json::value> load_workflow(const std::string& path) {
       if (!v.is_table())
         return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
-        static const char* known[] = {"repo",    "ref",      "branch", "submodules", "goal",
-                                      "timeout", "priority", "id",     "network"};
-        bool ok = false;
-        for (const char* n : known) ok = ok || sk.str() == n;
-        if (!ok)
+        if (sk.str() == "steps" || !known_key(session::session_keys(), sk.str()))
           return error{errc::invalid_argument,
                        at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                           ": unknown key (known: repo, ref, branch, submodules, goal, timeout, priority, id, "
-                           "network)"};
+                           ": unknown key (known: " + key_list(session::session_keys(), "steps") +
+                           ")"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;
         spec.set(sk.str(), std::move(*j));
@@ -89,17 +99,11 @@ result<json::value> load_workflow(const std::string& path) {
       std::size_t i = 0;
       for (const auto& t : *v.as_array()) {
         std::string f = "steps[" + std::to_string(i++) + "]";
-        for (const auto& [sk, sv] : *t.as_table()) {
-          static const char* known[] = {"id",      "kind",    "run",   "timeout", "retry", "env",
-                                        "network", "message", "title", "body",    "forge"};
-          bool ok = false;
-          for (const char* n : known) ok = ok || sk.str() == n;
-          if (!ok)
+        for (const auto& [sk, sv] : *t.as_table())
+          if (!known_key(session::step_keys(), sk.str()))
             return error{errc::invalid_argument,
                          at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
-                             ": unknown key (known: id, kind, run, timeout, retry, env, "
-                             "network, message, title, body, forge)"};
-        }
+                             ": unknown key (known: " + key_list(session::step_keys(), "") + ")"};
         auto j = to_json(t, path, f);
         if (!j) return j;
         steps.push(std::move(*j));

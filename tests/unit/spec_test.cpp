@@ -159,3 +159,89 @@ TEST(spec, git_step_kinds_need_their_fields_and_a_repo) {
                "steps[0].kind: a push step needs the session's repo");
   EXPECT_TRUE(spec_of(R"({"steps":[{"id":"s","kind":"setup"}]})").ok());
 }
+
+TEST(spec, the_issue_workflow_parses_and_round_trips) {
+  auto s = spec_of(R"({"repo":"https://git.example.com/acme/app.git","ref":"main",
+    "goal":"make the failing test pass","timeout":"45m","priority":7,"max_parallel":4,"steps":[
+    {"id":"setup","kind":"setup"},
+    {"id":"lint","run":["ruff","check","."],"needs":["setup"]},
+    {"id":"test","run":["pytest","-q"],"needs":["setup"],
+     "retry":{"max_attempts":3,"backoff":"2s","max_backoff":"30s","jitter":true},"timeout":"10m"},
+    {"id":"fix","kind":"agent","needs":["test"],"when":"failure",
+     "agent":{"mode":"external","turn_timeout":"5m"}},
+    {"id":"review","kind":"agent","needs":["fix"],
+     "agent":{"mode":"command","run":["review-bot","--strict"]},
+     "on_reject":{"goto":"fix","max_loops":3}},
+    {"id":"ship","kind":"pull_request","title":"Fix","needs":["lint","review"]}]})");
+  ASSERT_TRUE(s.ok()) << s.err().message;
+  EXPECT_EQ(s->steps[1].needs, std::vector<std::string>{"setup"});
+  EXPECT_TRUE(s->steps[0].needs.empty());
+  EXPECT_EQ(s->steps[3].when, session::run_when::failure);
+  EXPECT_EQ(s->steps[3].turn_timeout, millis(300'000));
+  EXPECT_EQ(s->steps[4].max_loops, 3);
+  EXPECT_TRUE(s->steps[2].retry.jitter);
+  auto again = session::parse_spec(session::to_json(*s));
+  ASSERT_TRUE(again.ok()) << again.err().message;
+  EXPECT_EQ(session::to_json(*again), session::to_json(*s));
+}
+
+TEST(spec, a_step_without_needs_follows_the_one_before_and_empty_needs_is_a_root) {
+  auto s = spec_of(R"({"steps":[{"id":"a","run":["x"]},{"id":"b","run":["x"]},
+    {"id":"c","run":["x"],"needs":[]}]})");
+  ASSERT_TRUE(s.ok()) << s.err().message;
+  EXPECT_EQ(s->steps[1].needs, std::vector<std::string>{"a"});
+  EXPECT_TRUE(s->steps[2].needs.empty());
+}
+
+TEST(spec, invalid_graphs_are_refused_naming_the_step_and_field) {
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"needs":["ghost"]}]})",
+               "steps[0].needs[0]: unknown step \"ghost\"");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"needs":["a"]}]})",
+               "steps[0].needs[0]: step \"a\" cannot need itself");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"needs":["c"]},{"id":"b","run":["x"]},
+    {"id":"c","run":["x"]}]})",
+               "steps: the needs form a cycle: a -> c -> b -> a");
+  expect_error(R"({"steps":[{"id":"a","run":["x"]},{"id":"r","kind":"agent",
+    "agent":{"mode":"external"},"on_reject":{"goto":"nowhere","max_loops":2}}]})",
+               "steps[1].on_reject.goto: unknown step \"nowhere\"");
+  expect_error(R"({"steps":[{"id":"a","run":["x"]},{"id":"r","kind":"agent",
+    "agent":{"mode":"external"},"on_reject":{"goto":"a"}}]})",
+               "steps[1].on_reject.max_loops: is required on a back edge");
+  expect_error(R"({"steps":[{"id":"r","kind":"agent","agent":{"mode":"external"},
+    "on_reject":{"goto":"z","max_loops":1}},{"id":"z","run":["x"]}]})",
+               "steps[0].on_reject.goto: \"z\" is not a step \"r\" needs");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"on_reject":{"goto":"a","max_loops":1}}]})",
+               "steps[0].on_reject: is not used by a step of kind \"run\"");
+  expect_error(R"({"steps":[{"id":"a","kind":"agent","agent":{"mode":"external",
+    "turn_timeout":"5 minutes"}}]})",
+               "steps[0].agent.turn_timeout: invalid duration");
+  expect_error(R"({"steps":[{"id":"a","kind":"agent","agent":{"mode":"command","run":[]}}]})",
+               "steps[0].agent.run: must not be empty");
+  expect_error(R"({"steps":[{"id":"a","kind":"agent","agent":{"mode":"psychic"}}]})",
+               "steps[0].agent.mode: must be \"external\" or \"command\"");
+  expect_error(R"({"steps":[{"id":"a","kind":"agent"}]})", "steps[0].agent: is required");
+  expect_error(R"({"steps":[{"id":"a","kind":"wizard"}]})",
+               "steps[0].kind: must be one of");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"when":"sometimes"}]})",
+               "steps[0].when: must be \"success\", \"failure\" or \"always\"");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"needs":"b"}]})",
+               "steps[0].needs: expected an array of step ids");
+  expect_error(R"({"steps":[{"id":"a","run":["x"]}],"max_parallel":0})",
+               "max_parallel: 0 is out of range");
+  expect_error(R"({"steps":[{"id":"a","run":["x"],"retry":{"jitter":"yes"}}]})",
+               "steps[0].retry.jitter: expected true or false");
+  expect_error(R"({"steps":[{"id":"a","run":["x"]}],"start_at":"a"})", "start_at: needs retry_of");
+  expect_error(R"({"steps":[{"id":"a","run":["x"]}],"retry_of":"old","start_at":"zz"})",
+               "start_at: unknown step \"zz\"");
+}
+
+TEST(spec, a_thousand_step_chain_is_accepted_and_one_more_is_refused) {
+  std::string steps;
+  for (int i = 0; i < 1000; ++i)
+    steps += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
+  auto s = spec_of(R"({"steps":[)" + steps + "]}");
+  ASSERT_TRUE(s.ok()) << s.err().message;
+  EXPECT_EQ(s->steps[999].needs, std::vector<std::string>{"s998"});
+  expect_error(R"({"steps":[)" + steps + R"(,{"id":"extra","run":["true"]}]})",
+               "steps: has more than 1000 steps");
+}

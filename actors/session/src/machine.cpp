@@ -70,10 +70,45 @@ step_state* session_state::step(const std::string& sid) {
   return nullptr;
 }
 
-step_state* session_state::running_step() {
-  for (auto& s : steps)
-    if (s.status == step_status::running) return &s;
+const step_state* session_state::step(const std::string& sid) const {
+  for (const auto& s : steps)
+    if (s.id == sid) return &s;
   return nullptr;
+}
+
+std::vector<const step_state*> session_state::running_steps() const {
+  std::vector<const step_state*> out;
+  for (const auto& s : steps)
+    if (s.status == step_status::running) out.push_back(&s);
+  return out;
+}
+
+namespace {
+bool is_external(const step_spec* sp) {
+  return sp && sp->kind == step_kind::agent && sp->agent_mode == "external";
+}
+}  // namespace
+
+std::string session_state::phase() const {
+  if (status != "running") return status;
+  bool external = false, process = false, retrying = false;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const auto& st = steps[i];
+    if (st.status == step_status::running) {
+      if (i < spec.steps.size() && is_external(&spec.steps[i]))
+        external = true;
+      else
+        process = true;
+    } else if (st.status == step_status::pending && st.retry_due_ms > 0) {
+      retrying = true;
+    }
+  }
+  for (const auto& [_, st] : tool_calls)
+    if (st == "running") process = true;
+  if (process) return "running";
+  if (external) return "waiting";
+  if (retrying) return "retrying";
+  return "running";
 }
 
 json::value session_state::summary() const {
@@ -98,9 +133,19 @@ json::value session_state::summary() const {
     j.set("attempt", s.attempt);
     if (s.exit_code) j.set("exit_code", *s.exit_code);
     if (!s.reason.empty()) j.set("reason", s.reason);
+    if (!s.skip.empty()) j.set("skip", s.skip);
+    if (s.loops > 0) j.set("loops", s.loops);
+    if (const auto* sp = spec.step(s.id); sp && !sp->needs.empty()) {
+      json::value n = json::value::make_array();
+      for (const auto& x : sp->needs) n.push(x);
+      j.set("needs", std::move(n));
+    }
     arr.push(std::move(j));
   }
   v.set("steps", std::move(arr));
+  v.set("phase", phase());
+  if (!failed_step.empty()) v.set("failed_step", failed_step);
+  if (!spec.retry_of.empty()) v.set("retry_of", spec.retry_of);
   if (!tool_calls.empty()) {
     json::value tc = json::value::make_object();
     for (const auto& [k, st] : tool_calls) tc.set(k, st);
@@ -136,6 +181,7 @@ json::value session_state::to_json() const {
   v.set("reason", reason);
   v.set("node", node);
   v.set("epoch", epoch);
+  if (!failed_step.empty()) v.set("failed_step", failed_step);
   json::value arr = json::value::make_array();
   for (const auto& s : steps) {
     json::value j = json::value::make_object();
@@ -143,9 +189,13 @@ json::value session_state::to_json() const {
     j.set("status", to_string(s.status));
     j.set("attempt", s.attempt);
     j.set("failures", s.failures);
+    if (s.interruptions) j.set("interruptions", s.interruptions);
+    if (s.loops) j.set("loops", s.loops);
     if (s.exit_code) j.set("exit_code", *s.exit_code);
     j.set("reason", s.reason);
+    if (!s.skip.empty()) j.set("skip", s.skip);
     j.set("retry_due_ms", s.retry_due_ms);
+    if (s.turn_due_ms) j.set("turn_due_ms", s.turn_due_ms);
     j.set("started_ms", s.started_ms);
     j.set("finished_ms", s.finished_ms);
     arr.push(std::move(j));
@@ -184,6 +234,7 @@ result<session_state> session_state::from_json(const json::value& v) {
   s.reason = v.get_string("reason");
   s.node = v.get_string("node");
   s.epoch = static_cast<std::uint64_t>(v.get_int("epoch"));
+  s.failed_step = v.get_string("failed_step");
   if (const auto* arr = v.find("steps"); arr && arr->is_array()) {
     for (const auto& j : arr->as_array()) {
       step_state st;
@@ -193,9 +244,13 @@ result<session_state> session_state::from_json(const json::value& v) {
       st.status = *status;
       st.attempt = j.get_int("attempt");
       st.failures = j.get_int("failures");
+      st.interruptions = j.get_int("interruptions");
+      st.loops = j.get_int("loops");
       if (const auto* ec = j.find("exit_code"); ec && ec->is_int()) st.exit_code = ec->as_int();
       st.reason = j.get_string("reason");
+      st.skip = j.get_string("skip");
       st.retry_due_ms = j.get_int("retry_due_ms");
+      st.turn_due_ms = j.get_int("turn_due_ms");
       st.started_ms = j.get_int("started_ms");
       st.finished_ms = j.get_int("finished_ms");
       s.steps.push_back(std::move(st));
@@ -280,17 +335,26 @@ status machine::apply(const event& e) {
     st->started_ms = e.ts_ms;
     st->exit_code.reset();
     st->reason.clear();
+    st->skip.clear();
+    st->retry_due_ms = 0;
+    st->turn_due_ms = 0;
+  } else if (e.type == "agent.waiting") {
+    if (st) st->turn_due_ms = e.ts_ms + d.get_int("turn_timeout_ms");
   } else if (e.type == "step.finished") {
     st->status = step_status::succeeded;
-    st->exit_code = d.get_int("exit_code");
+    if (const auto* ec = d.find("exit_code"); ec && ec->is_int())
+      st->exit_code = ec->as_int();
     st->finished_ms = e.ts_ms;
     st->reason.clear();
+    st->turn_due_ms = 0;
   } else if (e.type == "step.failed") {
     st->status = step_status::failed;
     if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
     st->reason = d.get_string("reason");
     st->finished_ms = e.ts_ms;
-    st->failures += 1;
+    st->turn_due_ms = 0;
+    // A step failed by its interruptions was counted by each step.interrupted.
+    if (!d.get_bool("after_interruption")) st->failures += 1;
   } else if (e.type == "step.retrying") {
     st->status = step_status::pending;
     st->retry_due_ms = e.ts_ms + d.get_int("delay_ms");
@@ -298,9 +362,33 @@ status machine::apply(const event& e) {
     st->status = step_status::pending;
     st->reason = d.get_string("reason");
     st->retry_due_ms = 0;
+    st->turn_due_ms = 0;
+    st->failures += 1;
+    st->interruptions += 1;
   } else if (e.type == "step.skipped") {
     st->status = step_status::skipped;
     st->reason = d.get_string("reason");
+    st->skip = d.get_string("skip", "blocked");
+  } else if (e.type == "step.rejected") {
+    // Work goes back to `goto`: it and every step that needs it (this one included) run again,
+    // each with a fresh retry budget.
+    st->loops += 1;
+    auto from = s.spec.index_of(d.get_string("goto"));
+    if (from < 0)
+      return error{errc::corrupt, "session " + s.id + ": step.rejected names unknown step " +
+                                      d.get_string("goto")};
+    auto why = "sent back by " + step_id + " (loop " + std::to_string(st->loops) + ")";
+    for (int i : descendants(s.spec, from)) {
+      auto& r = s.steps[static_cast<std::size_t>(i)];
+      r.status = step_status::pending;
+      r.failures = 0;
+      r.interruptions = 0;
+      r.exit_code.reset();
+      r.reason = why;
+      r.skip.clear();
+      r.retry_due_ms = 0;
+      r.turn_due_ms = 0;
+    }
   } else if (e.type == "tool.call") {
     auto id = d.get_string("call_id");
     s.tool_calls[id] = "running";
@@ -309,10 +397,20 @@ status machine::apply(const event& e) {
     a.set("tool", d.get_string("tool"));
     if (const auto* args = d.find("args")) a.set("args", *args);
     s.tool_args[id] = std::move(a);
+    // The agent acted: its turn clock stops while the call runs.
+    for (auto& r : s.steps)
+      if (r.status == step_status::running && r.turn_due_ms) r.turn_due_ms = 0;
   } else if (e.type == "tool.result" || e.type == "tool.interrupted") {
     auto id = d.get_string("call_id");
     s.tool_calls[id] = e.type == "tool.result" ? "done" : "interrupted";
     s.tool_args.erase(id);
+    // The agent's turn again: its clock restarts once no call of its runs.
+    bool busy = false;
+    for (const auto& [_, cs] : s.tool_calls) busy = busy || cs == "running";
+    if (!busy)
+      for (std::size_t i = 0; i < s.steps.size() && i < s.spec.steps.size(); ++i)
+        if (s.steps[i].status == step_status::running && is_external(&s.spec.steps[i]))
+          s.steps[i].turn_due_ms = e.ts_ms + s.spec.steps[i].turn_timeout.count();
   } else if (e.type == "input.applied") {
     s.last_input_seq =
         std::max(s.last_input_seq, static_cast<std::uint64_t>(d.get_int("input_seq")));
@@ -323,6 +421,7 @@ status machine::apply(const event& e) {
       return error{errc::corrupt, "session " + s.id + ": unknown event type " + e.type};
     s.status = status;
     s.reason = d.get_string("reason");
+    if (status == "failed") s.failed_step = d.get_string("step");
   } else if (e.type == "workspace.ready") {
     for (const char* k : {"commit", "branch", "base"}) s.ws.set(k, d.get_string(k));
     s.ws.set("ready", true);
@@ -354,10 +453,90 @@ status machine::apply(const event& e) {
   return {};
 }
 
-void machine::finish(const std::string& status, const std::string& reason, std::int64_t now_ms) {
+void machine::finish(const std::string& status, const std::string& reason, std::int64_t now_ms,
+                     const std::string& step) {
   json::value d = json::value::make_object();
   if (!reason.empty()) d.set("reason", reason);
+  if (!step.empty()) d.set("step", step);
   emit("session." + status, std::move(d), now_ms);
+}
+
+namespace {
+
+// Node restarts a step may live through before it counts as failed (a step that brings its node
+// down would otherwise run for ever).
+constexpr std::int64_t interruption_grace = 3;
+
+json::value step_data(const step_state& st) {
+  json::value d = json::value::make_object();
+  d.set("step", st.id);
+  d.set("attempt", st.attempt);
+  return d;
+}
+
+// A deterministic draw in [0, 1) per session, step and attempt: a resumed session decides the
+// same delay (which the journal records anyway).
+double jitter_draw(const std::string& session, const std::string& step, std::int64_t attempt) {
+  std::uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+  };
+  mix(session);
+  mix(step);
+  mix(std::to_string(attempt));
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
+}
+
+}  // namespace
+
+void machine::attempt_failed(step_state& st, json::value d, const std::string& reason,
+                             std::int64_t now_ms, bool retryable) {
+  d.set("reason", reason);
+  emit("step.failed", std::move(d), now_ms);
+  if (state_.cancel_requested || now_ms >= state_.deadline_ms()) return;  // advance() ends it
+  const auto* sp = state_.spec.step(st.id);
+  if (!retryable || !sp || st.failures >= sp->retry.max_attempts) return;
+  auto delay = sp->retry.backoff.count();
+  for (std::int64_t i = 1; i < st.failures && delay < sp->retry.max_backoff.count(); ++i)
+    delay *= 2;
+  delay = std::min(delay, static_cast<std::int64_t>(sp->retry.max_backoff.count()));
+  if (sp->retry.jitter)
+    delay = delay / 2 + static_cast<std::int64_t>(static_cast<double>(delay - delay / 2) *
+                                                  jitter_draw(state_.id, st.id, st.attempt));
+  json::value rd = json::value::make_object();
+  rd.set("step", st.id);
+  rd.set("attempt", st.attempt + 1);
+  rd.set("delay_ms", delay);
+  rd.set("reason", reason);
+  emit("step.retrying", std::move(rd), now_ms);
+}
+
+void machine::rejected(step_state& st, json::value d, const std::string& summary,
+                       std::int64_t now_ms) {
+  const auto* sp = state_.spec.step(st.id);
+  d.set("outcome", "reject");
+  if (!summary.empty()) d.set("summary", summary);
+  if (!sp || sp->on_reject_goto.empty()) {
+    d.set("reason", "rejected by the agent" + (summary.empty() ? "" : ": " + summary));
+    emit("step.failed", std::move(d), now_ms);
+    return;
+  }
+  if (st.loops >= sp->max_loops) {
+    d.set("reason", "rejected again after " + std::to_string(st.loops) +
+                        " loop(s) back to " + sp->on_reject_goto + "; on_reject.max_loops = " +
+                        std::to_string(sp->max_loops) + " reached" +
+                        (summary.empty() ? "" : ": " + summary));
+    emit("step.failed", std::move(d), now_ms);
+    return;
+  }
+  d.set("goto", sp->on_reject_goto);
+  d.set("loop", st.loops + 1);
+  d.set("max_loops", sp->max_loops);
+  emit("step.rejected", std::move(d), now_ms);
 }
 
 void machine::resume(std::int64_t now_ms, const std::string& why) {
@@ -373,16 +552,169 @@ void machine::resume(std::int64_t now_ms, const std::string& why) {
     emit("tool.interrupted", std::move(d), now_ms);
   }
   if (is_terminal(state_.status)) return;
-  if (auto* st = state_.running_step()) {
-    json::value d = json::value::make_object();
-    d.set("step", st->id);
-    d.set("attempt", st->attempt);
+  for (auto& st : state_.steps) {
+    if (st.status != step_status::running) continue;
+    const auto* sp = state_.spec.step(st.id);
+    if (is_external(sp)) {
+      // Nothing of an external agent ran here: it keeps its step, with a fresh turn.
+      auto d = step_data(st);
+      d.set("turn_timeout_ms", static_cast<std::int64_t>(sp->turn_timeout.count()));
+      d.set("resumed", true);
+      emit("agent.waiting", std::move(d), now_ms);
+      continue;
+    }
+    auto d = step_data(st);
     d.set("reason", why);
-    emit("step.interrupted", std::move(d), now_ms);
+    interrupt(st, std::move(d), now_ms);
   }
 }
 
-action machine::advance(std::int64_t now_ms) {
+void machine::interrupt(step_state& st, json::value d, std::int64_t now_ms) {
+  emit("step.interrupted", std::move(d), now_ms);
+  // An interrupted attempt counts against max_attempts; but node restarts alone fail a step only
+  // after `interruption_grace` of them.
+  const auto* sp = state_.spec.step(st.id);
+  if (sp && st.failures >= sp->retry.max_attempts && st.interruptions >= interruption_grace) {
+    auto f = step_data(st);
+    f.set("after_interruption", true);
+    f.set("reason", "interrupted " + std::to_string(st.interruptions) +
+                        " times by node restarts; not started again");
+    emit("step.failed", std::move(f), now_ms);
+  }
+}
+
+void machine::start_step(step_state& st, const step_spec& sp, std::int64_t now_ms) {
+  auto d = json::value::make_object();
+  d.set("step", st.id);
+  d.set("attempt", st.attempt + 1);
+  auto sent_back = st.reason;  // "sent back by ..." after a loop
+  emit("step.started", std::move(d), now_ms);
+  if (!is_external(&sp)) return;
+  // What the agent needs to know: the goal, how the steps before it ended, why it runs again.
+  auto w = step_data(st);
+  w.set("turn_timeout_ms", static_cast<std::int64_t>(sp.turn_timeout.count()));
+  if (!state_.spec.goal.empty()) w.set("goal", state_.spec.goal);
+  json::value needs = json::value::make_array();
+  for (const auto& n : sp.needs) {
+    const auto* ns = state_.step(n);
+    json::value j = json::value::make_object();
+    j.set("step", n);
+    j.set("status", ns ? to_string(ns->status) : "?");
+    if (ns && !ns->reason.empty()) j.set("reason", ns->reason);
+    needs.push(std::move(j));
+  }
+  w.set("needs", std::move(needs));
+  if (!sent_back.empty()) w.set("sent_back", sent_back);
+  if (st.loops) w.set("loops", st.loops);
+  emit("agent.waiting", std::move(w), now_ms);
+}
+
+std::vector<action> machine::schedule(std::int64_t now_ms, std::int64_t& wake_ms) {
+  auto& s = state_;
+  std::vector<action> out;
+  std::int64_t running = 0;
+  for (const auto& st : s.steps) running += st.status == step_status::running;
+  // Skipping a step can decide the steps after it, wherever they are in the file: repeat until
+  // nothing changes (the graph is acyclic, so this ends).
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (std::size_t i = 0; i < s.steps.size(); ++i) {
+      auto& st = s.steps[i];
+      if (st.status != step_status::pending) continue;
+      const auto& sp = s.spec.steps[i];
+      if (st.retry_due_ms > now_ms) {
+        wake_ms = std::min(wake_ms, st.retry_due_ms);
+        continue;
+      }
+      bool done = true, failed = false, blocked = false, all_bypassed = !sp.needs.empty();
+      std::string culprit, culprit_how;
+      for (const auto& n : sp.needs) {
+        const auto* ns = s.step(n);
+        if (!ns || ns->status == step_status::pending || ns->status == step_status::running) {
+          done = false;
+          break;
+        }
+        const auto* nsp = s.spec.step(n);
+        bool ok = ns->status == step_status::succeeded || ns->skip == "reused" ||
+                  (ns->status == step_status::failed && nsp && nsp->continue_on_error);
+        bool bypassed = ns->status == step_status::skipped && ns->skip == "bypassed";
+        if (!bypassed) all_bypassed = false;
+        if (ok || bypassed) continue;
+        if (ns->status == step_status::failed) {
+          if (!failed) culprit = n, culprit_how = "failed";
+          failed = true;
+        } else {
+          if (culprit.empty()) culprit = n, culprit_how = "was skipped";
+          blocked = true;
+        }
+      }
+      if (!done) continue;
+      std::string skip, why;
+      // An attempt after a failure or an interruption was decided when its need ended.
+      if (st.failures == 0) {
+        switch (sp.when) {
+          case run_when::success:
+            if (failed || blocked)
+              skip = "blocked", why = "needs " + culprit + ", which " + culprit_how;
+            else if (all_bypassed)
+              skip = "bypassed", why = "nothing it needs ran";
+            break;
+          case run_when::failure:
+            if (failed) break;
+            if (blocked)
+              skip = "blocked", why = "needs " + culprit + ", which " + culprit_how;
+            else
+              skip = "bypassed", why = "when = \"failure\": every step it needs succeeded";
+            break;
+          case run_when::always:
+            break;
+        }
+      }
+      if (!skip.empty()) {
+        json::value d = json::value::make_object();
+        d.set("step", st.id);
+        d.set("skip", skip);
+        d.set("reason", why);
+        emit("step.skipped", std::move(d), now_ms);
+        changed = true;
+        continue;
+      }
+      if (running >= s.spec.max_parallel) continue;  // an ending step pumps again
+      start_step(st, sp, now_ms);
+      ++running;
+      if (!is_external(&sp))
+        out.push_back(action{.what = action::kind::launch, .step = st.id, .attempt = st.attempt});
+    }
+  }
+  return out;
+}
+
+std::string machine::unhandled_failure(std::string* step) const {
+  const auto& s = state_;
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    const auto& st = s.steps[i];
+    if (st.status != step_status::failed || s.spec.steps[i].continue_on_error) continue;
+    // Handled: a step that runs on its failure (when = "failure") did run.
+    bool handled = false;
+    for (std::size_t j = 0; j < s.steps.size() && !handled; ++j) {
+      const auto& h = s.spec.steps[j];
+      if (h.when != run_when::failure ||
+          std::find(h.needs.begin(), h.needs.end(), st.id) == h.needs.end())
+        continue;
+      handled = s.steps[j].status == step_status::succeeded ||
+                s.steps[j].status == step_status::failed;
+    }
+    if (handled) continue;
+    if (step) *step = st.id;
+    std::string why = "step " + st.id + " failed";
+    if (st.attempt > 1 && st.failures > 1)
+      why += " after " + std::to_string(st.failures) + " attempts";
+    return why + ": " + st.reason;
+  }
+  return {};
+}
+
+std::vector<action> machine::advance(std::int64_t now_ms) {
   auto& s = state_;
   if (s.status.empty() || is_terminal(s.status)) return {};
   if (s.status == "pending") {
@@ -390,46 +722,88 @@ action machine::advance(std::int64_t now_ms) {
     d.set("node", owner_node_);
     d.set("epoch", owner_epoch_);
     emit("session.started", std::move(d), now_ms);
-  }
-  auto* running = s.running_step();
-  if (s.cancel_requested) {
-    if (running)
-      return action{.what = action::kind::kill,
-                    .step = running->id,
-                    .attempt = running->attempt,
-                    .kill_reason = "cancelled"};
-    finish("cancelled", "cancelled by request", now_ms);
-    return {};
-  }
-  if (now_ms >= s.deadline_ms()) {
-    if (running)
-      return action{.what = action::kind::kill,
-                    .step = running->id,
-                    .attempt = running->attempt,
-                    .kill_reason = "session timeout"};
-    finish("timed_out", "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached",
-           now_ms);
-    return {};
-  }
-  if (running) return action{.what = action::kind::wait_until, .until_ms = s.deadline_ms()};
-  if (s.has_repo() && !s.workspace_ready()) return action{.what = action::kind::prepare};
-  for (auto& st : s.steps) {
-    if (st.status == step_status::succeeded || st.status == step_status::skipped) continue;
-    if (st.status == step_status::failed) {
-      // A failed step that was not retried ends the session (step_exited decided it).
-      return {};
+    if (!s.spec.start_at.empty()) {
+      // `berth session retry --from`: what the step needs was done by the earlier run.
+      for (int i : ancestors(s.spec, s.spec.index_of(s.spec.start_at))) {
+        json::value r = json::value::make_object();
+        r.set("step", s.steps[static_cast<std::size_t>(i)].id);
+        r.set("skip", "reused");
+        r.set("reason", "done in session " + s.spec.retry_of);
+        emit("step.skipped", std::move(r), now_ms);
+      }
     }
-    if (st.retry_due_ms > now_ms)
-      return action{.what = action::kind::wait_until,
-                    .until_ms = std::min(st.retry_due_ms, s.deadline_ms())};
-    json::value d = json::value::make_object();
-    d.set("step", st.id);
-    d.set("attempt", st.attempt + 1);
-    emit("step.started", std::move(d), now_ms);
-    return action{.what = action::kind::launch, .step = st.id, .attempt = st.attempt};
   }
-  finish("succeeded", "", now_ms);
-  return {};
+  std::vector<action> out;
+  bool cancel = s.cancel_requested;
+  if (cancel || now_ms >= s.deadline_ms()) {
+    const std::string why = cancel ? "cancelled" : "session timeout";
+    for (auto& st : s.steps) {
+      if (st.status != step_status::running) continue;
+      if (is_external(s.spec.step(st.id))) {
+        attempt_failed(st, step_data(st), why, now_ms, false);
+        continue;
+      }
+      out.push_back(action{
+          .what = action::kind::kill, .step = st.id, .attempt = st.attempt, .kill_reason = why});
+    }
+    if (!out.empty()) return out;  // their ends pump again
+    for (auto& st : s.steps) {
+      if (st.status != step_status::pending) continue;
+      json::value d = json::value::make_object();
+      d.set("step", st.id);
+      d.set("skip", "cancelled");
+      d.set("reason", cancel ? "session cancelled" : "session timed out");
+      emit("step.skipped", std::move(d), now_ms);
+    }
+    if (cancel)
+      finish("cancelled", "cancelled by request", now_ms);
+    else
+      finish("timed_out",
+             "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached", now_ms);
+    return {};
+  }
+  if (s.has_repo() && !s.workspace_ready()) return {action{.what = action::kind::prepare}};
+  std::int64_t wake = s.deadline_ms();
+  // External agents: the step's own timeout and the agent's turn.
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    auto& st = s.steps[i];
+    const auto& sp = s.spec.steps[i];
+    if (st.status != step_status::running || !is_external(&sp)) continue;
+    if (sp.timeout && st.started_ms + sp.timeout->count() <= now_ms) {
+      attempt_failed(st, step_data(st), "timed out after " + format_duration(*sp.timeout),
+                     now_ms, true);
+    } else if (st.turn_due_ms && st.turn_due_ms <= now_ms) {
+      attempt_failed(st, step_data(st),
+                     "agent turn timeout: no tool call or agent_done within " +
+                         format_duration(sp.turn_timeout),
+                     now_ms, true);
+    } else {
+      if (sp.timeout) wake = std::min(wake, st.started_ms + sp.timeout->count());
+      if (st.turn_due_ms) wake = std::min(wake, st.turn_due_ms);
+    }
+  }
+  auto launches = schedule(now_ms, wake);
+  bool active = false, open = false;
+  for (const auto& st : s.steps) {
+    active = active || st.status == step_status::running;
+    open = open || st.status == step_status::pending;
+  }
+  if (!active && !open) {
+    std::string step;
+    auto why = unhandled_failure(&step);
+    if (why.empty())
+      finish("succeeded", "", now_ms);
+    else
+      finish("failed", why, now_ms, step);
+    return {};
+  }
+  if (!active && launches.empty() && wake == s.deadline_ms()) {
+    // Pending steps that nothing can start: a bug in the scheduler, not the user's fault.
+    BERTH_ASSERT(false, "session " + s.id + ": pending steps but nothing can run");
+  }
+  out = std::move(launches);
+  out.push_back(action{.what = action::kind::wait_until, .until_ms = wake});
+  return out;
 }
 
 void machine::step_exited(const std::string& step, std::int64_t attempt, const exit_result& r,
@@ -457,7 +831,14 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   }
   if (r.interrupted) {
     d.set("reason", r.error.empty() ? std::string("node shutting down") : r.error);
-    emit("step.interrupted", std::move(d), now_ms);
+    interrupt(*st, std::move(d), now_ms);
+    return;
+  }
+  const auto* sp = state_.spec.step(step);
+  // A command agent answers "reject" with exit code 3.
+  if (sp && sp->kind == step_kind::agent && !r.start_failed && !r.timed_out && !r.signal &&
+      r.exit_code == 3 && r.error.empty()) {
+    rejected(*st, std::move(d), "", now_ms);
     return;
   }
   std::string reason;
@@ -472,30 +853,25 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   else
     reason = "exited with code " + std::to_string(r.exit_code);
   if (!r.error.empty() && !r.start_failed && !r.timed_out) reason = r.error;
-  d.set("reason", reason);
-  emit("step.failed", std::move(d), now_ms);
-  bool stopping = state_.cancel_requested || now_ms >= state_.deadline_ms();
-  if (stopping) return;  // advance() records cancelled / timed_out
-  const step_spec* spec = nullptr;
-  for (const auto& sp : state_.spec.steps)
-    if (sp.id == step) spec = &sp;
-  auto failures = st->failures;
-  if (spec && failures < spec->retry.max_attempts) {
-    auto delay = spec->retry.backoff.count();
-    for (std::int64_t i = 1; i < failures && delay < spec->retry.max_backoff.count(); ++i)
-      delay *= 2;
-    delay = std::min(delay, static_cast<std::int64_t>(spec->retry.max_backoff.count()));
-    json::value rd = json::value::make_object();
-    rd.set("step", step);
-    rd.set("attempt", attempt + 1);
-    rd.set("delay_ms", delay);
-    rd.set("reason", reason);
-    emit("step.retrying", std::move(rd), now_ms);
-    return;
+  attempt_failed(*st, std::move(d), reason, now_ms, true);
+}
+
+void machine::agent_outcome(step_state& st, const std::string& outcome,
+                            const std::string& summary, std::int64_t now_ms) {
+  auto d = step_data(st);
+  d.set("duration_ms", now_ms - st.started_ms);
+  if (outcome == "success") {
+    d.set("outcome", "success");
+    if (!summary.empty()) d.set("summary", summary);
+    emit("step.finished", std::move(d), now_ms);
+  } else if (outcome == "reject") {
+    rejected(st, std::move(d), summary, now_ms);
+  } else {
+    d.set("outcome", "failure");
+    attempt_failed(st, std::move(d),
+                   "the agent reported failure" + (summary.empty() ? "" : ": " + summary), now_ms,
+                   true);
   }
-  std::string why = "step " + step + " failed";
-  if (failures > 1) why += " after " + std::to_string(failures) + " attempts";
-  finish("failed", why + ": " + reason, now_ms);
 }
 
 void machine::input(std::uint64_t seq, const json::value& msg, std::int64_t now_ms) {
@@ -511,6 +887,49 @@ void machine::input(std::uint64_t seq, const json::value& msg, std::int64_t now_
   } else if (type == "start") {
     // A repeated start (idempotent retry) landing on the same subject: nothing to do.
     d.set("kind", "duplicate_start");
+  } else if (type == "agent_done") {
+    d.set("kind", "agent_done");
+    auto outcome = msg.get_string("outcome");
+    auto want = msg.get_string("step");
+    const auto* summary = msg.find("summary");
+    std::string why;
+    step_state* target = nullptr;
+    std::vector<std::string> waiting;
+    for (std::size_t i = 0; i < state_.steps.size(); ++i)
+      if (state_.steps[i].status == step_status::running && is_external(&state_.spec.steps[i]))
+        waiting.push_back(state_.steps[i].id);
+    if (outcome != "success" && outcome != "failure" && outcome != "reject") {
+      why = "outcome: must be \"success\", \"failure\" or \"reject\", not \"" + outcome + "\"";
+    } else if (summary && !summary->is_null() && !summary->is_string()) {
+      why = "summary: expected a string";
+    } else if (const auto* sv = msg.find("step"); sv && !sv->is_string()) {
+      why = "step: expected a string";
+    } else if (!want.empty()) {
+      if (std::find(waiting.begin(), waiting.end(), want) == waiting.end())
+        why = "step: \"" + want + "\" is not an agent step waiting for its agent";
+      else
+        target = state_.step(want);
+    } else if (waiting.empty()) {
+      why = "no agent step is waiting for its agent";
+    } else if (waiting.size() > 1) {
+      why = "step: required when several agent steps wait (" + std::to_string(waiting.size()) +
+            ")";
+    } else {
+      target = state_.step(waiting.front());
+    }
+    if (target && !is_terminal(state_.status)) {
+      auto sum = summary && summary->is_string() ? summary->as_string() : std::string();
+      d.set("step", target->id);
+      d.set("outcome", outcome);
+      if (!sum.empty()) d.set("summary", sum);
+      emit("input.applied", std::move(d), now_ms);
+      agent_outcome(*target, outcome, sum, now_ms);
+      return;
+    }
+    if (!why.empty()) {
+      d.set("kind", "rejected");
+      d.set("reason", why);
+    }
   } else if (type == "tool_call") {
     d.set("kind", "tool_call");
     auto call_id = msg.get_string("call_id");

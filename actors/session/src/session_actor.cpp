@@ -95,8 +95,8 @@ struct session_state_actor {
   std::vector<event> outbox;      // decided, not yet acknowledged by JetStream
   std::uint64_t journal_seq = 0;  // stream sequence of the last journal message
   bool busy = false;              // a commit job is in flight
-  std::optional<action> after_commit;
-  std::optional<running_step> running;
+  std::vector<action> after_commit;
+  std::map<std::string, running_step> running;  // by step id: the steps whose command runs
   bool stopping = false;
   bool finalizing = false;
   bool reading_inputs = false;
@@ -131,6 +131,8 @@ struct session_state_actor {
   bool revoke_asked = false;      // wrap-up: the lease actor is revoking
   bool leases_gone = false;       // wrap-up: every lease revoked
   std::function<void()> ws_then;  // runs on the actor when the workspace job is done
+  // Workspace jobs asked for while one ran (parallel steps end together): started in order.
+  std::deque<std::function<void()>> ws_queue;
   static inline const char* name = "berth.session";
 };
 
@@ -150,12 +152,15 @@ json::value snapshot_json(const session_state_actor& s) {
   json::value ob = json::value::make_array();
   for (const auto& e : s.outbox) ob.push(e.envelope());
   v.set("outbox", std::move(ob));
-  if (s.running && s.running->pid > 0) {
+  json::value procs = json::value::make_array();
+  for (const auto& [_, r] : s.running) {
+    if (r.pid <= 0) continue;
     json::value p = json::value::make_object();
-    p.set("pid", s.running->pid);
-    p.set("start_time", static_cast<std::int64_t>(s.running->start_time));
-    v.set("proc", std::move(p));
+    p.set("pid", r.pid);
+    p.set("start_time", static_cast<std::int64_t>(r.start_time));
+    procs.push(std::move(p));
   }
+  if (!procs.as_array().empty()) v.set("procs", std::move(procs));
   return v;
 }
 
@@ -220,9 +225,13 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
                    owner.err().message);
   // A step process left over by a crashed node is killed before anything else runs.
   if (doc) {
-    if (const auto* p = doc->find("proc"); p && p->is_object()) {
-      auto pid = static_cast<pid_t>(p->get_int("pid"));
-      auto st = static_cast<unsigned long long>(p->get_int("start_time"));
+    std::vector<json::value> procs;
+    if (const auto* p = doc->find("proc"); p && p->is_object()) procs.push_back(*p);  // v1
+    if (const auto* p = doc->find("procs"); p && p->is_array())
+      for (const auto& e : p->as_array()) procs.push_back(e);
+    for (const auto& p : procs) {
+      auto pid = static_cast<pid_t>(p.get_int("pid"));
+      auto st = static_cast<unsigned long long>(p.get_int("start_time"));
       if (sandbox::kill_leftover(pid, st))
         logger()->warn("{}: killed leftover step process group {}", id, pid);
     }
@@ -377,6 +386,13 @@ void take_lease_answer(actor_t* self, const lease_answer& a) {
 void ws_job(actor_t* self, std::function<wsops::outcome()> job,
             std::function<void(actor_t*, wsops::outcome&)> then) {
   auto& s = self->state;
+  if (s.ws_busy) {
+    // One job at a time: this one starts when the one running ends (wsdone_atom).
+    s.ws_queue.emplace_back([self, job = std::move(job), then = std::move(then)]() mutable {
+      ws_job(self, std::move(job), std::move(then));
+    });
+    return;
+  }
   s.ws_busy = true;
   auto box = std::make_shared<wsops::outcome>();
   caf::actor me = caf::actor_cast<caf::actor>(self);
@@ -395,6 +411,7 @@ void start_prepare(actor_t* self, bool restore) {
   s.ws_busy = true;  // from the lease request to the end of the clone
   auto prepare = [restore](actor_t* a) {
     auto& st = a->state;
+    st.ws_busy = false;  // held from the lease request; the clone job takes it over
     auto rt = st.rt;
     auto state = st.m->state();
     ws_job(
@@ -525,12 +542,11 @@ void record_pid(actor_t* self) {
 void launch(actor_t* self, const action& a) {
   auto& s = self->state;
   auto& rt = *s.rt;
-  const step_spec* spec = nullptr;
-  for (const auto& sp : s.m->state().spec.steps)
-    if (sp.id == a.step) spec = &sp;
+  const step_spec* spec = s.m->state().spec.step(a.step);
   BERTH_ASSERT(spec != nullptr, "launch of unknown step " + a.step);
   auto dir = workdir(rt, s.id);
-  if (spec->kind != step_kind::run && spec->kind != step_kind::setup) {
+  if (spec->kind != step_kind::run && spec->kind != step_kind::setup &&
+      spec->kind != step_kind::agent) {
     // commit, push, pull_request: git and forge work of the node, on the I/O pool.
     rt.counters.steps_started++;
     auto r = s.rt;
@@ -555,6 +571,23 @@ void launch(actor_t* self, const action& a) {
     cmd.argv = std::move(plan.argv);
     details = std::move(plan.details);
   }
+  const auto& state = s.m->state();
+  const auto* st = state.step(a.step);
+  if (spec->kind == step_kind::agent) {
+    // A command agent: its argv with {goal}, {step}, {session}, {attempt} and {loop} filled in.
+    std::map<std::string, std::string> vars = {{"{goal}", state.spec.goal},
+                                               {"{step}", a.step},
+                                               {"{session}", s.id},
+                                               {"{attempt}", std::to_string(a.attempt)},
+                                               {"{loop}", std::to_string(st ? st->loops : 0)}};
+    cmd.argv.clear();
+    for (auto arg : spec->agent_run) {
+      for (const auto& [k, v] : vars)
+        for (auto p = arg.find(k); p != std::string::npos; p = arg.find(k, p + v.size()))
+          arg.replace(p, k.size(), v);
+      cmd.argv.push_back(std::move(arg));
+    }
+  }
   cmd.cwd = dir;
   const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
   cmd.network = net == "host";
@@ -565,7 +598,27 @@ void launch(actor_t* self, const action& a) {
              {"BERTH_SESSION", s.id},
              {"BERTH_STEP", a.step},
              {"BERTH_ATTEMPT", std::to_string(a.attempt)}};
-  if (!s.m->state().spec.goal.empty()) cmd.env["BERTH_GOAL"] = s.m->state().spec.goal;
+  if (!state.spec.goal.empty()) cmd.env["BERTH_GOAL"] = state.spec.goal;
+  if (spec->kind == step_kind::agent) {
+    // The step's context: how the steps it needs ended, and why it runs again after a loop.
+    json::value ctx = json::value::make_object();
+    ctx.set("goal", state.spec.goal);
+    ctx.set("step", a.step);
+    ctx.set("loop", st ? st->loops : 0);
+    json::value needs = json::value::make_array();
+    for (const auto& n : spec->needs) {
+      json::value j = json::value::make_object();
+      j.set("step", n);
+      if (const auto* ns = state.step(n)) {
+        j.set("status", to_string(ns->status));
+        if (!ns->reason.empty()) j.set("reason", ns->reason);
+      }
+      needs.push(std::move(j));
+    }
+    ctx.set("needs", std::move(needs));
+    cmd.env["BERTH_CONTEXT"] = ctx.dump();
+    cmd.env["BERTH_LOOP"] = std::to_string(st ? st->loops : 0);
+  }
   if (spec->kind == step_kind::setup) {
     // Tool caches stay in the workspace (excluded from commits): the sandbox has no other
     // writable place that outlives a command.
@@ -587,6 +640,11 @@ void launch(actor_t* self, const action& a) {
     r.error = why;
     s.m->step_exited(a.step, a.attempt, r, now_unix_ms());
   };
+  if (cmd.argv.empty() || cmd.argv[0].empty()) {
+    fail_start(std::string(spec->kind == step_kind::setup ? "setup" : "step") +
+               " has no command to run");
+    return;
+  }
   // The work root was checked for writability at start-up; here only make the directory.
   std::error_code dir_ec;
   std::filesystem::create_directories(dir, dir_ec);
@@ -608,7 +666,7 @@ void launch(actor_t* self, const action& a) {
   r.attempt = a.attempt;
   r.details = std::move(details);
   r.proc = std::make_shared<step_process>();
-  s.running = r;
+  s.running[a.step] = r;
   rt.counters.steps_running++;
   rt.counters.steps_started++;
   caf::actor me = caf::actor_cast<caf::actor>(self);
@@ -643,7 +701,16 @@ void launch(actor_t* self, const action& a) {
   });
   if (spec->timeout)
     self->delayed_send(self, *spec->timeout, steptmo_atom::value, a.step, a.attempt);
-  schedule_tick(self, s.m->state().deadline_ms());
+  schedule_tick(self, state.deadline_ms());
+}
+
+// Stop a step's command (cancel, timeout, or the step was sent back by a loop).
+void kill_step(actor_t* self, const std::string& step, const std::string& why) {
+  auto& s = self->state;
+  auto it = s.running.find(step);
+  if (it == s.running.end() || !it->second.kill_reason.empty()) return;
+  it->second.kill_reason = why;
+  it->second.proc->stop(s.rt->cfg.session.kill_grace);
 }
 
 void execute(actor_t* self, const action& a) {
@@ -664,11 +731,20 @@ void execute(actor_t* self, const action& a) {
       schedule_tick(self, s.m->state().deadline_ms());  // a timeout abandons a long clone
       break;
     case action::kind::kill:
-      if (s.running && s.running->kill_reason.empty()) {
-        s.running->kill_reason = a.kill_reason;
-        s.running->proc->stop(s.rt->cfg.session.kill_grace);
-      }
+      kill_step(self, a.step, a.kill_reason);
       break;
+  }
+}
+
+void execute_all(actor_t* self, const std::vector<action>& actions) {
+  for (const auto& a : actions) execute(self, a);
+  // A command whose step the journal no longer has running at that attempt (sent back by a
+  // loop) is stopped; its end is then stale and ignored.
+  auto& s = self->state;
+  for (auto& [step, r] : s.running) {
+    const auto* st = s.m->state().step(step);
+    if (!st || st->status != step_status::running || st->attempt != r.attempt)
+      kill_step(self, step, "sent back by a loop");
   }
 }
 
@@ -691,7 +767,7 @@ void pump(actor_t* self) {
     if (!s.outbox.empty()) start_commit(self);
     return;
   }
-  action next;
+  std::vector<action> next;
   if (!s.stopping) next = s.m->advance(now_unix_ms());
   auto emitted = s.m->take_emitted();
   for (auto& e : emitted) s.outbox.push_back(std::move(e));
@@ -703,7 +779,7 @@ void pump(actor_t* self) {
   // Everything decided is committed: tool calls journaled as tool.call may run now.
   if (!s.stopping) dispatch_tools(self);
   if (is_terminal(s.m->state().status)) {
-    if (!s.running && s.tools_running.empty() && !s.preparing) {
+    if (s.running.empty() && s.tools_running.empty() && !s.preparing) {
       if (!s.wrapped) {
         start_wrap_up(self);
       } else {
@@ -717,12 +793,13 @@ void pump(actor_t* self) {
     return;
   }
   if (s.stopping) {
-    if (!s.running) self->quit();
+    if (s.running.empty()) self->quit();
     return;
   }
-  execute(self, next);
+  execute_all(self, next);
   // A step that could not start is decided at once: run the machine again.
-  if (next.what == action::kind::launch && !s.running) pump(self);
+  if (!s.m->has_emitted()) return;
+  pump(self);
 }
 
 // --- tool calls ---------------------------------------------------------------------------------
@@ -1058,7 +1135,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
             logger()->error(
                 "{}: lost ownership (journal moved under us): {}; stopping without touching it",
                 st.id, box->failure->message);
-            if (st.running) st.running->proc->stop(millis(0));
+            for (auto& [_, r] : st.running) r.proc->stop(millis(0));
             self->quit(caf::exit_reason::user_shutdown);
             return;
           }
@@ -1073,7 +1150,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         st.publish_failures = 0;
         if (st.outbox.empty()) st.rt->resume.settle(st.id);
         record_pid(self);
-        if (auto a = std::exchange(st.after_commit, std::nullopt)) execute(self, *a);
+        execute_all(self, std::exchange(st.after_commit, {}));
         pump(self);
       },
       [=](retry_atom) {
@@ -1082,9 +1159,10 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
       },
       [=](exited_atom, const std::string& step, std::int64_t attempt) {
         auto& st = self->state;
-        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
-        auto r = std::move(*st.running);
-        st.running.reset();
+        auto it = st.running.find(step);
+        if (it == st.running.end() || it->second.attempt != attempt) return;
+        auto r = std::move(it->second);
+        st.running.erase(it);
         st.rt->counters.steps_running--;
         exit_result x;
         {
@@ -1141,6 +1219,11 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         auto& st = self->state;
         st.ws_busy = false;
         if (auto then = std::exchange(st.ws_then, nullptr)) then();
+        if (!st.ws_queue.empty()) {
+          auto next = std::move(st.ws_queue.front());
+          st.ws_queue.pop_front();
+          next();
+        }
         pump(self);
       },
       [=](leasenote_atom, const std::string& reply) {
@@ -1160,27 +1243,29 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
       },
       [=](stepup_atom, const std::string& step, std::int64_t attempt) {
         auto& st = self->state;
-        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
+        auto it = st.running.find(step);
+        if (it == st.running.end() || it->second.attempt != attempt) return;
         {
-          std::lock_guard lock(st.running->proc->mu);
-          st.running->pid = st.running->proc->pid;
-          st.running->start_time = st.running->proc->start_time;
+          auto& r = it->second;
+          std::lock_guard lock(r.proc->mu);
+          r.pid = r.proc->pid;
+          r.start_time = r.proc->start_time;
         }
         st.pid_dirty = true;
         record_pid(self);
       },
       [=](steptmo_atom, const std::string& step, std::int64_t attempt) {
         auto& st = self->state;
-        if (!st.running || st.running->step != step || st.running->attempt != attempt) return;
-        if (!st.running->kill_reason.empty()) return;
-        const step_spec* spec = nullptr;
-        for (const auto& sp : st.m->state().spec.steps)
-          if (sp.id == step) spec = &sp;
-        st.running->timed_out = true;
-        st.running->kill_reason =
+        auto it = st.running.find(step);
+        if (it == st.running.end() || it->second.attempt != attempt) return;
+        auto& r = it->second;
+        if (!r.kill_reason.empty()) return;
+        const step_spec* spec = st.m->state().spec.step(step);
+        r.timed_out = true;
+        r.kill_reason =
             "timed out after " +
             format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
-        st.running->proc->stop(st.rt->cfg.session.kill_grace);
+        r.proc->stop(st.rt->cfg.session.kill_grace);
       },
       [=](tick_atom) {
         if (self->state.tick_ms <= now_unix_ms()) self->state.tick_ms = 0;
@@ -1212,17 +1297,17 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         auto& st = self->state;
         if (st.stopping) return;
         st.stopping = true;
-        if (st.running) {
+        if (!st.running.empty())
           self->delayed_send(self, st.rt->cfg.node.shutdown_grace, stopnow_atom::value);
-        }
         pump(self);
       },
       [=](stopnow_atom) {
         auto& st = self->state;
-        if (st.running && st.running->kill_reason.empty()) {
-          st.running->interrupted = true;
-          st.running->kill_reason = "node shutting down";
-          st.running->proc->stop(st.rt->cfg.session.kill_grace);
+        for (auto& [_, r] : st.running) {
+          if (!r.kill_reason.empty()) continue;
+          r.interrupted = true;
+          r.kill_reason = "node shutting down";
+          r.proc->stop(st.rt->cfg.session.kill_grace);
         }
       },
       [=](final_atom) {

@@ -2,7 +2,10 @@
 
 #include "berth/base/ids.hpp"
 
+#include <algorithm>
 #include <cctype>
+#include <functional>
+#include <map>
 
 namespace berth::session {
 
@@ -16,18 +19,49 @@ error wrong_type(const std::string& field, const char* expected, const json::val
   return bad(field, std::string("expected ") + expected + ", got " + json::kind_name(v.type()));
 }
 
-status only_known(const json::value& obj, const std::string& where,
-                  std::initializer_list<const char*> known) {
+template <class Keys>
+status only_known(const json::value& obj, const std::string& where, const Keys& known) {
   for (const auto& [k, _] : obj.as_object()) {
     bool ok = false;
-    for (const char* n : known) ok = ok || k == n;
+    for (const auto& n : known) ok = ok || k == n;
     if (!ok) {
       std::string list;
-      for (const char* n : known) list += (list.empty() ? "" : ", ") + std::string(n);
+      for (const auto& n : known) list += (list.empty() ? "" : ", ") + std::string(n);
       return bad(where.empty() ? k : where + "." + k, "unknown field (known: " + list + ")");
     }
   }
   return {};
+}
+
+status only_known(const json::value& obj, const std::string& where,
+                  std::initializer_list<const char*> known) {
+  return only_known<std::initializer_list<const char*>>(obj, where, known);
+}
+
+result<bool> get_bool(const json::value& obj, const char* key, const std::string& field) {
+  const auto* v = obj.find(key);
+  if (!v || v->is_null()) return false;
+  if (!v->is_bool()) return wrong_type(field, "true or false", *v);
+  return v->as_bool();
+}
+
+// An argv: a non-empty array of strings without NUL bytes.
+result<std::vector<std::string>> get_argv(const json::value& v, const std::string& field,
+                                          const spec_limits& limits) {
+  if (!v.is_array()) return wrong_type(field, "an array of strings", v);
+  if (v.as_array().empty()) return bad(field, "must not be empty");
+  if (v.as_array().size() > limits.max_argv)
+    return bad(field, "has more than " + std::to_string(limits.max_argv) + " arguments");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < v.as_array().size(); ++i) {
+    const auto& a = v.as_array()[i];
+    std::string f = field + "[" + std::to_string(i) + "]";
+    if (!a.is_string()) return wrong_type(f, "a string", a);
+    if (a.as_string().find('\0') != std::string::npos) return bad(f, "contains a NUL byte");
+    out.push_back(a.as_string());
+  }
+  if (out[0].empty()) return bad(field + "[0]", "the program name must not be empty");
+  return out;
 }
 
 result<std::string> get_string(const json::value& obj, const char* key, const std::string& field,
@@ -77,9 +111,7 @@ result<std::string> get_network(const json::value& v, const std::string& field) 
 result<step_spec> parse_step(const json::value& v, const std::string& at,
                              const spec_limits& limits) {
   if (!v.is_object()) return wrong_type(at, "an object", v);
-  BERTH_TRY(only_known(v, at,
-                       {"id", "kind", "run", "timeout", "retry", "env", "network", "message",
-                        "title", "body", "forge"}));
+  BERTH_TRY(only_known(v, at, step_keys()));
   step_spec s;
   auto id = get_string(v, "id", at + ".id", true);
   if (!id) return id.err();
@@ -97,10 +129,12 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
     s.kind = step_kind::push;
   else if (*kind == "pull_request")
     s.kind = step_kind::pull_request;
+  else if (*kind == "agent")
+    s.kind = step_kind::agent;
   else
     return bad(at + ".kind",
                "must be one of \"run\", \"setup\", \"commit\", \"push\", "
-               "\"pull_request\", not \"" +
+               "\"pull_request\", \"agent\", not \"" +
                    *kind + "\"");
   // Fields that belong to other kinds are errors, not silently ignored.
   auto only_for = [&](const char* field, std::initializer_list<step_kind> kinds) -> status {
@@ -112,12 +146,14 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
                std::string("is not used by a step of kind \"") + to_string(s.kind) + "\"");
   };
   BERTH_TRY(only_for("run", {step_kind::run}));
-  BERTH_TRY(only_for("env", {step_kind::run, step_kind::setup}));
-  BERTH_TRY(only_for("network", {step_kind::run, step_kind::setup}));
+  BERTH_TRY(only_for("network", {step_kind::run, step_kind::setup, step_kind::agent}));
   BERTH_TRY(only_for("message", {step_kind::commit}));
   BERTH_TRY(only_for("title", {step_kind::pull_request}));
   BERTH_TRY(only_for("body", {step_kind::pull_request}));
   BERTH_TRY(only_for("forge", {step_kind::pull_request}));
+  BERTH_TRY(only_for("agent", {step_kind::agent}));
+  BERTH_TRY(only_for("on_reject", {step_kind::agent}));
+  BERTH_TRY(only_for("env", {step_kind::run, step_kind::setup, step_kind::agent}));
   if (s.kind == step_kind::commit) {
     auto m = get_string(v, "message", at + ".message", true);
     if (!m) return m.err();
@@ -145,26 +181,89 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
     const auto* run = v.find("run");
     if (!run || run->is_null())
       return bad(at + ".run", "is required (the command as an array of strings)");
-    if (!run->is_array()) return wrong_type(at + ".run", "an array of strings", *run);
-    if (run->as_array().empty()) return bad(at + ".run", "must not be empty");
-    if (run->as_array().size() > limits.max_argv)
-      return bad(at + ".run", "has more than " + std::to_string(limits.max_argv) + " arguments");
-    for (std::size_t i = 0; i < run->as_array().size(); ++i) {
-      const auto& a = run->as_array()[i];
-      std::string f = at + ".run[" + std::to_string(i) + "]";
-      if (!a.is_string()) return wrong_type(f, "a string", a);
-      if (a.as_string().find('\0') != std::string::npos) return bad(f, "contains a NUL byte");
-      s.run.push_back(a.as_string());
-    }
-    if (s.run[0].empty()) return bad(at + ".run[0]", "the program name must not be empty");
+    auto argv = get_argv(*run, at + ".run", limits);
+    if (!argv) return argv.err();
+    s.run = std::move(*argv);
   }
+  if (s.kind == step_kind::agent) {
+    std::string aat = at + ".agent";
+    const auto* a = v.find("agent");
+    if (!a || a->is_null())
+      return bad(aat, "is required: { mode = \"external\" } or { mode = \"command\", run = [...] }");
+    if (!a->is_object()) return wrong_type(aat, "an object", *a);
+    BERTH_TRY(only_known(*a, aat, {"mode", "run", "turn_timeout"}));
+    auto mode = get_string(*a, "mode", aat + ".mode", true);
+    if (!mode) return mode.err();
+    if (*mode != "external" && *mode != "command")
+      return bad(aat + ".mode", "must be \"external\" or \"command\", not \"" + *mode + "\"");
+    s.agent_mode = *mode;
+    const auto* run = a->find("run");
+    if (s.agent_mode == "command") {
+      if (!run || run->is_null())
+        return bad(aat + ".run", "is required for mode = \"command\" (the agent's command line)");
+      auto argv = get_argv(*run, aat + ".run", limits);
+      if (!argv) return argv.err();
+      s.agent_run = std::move(*argv);
+      if (a->find("turn_timeout"))
+        return bad(aat + ".turn_timeout",
+                   "is for mode = \"external\"; a command agent has the step's timeout");
+    } else {
+      if (run && !run->is_null())
+        return bad(aat + ".run", "is for mode = \"command\"; an external agent runs elsewhere");
+      auto tt = get_duration(*a, "turn_timeout", aat + ".turn_timeout");
+      if (!tt) return tt.err();
+      if (*tt) s.turn_timeout = **tt;
+    }
+  }
+  if (const auto* r = v.find("on_reject"); r && !r->is_null()) {
+    std::string rat = at + ".on_reject";
+    if (!r->is_object()) return wrong_type(rat, "an object: { goto = \"step\", max_loops = 3 }", *r);
+    BERTH_TRY(only_known(*r, rat, {"goto", "max_loops"}));
+    auto g = get_string(*r, "goto", rat + ".goto", true);
+    if (!g) return g.err();
+    BERTH_TRY(validate_id(*g, rat + ".goto"));
+    s.on_reject_goto = *g;
+    auto ml = get_int(*r, "max_loops", rat + ".max_loops", 0, 1, limits.max_loops);
+    if (!ml) return ml.err();
+    s.max_loops = *ml;  // 0: not given; checked against the graph in parse_spec
+  }
+  if (const auto* n = v.find("needs"); n && !n->is_null()) {
+    if (!n->is_array()) return wrong_type(at + ".needs", "an array of step ids", *n);
+    s.needs_given = true;
+    for (std::size_t i = 0; i < n->as_array().size(); ++i) {
+      const auto& e = n->as_array()[i];
+      std::string f = at + ".needs[" + std::to_string(i) + "]";
+      if (!e.is_string()) return wrong_type(f, "a step id", e);
+      BERTH_TRY(validate_id(e.as_string(), f));
+      if (std::find(s.needs.begin(), s.needs.end(), e.as_string()) != s.needs.end())
+        return bad(f, "\"" + e.as_string() + "\" is listed twice");
+      s.needs.push_back(e.as_string());
+    }
+  }
+  auto when = get_string(v, "when", at + ".when", false);
+  if (!when) return when.err();
+  if (when->empty() || *when == "success")
+    s.when = run_when::success;
+  else if (*when == "failure")
+    s.when = run_when::failure;
+  else if (*when == "always")
+    s.when = run_when::always;
+  else
+    return bad(at + ".when",
+               "must be \"success\", \"failure\" or \"always\", not \"" + *when + "\"");
+  auto coe = get_bool(v, "continue_on_error", at + ".continue_on_error");
+  if (!coe) return coe.err();
+  s.continue_on_error = *coe;
   auto t = get_duration(v, "timeout", at + ".timeout");
   if (!t) return t.err();
   s.timeout = *t;
   if (const auto* r = v.find("retry"); r && !r->is_null()) {
     std::string rat = at + ".retry";
     if (!r->is_object()) return wrong_type(rat, "an object", *r);
-    BERTH_TRY(only_known(*r, rat, {"max_attempts", "backoff", "max_backoff"}));
+    BERTH_TRY(only_known(*r, rat, {"max_attempts", "backoff", "max_backoff", "jitter"}));
+    auto j = get_bool(*r, "jitter", rat + ".jitter");
+    if (!j) return j.err();
+    s.retry.jitter = *j;
     auto ma = get_int(*r, "max_attempts", rat + ".max_attempts", 1, 1, 100);
     if (!ma) return ma.err();
     s.retry.max_attempts = *ma;
@@ -207,9 +306,160 @@ const char* to_string(step_kind k) {
       return "push";
     case step_kind::pull_request:
       return "pull_request";
+    case step_kind::agent:
+      return "agent";
   }
   return "run";
 }
+
+const char* to_string(run_when w) {
+  switch (w) {
+    case run_when::success:
+      return "success";
+    case run_when::failure:
+      return "failure";
+    case run_when::always:
+      return "always";
+  }
+  return "success";
+}
+
+const std::vector<std::string>& session_keys() {
+  static const std::vector<std::string> keys = {
+      "id",       "repo",    "ref",          "branch",   "submodules", "goal",   "timeout",
+      "priority", "network", "max_parallel", "retry_of", "start_at",   "steps"};
+  return keys;
+}
+
+const std::vector<std::string>& step_keys() {
+  static const std::vector<std::string> keys = {
+      "id",    "kind",  "run",   "timeout", "retry", "env",  "network",           "message",
+      "title", "body",  "forge", "needs",   "when",  "agent", "continue_on_error", "on_reject"};
+  return keys;
+}
+
+const step_spec* session_spec::step(const std::string& sid) const {
+  auto i = index_of(sid);
+  return i < 0 ? nullptr : &steps[static_cast<std::size_t>(i)];
+}
+
+int session_spec::index_of(const std::string& sid) const {
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    if (steps[i].id == sid) return static_cast<int>(i);
+  return -1;
+}
+
+std::vector<int> ancestors(const session_spec& spec, int from) {
+  std::vector<char> seen(spec.steps.size(), 0);
+  std::vector<int> todo{from}, out;
+  while (!todo.empty()) {
+    auto i = todo.back();
+    todo.pop_back();
+    for (const auto& n : spec.steps[static_cast<std::size_t>(i)].needs) {
+      auto j = spec.index_of(n);
+      if (j < 0 || seen[static_cast<std::size_t>(j)]) continue;
+      seen[static_cast<std::size_t>(j)] = 1;
+      out.push_back(j);
+      todo.push_back(j);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<int> descendants(const session_spec& spec, int from) {
+  std::vector<char> in(spec.steps.size(), 0);
+  in[static_cast<std::size_t>(from)] = 1;
+  // Needs may point forward in the file: repeat until nothing changes (the graph is acyclic).
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (std::size_t i = 0; i < spec.steps.size(); ++i) {
+      if (in[i]) continue;
+      for (const auto& n : spec.steps[i].needs) {
+        auto j = spec.index_of(n);
+        if (j >= 0 && in[static_cast<std::size_t>(j)]) {
+          in[i] = 1;
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  std::vector<int> out;
+  for (std::size_t i = 0; i < in.size(); ++i)
+    if (in[i]) out.push_back(static_cast<int>(i));
+  return out;
+}
+
+namespace {
+
+// needs resolved, cycles named, back edges bounded.
+status check_graph(session_spec& s) {
+  std::map<std::string, int> index;
+  for (std::size_t i = 0; i < s.steps.size(); ++i) index[s.steps[i].id] = static_cast<int>(i);
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    auto& st = s.steps[i];
+    std::string at = "steps[" + std::to_string(i) + "]";
+    if (!st.needs_given) {
+      st.needs.clear();
+      if (i > 0) st.needs.push_back(s.steps[i - 1].id);
+      continue;
+    }
+    for (std::size_t k = 0; k < st.needs.size(); ++k) {
+      std::string f = at + ".needs[" + std::to_string(k) + "]";
+      if (st.needs[k] == st.id) return bad(f, "step \"" + st.id + "\" cannot need itself");
+      if (!index.count(st.needs[k]))
+        return bad(f, "unknown step \"" + st.needs[k] + "\" (no step has this id)");
+    }
+  }
+  // Cycles: depth-first, colouring steps; the path on the stack names the cycle.
+  std::vector<int> colour(s.steps.size(), 0);  // 0 new, 1 on the path, 2 done
+  std::vector<int> path;
+  std::function<std::optional<std::string>(int)> visit = [&](int i) -> std::optional<std::string> {
+    colour[static_cast<std::size_t>(i)] = 1;
+    path.push_back(i);
+    for (const auto& n : s.steps[static_cast<std::size_t>(i)].needs) {
+      int j = index[n];
+      if (colour[static_cast<std::size_t>(j)] == 1) {
+        std::string cyc;
+        auto from = std::find(path.begin(), path.end(), j);
+        for (auto it = from; it != path.end(); ++it)
+          cyc += s.steps[static_cast<std::size_t>(*it)].id + " -> ";
+        return cyc + s.steps[static_cast<std::size_t>(j)].id;
+      }
+      if (colour[static_cast<std::size_t>(j)] == 0)
+        if (auto c = visit(j)) return c;
+    }
+    path.pop_back();
+    colour[static_cast<std::size_t>(i)] = 2;
+    return std::nullopt;
+  };
+  for (std::size_t i = 0; i < s.steps.size(); ++i)
+    if (colour[i] == 0)
+      if (auto c = visit(static_cast<int>(i)))
+        return bad("steps", "the needs form a cycle: " + *c +
+                                " (a step that sends work back uses on_reject.goto instead)");
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    const auto& st = s.steps[i];
+    if (st.on_reject_goto.empty()) continue;
+    std::string at = "steps[" + std::to_string(i) + "].on_reject";
+    auto it = index.find(st.on_reject_goto);
+    if (it == index.end())
+      return bad(at + ".goto", "unknown step \"" + st.on_reject_goto + "\" (no step has this id)");
+    auto anc = ancestors(s, static_cast<int>(i));
+    bool back = it->second == static_cast<int>(i) ||
+                std::binary_search(anc.begin(), anc.end(), it->second);
+    if (!back)
+      return bad(at + ".goto", "\"" + st.on_reject_goto + "\" is not a step \"" + st.id +
+                                   "\" needs; goto sends work back to an earlier step it needs");
+    if (st.max_loops <= 0)
+      return bad(at + ".max_loops", "is required on a back edge (goto \"" + st.on_reject_goto +
+                                        "\"): how many times work may be sent back");
+  }
+  return {};
+}
+
+}  // namespace
 
 status validate_repo_url(const std::string& url, const std::string& field) {
   if (url.empty()) return bad(field, "must not be empty");
@@ -283,9 +533,7 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     return error{errc::too_large,
                  "spec: " + std::to_string(size) + " bytes, larger than the limit of " +
                      std::to_string(limits.max_spec_bytes) + " (session.max_spec_bytes)"};
-  BERTH_TRY(only_known(v, "",
-                       {"id", "repo", "ref", "branch", "submodules", "goal", "timeout", "priority",
-                        "network", "steps"}));
+  BERTH_TRY(only_known(v, "", session_keys()));
   session_spec s;
   auto id = get_string(v, "id", "id", false);
   if (!id) return id.err();
@@ -330,6 +578,18 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   auto net = get_network(v, "network");
   if (!net) return net.err();
   s.network = *net;
+  auto mp = get_int(v, "max_parallel", "max_parallel", 4, 1, 64);
+  if (!mp) return mp.err();
+  s.max_parallel = *mp;
+  auto rof = get_string(v, "retry_of", "retry_of", false);
+  if (!rof) return rof.err();
+  if (!rof->empty()) BERTH_TRY(validate_id(*rof, "retry_of"));
+  s.retry_of = *rof;
+  auto sat = get_string(v, "start_at", "start_at", false);
+  if (!sat) return sat.err();
+  if (!sat->empty() && s.retry_of.empty())
+    return bad("start_at", "needs retry_of (the session whose earlier steps count as done)");
+  s.start_at = *sat;
   const auto* steps = v.find("steps");
   if (!steps || steps->is_null())
     return bad("steps", "is required: a session needs at least one step");
@@ -343,11 +603,15 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
     for (const auto& prev : s.steps)
       if (prev.id == st->id)
         return bad("steps[" + std::to_string(i) + "].id", "duplicate step id \"" + st->id + "\"");
-    if (st->kind != step_kind::run && st->kind != step_kind::setup && s.repo.empty())
+    if (st->kind != step_kind::run && st->kind != step_kind::setup &&
+        st->kind != step_kind::agent && s.repo.empty())
       return bad("steps[" + std::to_string(i) + "].kind",
                  std::string("a ") + to_string(st->kind) + " step needs the session's repo");
     s.steps.push_back(std::move(*st));
   }
+  BERTH_TRY(check_graph(s));
+  if (!s.start_at.empty() && s.index_of(s.start_at) < 0)
+    return bad("start_at", "unknown step \"" + s.start_at + "\"");
   return s;
 }
 
@@ -362,6 +626,9 @@ json::value to_json(const session_spec& s) {
   if (s.timeout) v.set("timeout", format_duration(*s.timeout));
   v.set("priority", s.priority);
   if (!s.network.empty()) v.set("network", s.network);
+  if (s.max_parallel != 4) v.set("max_parallel", s.max_parallel);
+  if (!s.retry_of.empty()) v.set("retry_of", s.retry_of);
+  if (!s.start_at.empty()) v.set("start_at", s.start_at);
   json::value steps = json::value::make_array();
   for (const auto& st : s.steps) {
     json::value j = json::value::make_object();
@@ -378,11 +645,12 @@ json::value to_json(const session_spec& s) {
     if (!st.forge.empty()) j.set("forge", st.forge);
     if (st.timeout) j.set("timeout", format_duration(*st.timeout));
     if (st.retry.max_attempts != 1 || st.retry.backoff != millis(1000) ||
-        st.retry.max_backoff != millis(60'000)) {
+        st.retry.max_backoff != millis(60'000) || st.retry.jitter) {
       json::value r = json::value::make_object();
       r.set("max_attempts", st.retry.max_attempts);
       r.set("backoff", format_duration(st.retry.backoff));
       r.set("max_backoff", format_duration(st.retry.max_backoff));
+      if (st.retry.jitter) r.set("jitter", true);
       j.set("retry", std::move(r));
     }
     if (!st.env.empty()) {
@@ -391,6 +659,31 @@ json::value to_json(const session_spec& s) {
       j.set("env", std::move(e));
     }
     if (!st.network.empty()) j.set("network", st.network);
+    if (st.needs_given) {
+      json::value n = json::value::make_array();
+      for (const auto& x : st.needs) n.push(x);
+      j.set("needs", std::move(n));
+    }
+    if (st.when != run_when::success) j.set("when", to_string(st.when));
+    if (st.continue_on_error) j.set("continue_on_error", true);
+    if (!st.on_reject_goto.empty()) {
+      json::value r = json::value::make_object();
+      r.set("goto", st.on_reject_goto);
+      r.set("max_loops", st.max_loops);
+      j.set("on_reject", std::move(r));
+    }
+    if (st.kind == step_kind::agent) {
+      json::value a = json::value::make_object();
+      a.set("mode", st.agent_mode);
+      if (st.agent_mode == "command") {
+        json::value run = json::value::make_array();
+        for (const auto& x : st.agent_run) run.push(x);
+        a.set("run", std::move(run));
+      } else {
+        a.set("turn_timeout", format_duration(st.turn_timeout));
+      }
+      j.set("agent", std::move(a));
+    }
     steps.push(std::move(j));
   }
   v.set("steps", std::move(steps));

@@ -30,11 +30,17 @@ enum class step_status { pending, running, succeeded, failed, skipped };
 struct step_state {
   std::string id;
   step_status status = step_status::pending;
-  std::int64_t attempt = 0;   ///< attempts started so far
-  std::int64_t failures = 0;  ///< attempts that failed (interrupted ones do not count)
+  std::int64_t attempt = 0;   ///< attempts started so far (every loop and retry included)
+  std::int64_t failures = 0;  ///< attempts of this round that failed or were interrupted
+  std::int64_t interruptions = 0;  ///< of those, interrupted by a node stop or crash
+  std::int64_t loops = 0;          ///< times this step sent work back (on_reject)
   std::optional<std::int64_t> exit_code;
   std::string reason;
+  /// skipped: "blocked" (a need failed or was blocked), "bypassed" (its `when` did not hold, or
+  /// nothing it needs ran), "reused" (done in the session this one retries), "cancelled".
+  std::string skip;
   std::int64_t retry_due_ms = 0;
+  std::int64_t turn_due_ms = 0;  ///< external agent: when its turn times out (0: paused)
   std::int64_t started_ms = 0;
   std::int64_t finished_ms = 0;
 };
@@ -75,9 +81,17 @@ struct session_state {
   [[nodiscard]] bool workspace_ready() const { return ws.get_bool("ready"); }
   [[nodiscard]] std::vector<std::string> live_leases() const;
 
+  /// The step that made the session fail (the dead-letter view), if one did.
+  std::string failed_step;
+
   [[nodiscard]] std::int64_t deadline_ms() const { return created_ms + timeout_ms; }
   [[nodiscard]] step_state* step(const std::string& id);
-  [[nodiscard]] step_state* running_step();
+  [[nodiscard]] const step_state* step(const std::string& id) const;
+  [[nodiscard]] std::vector<const step_state*> running_steps() const;
+  /// Where the session is, for queue statistics: its status, or for a running session
+  /// "waiting" (only external agents are at work, waiting for their input) or "retrying" (only
+  /// steps waiting out a retry delay).
+  [[nodiscard]] std::string phase() const;
   /// `berth session show` summary.
   [[nodiscard]] json::value summary() const;
   /// Snapshot form (RocksDB) and back.
@@ -105,8 +119,9 @@ struct exit_result {
 
 /// What the owner should do after `advance`.
 struct action {
-  /// prepare: clone the session's workspace (and lease its credential); report with
-  /// workspace_ready() or fail().
+  /// launch: start the step's command (or git job). kill: stop the step's command, if it runs.
+  /// wait_until: call advance() again at until_ms at the latest. prepare: clone the session's
+  /// workspace (and lease its credential); report with workspace_ready() or fail().
   enum class kind { idle, launch, kill, wait_until, prepare } what = kind::idle;
   std::string step;
   std::int64_t attempt = 0;
@@ -129,11 +144,15 @@ class machine {
 
   /// Events emitted since the last call (in order), for the outbox.
   [[nodiscard]] std::vector<event> take_emitted();
+  /// Whether events were emitted since the last take_emitted().
+  [[nodiscard]] bool has_emitted() const { return !emitted_.empty(); }
 
   /// After a restart or takeover: a step that was running is recorded as interrupted.
   void resume(std::int64_t now_ms, const std::string& why);
-  /// Decide what happens next; may emit events (session.started, step.started, terminal).
-  [[nodiscard]] action advance(std::int64_t now_ms);
+  /// Decide what happens next; may emit events (session.started, step.started, step.skipped,
+  /// terminal). Every step the graph allows starts, up to max_parallel at once; the actions say
+  /// what the owner must do (at most one wait_until, the earliest).
+  [[nodiscard]] std::vector<action> advance(std::int64_t now_ms);
   /// A step's command ended.
   void step_exited(const std::string& step, std::int64_t attempt, const exit_result& r,
                    std::int64_t now_ms);
@@ -156,7 +175,22 @@ class machine {
 
  private:
   void emit(const std::string& type, json::value data, std::int64_t now_ms);
-  void finish(const std::string& status, const std::string& reason, std::int64_t now_ms);
+  void finish(const std::string& status, const std::string& reason, std::int64_t now_ms,
+              const std::string& step = {});
+  /// An attempt of `st` ended badly: retry it under its policy, or leave it failed.
+  void attempt_failed(step_state& st, json::value d, const std::string& reason,
+                      std::int64_t now_ms, bool retryable);
+  /// An attempt of `st` was cut short by a node stop.
+  void interrupt(step_state& st, json::value d, std::int64_t now_ms);
+  /// The agent of `st` rejected the work: send it back (on_reject) or fail the step.
+  void rejected(step_state& st, json::value d, const std::string& summary, std::int64_t now_ms);
+  /// An agent step's outcome from agent_done.
+  void agent_outcome(step_state& st, const std::string& outcome, const std::string& summary,
+                     std::int64_t now_ms);
+  /// Start the steps the graph allows; skip the ones it rules out. Returns launches.
+  std::vector<action> schedule(std::int64_t now_ms, std::int64_t& wake_ms);
+  void start_step(step_state& st, const step_spec& sp, std::int64_t now_ms);
+  [[nodiscard]] std::string unhandled_failure(std::string* step) const;
 
   session_state state_;
   std::int64_t default_timeout_ms_;

@@ -14,15 +14,23 @@ namespace berth::session {
 
 /// How a failed step is tried again.
 struct retry_policy {
-  std::int64_t max_attempts = 1;  ///< failed attempts allowed in all (1: no retry)
+  std::int64_t max_attempts = 1;  ///< attempts allowed in all, interrupted ones included (1: no retry)
   millis backoff{1000};           ///< delay before the 2nd attempt; doubles each time
   millis max_backoff{60'000};
+  bool jitter = false;  ///< draw each delay from [delay/2, delay] (spreads a thundering herd)
 };
+
+/// When a step runs, given how the steps it needs ended (docs/workflows.md).
+/// success: every need succeeded; failure: at least one failed; always: all ended, any way.
+enum class run_when { success, failure, always };
+[[nodiscard]] const char* to_string(run_when w);
 
 /// What a step does. `run`: a command in the sandbox. `setup`: detect the project's toolchains
 /// and fetch its dependencies, in the sandbox. `commit`, `push`, `pull_request`: git and forge
 /// operations the node performs on the session's workspace (docs/workflows.md).
-enum class step_kind { run, setup, commit, push, pull_request };
+/// `agent`: an agent works on the goal, either an external program driving the session over NATS
+/// with tool calls (`agent.mode = "external"`) or an agent CLI run in the sandbox (`"command"`).
+enum class step_kind { run, setup, commit, push, pull_request, agent };
 [[nodiscard]] const char* to_string(step_kind k);
 
 struct step_spec {
@@ -37,6 +45,17 @@ struct step_spec {
   std::string title;    ///< pull_request
   std::string body;     ///< pull_request
   std::string forge;    ///< pull_request: "github" | "gitlab" | "none"
+  /// The steps this one waits for. Absent in the spec: the step before it in the file (so a plain
+  /// list runs in order); `needs = []`: none, a root. Resolved at parse time.
+  std::vector<std::string> needs;
+  bool needs_given = false;  ///< `needs` was written in the spec
+  run_when when = run_when::success;
+  bool continue_on_error = false;  ///< a failure counts as success for the steps that need it
+  std::string on_reject_goto;      ///< agent steps: on "reject", run this step again (a back edge)
+  std::int64_t max_loops = 0;      ///< how many times on_reject may send work back
+  std::string agent_mode;          ///< agent steps: "external" | "command"
+  std::vector<std::string> agent_run;  ///< agent.mode = "command": argv, {goal}... substituted
+  millis turn_timeout{std::chrono::minutes(10)};  ///< external: the agent's time per turn
 };
 
 /// A validated session spec: what a client asked for.
@@ -50,15 +69,33 @@ struct session_spec {
   std::optional<millis> timeout;  ///< nullopt: the node's session.default_timeout
   std::int64_t priority = 5;      ///< 0..9, higher placed first
   std::string network;            ///< "none" | "host"; empty: "none" (sandbox network policy)
+  std::int64_t max_parallel = 4;  ///< steps running at once
+  std::string retry_of;           ///< `berth session retry`: the session this one runs again
+  std::string start_at;  ///< with retry_of: the steps this one needs count as done there
   std::vector<step_spec> steps;
+
+  /// The step with this id, or null.
+  [[nodiscard]] const step_spec* step(const std::string& id) const;
+  /// Index of the step with this id, or -1.
+  [[nodiscard]] int index_of(const std::string& id) const;
 };
+
+/// The keys a spec and a step accept (the workflow loader's line:column errors use them).
+[[nodiscard]] const std::vector<std::string>& session_keys();
+[[nodiscard]] const std::vector<std::string>& step_keys();
 
 /// Limits applied at validation.
 struct spec_limits {
   std::int64_t max_spec_bytes = 256 * 1024;
   std::size_t max_steps = 1000;
   std::size_t max_argv = 4096;
+  std::int64_t max_loops = 100;
 };
+
+/// Every step `from` needs, directly or not (not `from` itself), as indexes into spec.steps.
+[[nodiscard]] std::vector<int> ancestors(const session_spec& spec, int from);
+/// Every step that needs `from`, directly or not, and `from` itself.
+[[nodiscard]] std::vector<int> descendants(const session_spec& spec, int from);
 
 /// Whether `url` names a remote Berth can clone: https://, http:// or file:// with a host part
 /// and a path, no credentials in it, no white space. The error names `field`.
