@@ -39,6 +39,34 @@ berth_install_packages() {
   apt-get install -y -qq --no-install-recommends $missing
 }
 
+# The example agents (examples/agents, used by the e2e tests and `berth demo`) are node.js with
+# the npm `nats` client: node from the machine or Debian's nodejs + npm, the client from the npm
+# registry, pinned by examples/agents/package-lock.json.
+berth_install_agent_deps() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  if ! command -v node >/dev/null 2>&1; then
+    if [ "$(id -u)" != "0" ]; then
+      echo "error: node.js is missing; run as root or: sudo apt-get install -y nodejs npm" >&2
+      exit 1
+    fi
+    echo "==> installing node.js (Debian: nodejs npm)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: node.js is installed without npm; install npm (Debian: apt-get install npm)" >&2
+    exit 1
+  fi
+  local agents="$root/examples/agents"
+  if [ ! -f "$agents/node_modules/nats/package.json" ] ||
+     [ "$agents/package-lock.json" -nt "$agents/node_modules/.package-lock.json" ]; then
+    echo "==> installing the example agents' npm packages (npm ci --prefix examples/agents)"
+    npm ci --prefix "$agents" --no-audit --no-fund --loglevel=error
+  fi
+}
+
 berth_build() {
   local preset=$1
   cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -366,6 +366,7 @@ status client::provision(const subjects& names, const provision_options& po) {
   }
   BERTH_TRY(ensure_bucket(i, names.bucket_owners(), static_cast<int>(po.replicas), 1));
   BERTH_TRY(ensure_bucket(i, names.bucket_nodes(), static_cast<int>(po.replicas), 1));
+  BERTH_TRY(ensure_bucket(i, names.bucket_sessions(), static_cast<int>(po.replicas), 1));
   return {};
 }
 

@@ -58,6 +58,9 @@ std::string subjects::bucket_owners() const {
 std::string subjects::bucket_nodes() const {
   return prefix_ + "-nodes";
 }
+std::string subjects::bucket_sessions() const {
+  return prefix_ + "-sessions";
+}
 
 std::string_view subjects::last_token(std::string_view subject) {
   auto dot = subject.rfind('.');

@@ -122,6 +122,17 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
     if (auto ms = d->get_int("delay_ms", -1); ms >= 0) add("in", format_duration(millis(ms)));
     if (auto k = d->get_string("kind"); !k.empty()) add("input", k);
     if (auto n = d->get_string("node"); !n.empty()) add("node", n);
+    // Graphs, agents and tool calls.
+    if (auto x = d->get_string("call_id"); !x.empty()) add("call", x);
+    if (auto x = d->get_string("tool"); !x.empty()) add("tool", x);
+    if (const auto* ok = d->find("ok"); ok && ok->is_bool())
+      add("ok", ok->as_bool() ? "yes" : "no");
+    if (auto x = d->get_string("outcome"); !x.empty()) add("outcome", x);
+    if (auto x = d->get_string("goto"); !x.empty())
+      add("goto", x + " (loop " + std::to_string(d->get_int("loop")) + "/" +
+                      std::to_string(d->get_int("max_loops")) + ")");
+    if (auto x = d->get_string("skip"); !x.empty()) add("skip", x);
+    if (auto x = d->get_string("summary"); !x.empty()) add("summary", "\"" + x + "\"");
     // Workspace, git, lease and pull-request facts.
     if (auto b = d->get_string("branch"); !b.empty()) add("branch", b);
     if (auto c = d->get_string("commit"); c.size() >= 12) add("commit", c.substr(0, 12));
@@ -142,9 +153,10 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
       c = "\033[32m";
     else if (type == "session.failed" || type == "step.failed" || type == "session.timed_out")
       c = "\033[31m";
-    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled")
+    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled" ||
+             type == "step.rejected" || type == "step.skipped" || type == "tool.interrupted")
       c = "\033[33m";
-    else if (type == "step.started" || type == "session.started")
+    else if (type == "step.started" || type == "session.started" || type == "agent.waiting")
       c = "\033[36m";
   }
   char buf[64];
@@ -509,11 +521,14 @@ int cmd_simple(const globals& g, const std::string& verb, const json::value& bod
     } else if (g.output == "json") {
       std::printf("%s\n", r->dump().c_str());
     } else {
-      std::printf("%-28s %-10s %6s  %-24s %s\n", "ID", "STATUS", "EVENTS", "UPDATED", "REASON");
+      std::printf("%-28s %-10s %3s  %-24s %-14s %s\n", "ID", "STATUS", "PRI", "UPDATED",
+                  "FAILED STEP", "REASON");
       for (const auto& row : rows->as_array())
-        std::printf("%-28s %-10s %6lld  %-24s %s\n", row.get_string("id").c_str(),
-                    row.get_string("status").c_str(), static_cast<long long>(row.get_int("events")),
-                    row.get_string("updated_at").c_str(), row.get_string("reason").c_str());
+        std::printf("%-28s %-10s %3lld  %-24s %-14s %s\n", row.get_string("id").c_str(),
+                    row.get_string("status").c_str(),
+                    static_cast<long long>(row.get_int("priority")),
+                    row.get_string("updated_at").c_str(),
+                    row.get_string("failed_step", "-").c_str(), row.get_string("reason").c_str());
     }
   } else if (g.output == "text") {
     for (const auto& [k, v] : r->as_object())

@@ -3,6 +3,7 @@
 #include "local_node.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/base/ids.hpp"
 #include "berth/base/process.hpp"
 #include "berth/workspace/git.hpp"
 
@@ -21,38 +22,67 @@ namespace berth::cli {
 namespace {
 
 constexpr const char* demo_workflow =
-    R"(# The demo session: steps in the sandbox (one fails once and is retried), then a commit
-# pushed to the session branch of the sample repository.
+    R"(# The demo session, a small graph: two steps at once, a flaky one retried, a failing test
+# handed to an external agent (examples/agents/scripted-agent.mjs) that fixes it over NATS, then
+# a commit pushed to the session branch of the sample repository.
 [session]
-goal = "show what a Berth session looks like"
+goal = "make the failing test pass"
+max_parallel = 4
 
 [[steps]]
 id = "hello"
 run = ["sh", "-c", "echo hello from session $BERTH_SESSION, step $BERTH_STEP"]
+needs = []
 
 [[steps]]
 id = "build"
 run = ["sh", "-c", "for part in parser compiler runtime; do echo compiling $part; sleep 0.3; done"]
+needs = []
 timeout = "1m"
 
 [[steps]]
 id = "flaky-test"
 run = ["sh", "-c", "if [ ! -f .tried ]; then touch .tried; echo 'first attempt: connection reset' >&2; exit 1; fi; echo 'second attempt: 42 tests passed'"]
-retry = { max_attempts = 3, backoff = "500ms", max_backoff = "5s" }
+needs = ["build"]
+retry = { max_attempts = 3, backoff = "500ms", max_backoff = "5s", jitter = true }
+
+[[steps]]
+id = "test"
+run = ["sh", "test.sh"]
+needs = ["hello", "build"]
+
+[[steps]]
+id = "fix"
+kind = "agent"
+needs = ["test"]
+when = "failure"
+agent = { mode = "external", turn_timeout = "1m" }
+
+[[steps]]
+id = "verify"
+run = ["sh", "test.sh"]
+needs = ["fix"]
 
 [[steps]]
 id = "package"
 run = ["sh", "-c", "echo packaging; ls; echo built by $BERTH_SESSION > BUILD_INFO"]
+needs = ["flaky-test", "verify"]
 
 [[steps]]
 id = "commit"
 kind = "commit"
-message = "Add BUILD_INFO"
+message = "Fix add() and add BUILD_INFO"
 
 [[steps]]
 id = "push"
 kind = "push"
 )";
+
+// Where examples/agents is: $BERTH_EXAMPLES_DIR, else the source tree this binary was built from.
+std::string examples_dir() {
+  if (const char* d = std::getenv("BERTH_EXAMPLES_DIR")) return d;
+  return BERTH_EXAMPLES_DIR;
+}
 
 }  // namespace
 
@@ -68,7 +98,11 @@ int run_demo(const globals& g) {
   if (auto st = workspace::create_repository(
           dir + "/app.git", {{"README.md", "# app\n\nThe Berth demo's sample repository.\n"},
                              {"src/parser.c", "int parse(void) { return 0; }\n"},
-                             {"Makefile", "all:\n\t@echo nothing to build\n"}});
+                             {"Makefile", "all:\n\t@echo nothing to build\n"},
+                             {"calc.sh", "add() { echo $(($1 - $2)); }\n"},
+                             {"test.sh",
+                              ". ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 = "
+                              "$(add 2 3), expected 5\"; exit 1; }\necho 'test passed'\n"}});
       !st)
     return report(st.err());
   std::string wf = dir + "/demo.toml";
@@ -82,10 +116,35 @@ int run_demo(const globals& g) {
     std::fprintf(stderr, "%s", text ? text->c_str() : "");
     return report(st.err());
   }
+  // The external agent: the scripted one of examples/agents, on the node's NATS.
+  auto agent_js = examples_dir() + "/agents/scripted-agent.mjs";
+  auto node_js = process::find_executable("node");
+  if (!node_js || !fs::read_file(examples_dir() + "/agents/node_modules/nats/package.json")) {
+    node.stop();
+    return report(error{errc::not_found,
+                        "the demo's agent needs node.js and the npm `nats` client: run `npm ci "
+                        "--prefix " +
+                            examples_dir() + "/agents` (scripts/quickstart does)"});
+  }
+  auto node_json = fs::read_file(data_dir + "/node.json");
+  auto info = json::parse(node_json ? *node_json : std::string("{}"));
+  std::string url = info ? info->get_string("nats_url") : std::string();
   globals dg = g;
   dg.data_dir = data_dir;
   dg.server.clear();
   start_args sa;
+  sa.id = "demo-" + new_ulid();
+  process::spawn_options po;
+  po.stdout_fd = 1;
+  po.stderr_fd = 2;
+  const std::vector<std::string> agent_argv = {
+      *node_js,     agent_js, "--server", url,        "--session",    sa.id,       "--test",
+      "sh test.sh", "--file", "calc.sh",  "--search", "$(($1 - $2))", "--replace", "$(($1 + $2))"};
+  auto agent = process::spawn(agent_argv, po);
+  if (!agent) {
+    node.stop();
+    return report(agent.err());
+  }
   sa.workflow = wf;
   sa.repo = "file://" + dir + "/app.git";
   sa.follow = true;
@@ -93,6 +152,12 @@ int run_demo(const globals& g) {
               sa.repo.c_str());
   std::fflush(stdout);
   int rc = cmd_session_start(dg, sa);
+  // The agent ends once its step has; a session that ended otherwise leaves it waiting.
+  for (int i = 0; i < 50 && process::alive(*agent); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  process::kill_group(*agent, SIGKILL);
+  int ignored = 0;
+  (void)::waitpid(*agent, &ignored, 0);
   std::printf("\nberth demo: stopping the node\n");
   std::fflush(stdout);
   node.stop();

@@ -111,7 +111,9 @@ int main(int argc, char** argv) {
   auto* list = session->add_subcommand("list", "list sessions, newest first");
   std::string status_filter;
   std::int64_t limit = 100;
-  list->add_option("--status", status_filter, "only sessions in this state");
+  list->add_option("--status", status_filter,
+                   "only sessions in this state: pending, running, waiting, retrying, succeeded, "
+                   "failed (the dead-letter view), cancelled, timed_out");
   list->add_option("--limit", limit, "at most this many");
   auto* show = session->add_subcommand("show", "a session's summary with per-step state");
   show->add_option("id", sid)->required();
@@ -126,6 +128,14 @@ int main(int argc, char** argv) {
   logs->add_option("id", sid)->required();
   logs->add_flag("-f,--follow", follow, "keep printing until the session ends");
   logs->add_option("--step", step, "only this step");
+  std::string from_step, retry_key;
+  auto* retry = session->add_subcommand(
+      "retry", "start a new run of an ended session's spec, linked to it (retry_of)");
+  retry->add_option("id", sid)->required();
+  retry->add_option("--from", from_step,
+                    "start at this step: the steps it needs count as done in the old run");
+  retry->add_option("--idempotency-key", retry_key,
+                    "a repeated retry with it returns the same run");
   auto* cancel = session->add_subcommand("cancel", "cancel a session");
   cancel->add_option("id", sid)->required();
   std::string data;
@@ -232,6 +242,12 @@ int main(int argc, char** argv) {
   if (*cancel) {
     body.set("id", sid);
     return cmd_simple(g, "session.cancel", body);
+  }
+  if (*retry) {
+    body.set("id", sid);
+    if (!from_step.empty()) body.set("from", from_step);
+    if (!retry_key.empty()) body.set("idempotency_key", retry_key);
+    return cmd_simple(g, "session.retry", body);
   }
   if (*tool) return cmd_session_tool(g, sid, tool_name, tool_args, call_id);
   if (*input) {

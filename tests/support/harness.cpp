@@ -490,7 +490,8 @@ std::string journal_problems(const std::vector<json::value>& events, bool must_e
       if (++results[step + "#" + std::to_string(attempt)] > 1)
         problems += "step " + step + " attempt " + std::to_string(attempt) + " has two results; ";
     }
-    if (type == "step.finished" && (!d || !d->find("exit_code")))
+    // An agent step ended by its agent's agent_done carries an outcome instead.
+    if (type == "step.finished" && (!d || (!d->find("exit_code") && !d->find("outcome"))))
       problems += "step.finished without exit_code; ";
     if (type == "step.interrupted") interrupted[step] = attempt;
     if (type == "step.started") {

@@ -7,6 +7,9 @@
 #include "berth/session/spec.hpp"
 #include "berth/workspace/git.hpp"
 
+#include <algorithm>
+#include <map>
+
 namespace berth::node {
 
 namespace {
@@ -77,7 +80,8 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
   result<json::value> r =
       error{errc::not_found, "unknown API verb \"" + verb +
                                  "\"; known: session.start, "
-                                 "session.get, session.list, session.cancel, session.input, stats"};
+                                 "session.get, session.list, session.cancel, session.input, "
+                                 "session.retry, stats"};
   if (verb == "session.start")
     r = start(req);
   else if (verb == "session.get")
@@ -90,6 +94,8 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
     r = cancel_or_input(req, false);
   else if (verb == "stats")
     r = stats(req);
+  else if (verb == "session.retry")
+    r = retry(req);
   if (!r) {
     if (!r.err().is(errc::invalid_argument) && !r.err().is(errc::not_found) &&
         !r.err().is(errc::conflict) && !r.err().is(errc::too_large))
@@ -186,6 +192,17 @@ result<json::value> api_service::start(const json::value& req) {
   auto aack = rt.bus->publish(rt.names.journal(spec->id), accepted.envelope().dump(), apo);
   if (!aack && !aack.err().is(errc::fenced)) return aack.err();
 
+  // The queue entry (list, stats) before the placement: the owner's updates come after it.
+  session::session_state entry;
+  entry.id = spec->id;
+  entry.spec = *spec;
+  entry.status = "pending";
+  entry.created_ms = entry.updated_ms = accepted.ts_ms;
+  if (!existing) {
+    auto ist = rt.bus->kv_create(rt.names.bucket_sessions(), spec->id, entry.queue_entry().dump());
+    if (!ist && !ist.err().is(errc::conflict)) return ist.err();
+  }
+
   json::value place = json::value::make_object();
   place.set("session", spec->id);
   place.set("priority", spec->priority);
@@ -222,20 +239,22 @@ result<json::value> api_service::get(const json::value& req) {
   return summary_of(*id);
 }
 
+namespace {
+const char* const phases[] = {"pending",   "running", "waiting",   "retrying",
+                              "succeeded", "failed",  "cancelled", "timed_out"};
+}  // namespace
+
 result<json::value> api_service::list(const json::value& req) {
   BERTH_TRY(only_fields(req, {"status", "limit"}));
-  std::string status_filter = req.get_string("status");
   if (const auto* s = req.find("status"); s && !s->is_string())
     return error{errc::invalid_argument, "status: expected a string"};
-  if (!status_filter.empty()) {
-    bool ok = status_filter == "pending" || status_filter == "running" ||
-              status_filter == "waiting" || session::is_terminal(status_filter);
-    if (!ok)
-      return error{errc::invalid_argument,
-                   "status: \"" + status_filter +
-                       "\" is not one of pending, running, waiting, succeeded, failed, "
-                       "cancelled, timed_out"};
-  }
+  std::string status_filter = req.get_string("status");
+  if (!status_filter.empty() &&
+      std::find(std::begin(phases), std::end(phases), status_filter) == std::end(phases))
+    return error{errc::invalid_argument,
+                 "status: \"" + status_filter +
+                     "\" is not one of pending, running, waiting, retrying, succeeded, failed, "
+                     "cancelled, timed_out"};
   std::int64_t limit = 100;
   if (const auto* l = req.find("limit")) {
     if (!l->is_int() || l->as_int() < 1 || l->as_int() > 10000)
@@ -243,38 +262,19 @@ result<json::value> api_service::list(const json::value& req) {
     limit = l->as_int();
   }
   auto& rt = *rt_;
-  auto subjects = rt.bus->stream_subjects(rt.names.stream_ev(), rt.names.journal_wildcard());
-  if (!subjects) return subjects.err();
+  auto entries = rt.bus->kv_entries(rt.names.bucket_sessions());
+  if (!entries) return entries.err();
   json::value arr = json::value::make_array();
   // Newest first: ULIDs sort by creation time.
-  std::vector<std::string> ids;
-  for (const auto& [subject, _] : *subjects) ids.emplace_back(bus::subjects::last_token(subject));
-  std::sort(ids.rbegin(), ids.rend());
-  for (const auto& id : ids) {
+  for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
     if (static_cast<std::int64_t>(arr.as_array().size()) >= limit) break;
-    auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
-    if (!last || !last->has_value()) continue;
-    auto parsed = json::parse((*last)->data);
-    if (!parsed) continue;
-    auto type = parsed->get_string("type");
-    std::string status = "running";
-    if (type == "session.accepted")
-      status = "pending";
-    else if (type.rfind("session.", 0) == 0 && type != "session.started")
-      status = type.substr(8);
-    if (!status_filter.empty() && status != status_filter) continue;
-    json::value row = json::value::make_object();
-    row.set("id", id);
-    row.set("status", status);
-    row.set("events", parsed->get_int("n"));
-    row.set("updated_at", parsed->get_string("ts"));
-    if (session::is_terminal(status)) {
-      if (const auto* d = parsed->find("data")) {
-        auto reason = d->get_string("reason");
-        if (!reason.empty()) row.set("reason", reason);
-      }
-    }
-    arr.push(std::move(row));
+    auto row = json::parse(it->second.value);
+    if (!row || !row->is_object()) continue;
+    if (!status_filter.empty() && row->get_string("status") != status_filter) continue;
+    json::value out = json::value::make_object();
+    out.set("id", it->first);
+    for (auto& [k, v] : row->as_object()) out.set(k, v);
+    arr.push(std::move(out));
   }
   json::value v = json::value::make_object();
   v.set("sessions", std::move(arr));
@@ -333,18 +333,88 @@ result<json::value> api_service::stats(const json::value& req) {
   v.set("escalations", rt.counters.escalations.load());
   v.set("lease_revoke_failures", rt.counters.lease_revoke_failures.load());
   v.set("uptime_ms", now_unix_ms() - rt.started_ms);
-  auto pending = rt.bus->stream_subjects(rt.names.stream_work(), rt.names.work_wildcard());
-  if (pending) {
-    json::value by = json::value::make_object();
+  auto queued = rt.bus->stream_subjects(rt.names.stream_work(), rt.names.work_wildcard());
+  if (queued) {
     std::int64_t total = 0;
-    for (const auto& [subject, n] : *pending) {
-      by.set(std::string(bus::subjects::last_token(subject)), static_cast<std::int64_t>(n));
-      total += static_cast<std::int64_t>(n);
-    }
-    v.set("pending", total);
-    v.set("pending_by_priority", std::move(by));
+    for (const auto& [subject, n] : *queued) total += static_cast<std::int64_t>(n);
+    v.set("placements_queued", total);
   }
+  // The cluster's sessions by priority and phase, from the berth-sessions bucket.
+  auto entries = rt.bus->kv_entries(rt.names.bucket_sessions());
+  if (!entries) return entries.err();
+  std::map<std::int64_t, std::map<std::string, std::int64_t>> by;
+  std::map<std::string, std::int64_t> totals;
+  for (const auto& p : phases) totals[p] = 0;
+  for (const auto& [id, e] : *entries) {
+    auto row = json::parse(e.value);
+    if (!row) continue;
+    auto phase = row->get_string("status");
+    auto& counts = by[row->get_int("priority", 5)];
+    if (counts.empty())
+      for (const auto& p : phases) counts[p] = 0;
+    counts[phase]++;
+    totals[phase]++;
+  }
+  json::value queue = json::value::make_object();
+  for (auto it = by.rbegin(); it != by.rend(); ++it) {  // highest priority first
+    json::value c = json::value::make_object();
+    for (const auto& p : phases) c.set(p, it->second[p]);
+    queue.set(std::to_string(it->first), std::move(c));
+  }
+  json::value t = json::value::make_object();
+  for (const auto& p : phases) t.set(p, totals[p]);
+  v.set("sessions_by_status", std::move(t));
+  v.set("by_priority", std::move(queue));
   return v;
+}
+
+result<json::value> api_service::retry(const json::value& req) {
+  BERTH_TRY(only_fields(req, {"id", "from", "idempotency_key"}));
+  auto id = required_id(req);
+  if (!id) return id.err();
+  auto& rt = *rt_;
+  auto first = rt.bus->next_message(rt.names.stream_ev(), rt.names.journal(*id), 1);
+  if (!first) return first.err();
+  if (!first->has_value()) return error{errc::not_found, "session " + *id + " not found"};
+  auto accepted = json::parse((*first)->data);
+  const json::value* spec = accepted ? accepted->find("data") : nullptr;
+  spec = spec ? spec->find("spec") : nullptr;
+  if (!spec || !spec->is_object())
+    return error{errc::corrupt, "session " + *id + ": its journal does not start with its spec"};
+  auto s = summary_of(*id);
+  if (!s) return s.err();
+  auto status = s->get_string("status");
+  if (!session::is_terminal(status))
+    return error{errc::conflict, "id: session " + *id + " is still " + status +
+                                     "; cancel it first or wait for it to end"};
+  json::value again = *spec;
+  auto& o = again.as_object();
+  for (const char* k : {"id", "retry_of", "start_at"})
+    for (auto it = o.begin(); it != o.end(); ++it)
+      if (it->first == k) {
+        o.erase(it);
+        break;
+      }
+  again.set("retry_of", *id);
+  if (const auto* from = req.find("from"); from && !from->is_null()) {
+    if (!from->is_string()) return error{errc::invalid_argument, "from: expected a step id"};
+    auto old = session::parse_spec(*spec, session::spec_limits{.max_spec_bytes = 1LL << 40});
+    if (!old) return old.err();
+    if (old->index_of(from->as_string()) < 0) {
+      std::string known;
+      for (const auto& st : old->steps) known += (known.empty() ? "" : ", ") + st.id;
+      return error{errc::invalid_argument, "from: session " + *id + " has no step \"" +
+                                               from->as_string() + "\" (its steps: " + known + ")"};
+    }
+    again.set("start_at", from->as_string());
+  }
+  json::value start_req = json::value::make_object();
+  start_req.set("spec", std::move(again));
+  if (const auto* k = req.find("idempotency_key")) start_req.set("idempotency_key", *k);
+  auto r = start(start_req);
+  if (!r) return r;
+  r->set("retry_of", *id);
+  return r;
 }
 
 }  // namespace berth::node

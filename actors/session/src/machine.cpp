@@ -159,6 +159,19 @@ json::value session_state::summary() const {
   return v;
 }
 
+json::value session_state::queue_entry() const {
+  json::value v = json::value::make_object();
+  v.set("status", phase());
+  v.set("priority", spec.priority);
+  if (!reason.empty()) v.set("reason", reason);
+  if (!failed_step.empty()) v.set("failed_step", failed_step);
+  if (!spec.retry_of.empty()) v.set("retry_of", spec.retry_of);
+  if (!spec.goal.empty()) v.set("goal", spec.goal.substr(0, 200));
+  v.set("created_at", format_timestamp(created_ms));
+  v.set("updated_at", format_timestamp(updated_ms));
+  return v;
+}
+
 std::vector<std::string> session_state::live_leases() const {
   std::vector<std::string> out;
   if (const auto* l = ws.find("leases"); l && l->is_object())
@@ -342,8 +355,7 @@ status machine::apply(const event& e) {
     if (st) st->turn_due_ms = e.ts_ms + d.get_int("turn_timeout_ms");
   } else if (e.type == "step.finished") {
     st->status = step_status::succeeded;
-    if (const auto* ec = d.find("exit_code"); ec && ec->is_int())
-      st->exit_code = ec->as_int();
+    if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
     st->finished_ms = e.ts_ms;
     st->reason.clear();
     st->turn_due_ms = 0;
@@ -526,9 +538,9 @@ void machine::rejected(step_state& st, json::value d, const std::string& summary
     return;
   }
   if (st.loops >= sp->max_loops) {
-    d.set("reason", "rejected again after " + std::to_string(st.loops) +
-                        " loop(s) back to " + sp->on_reject_goto + "; on_reject.max_loops = " +
-                        std::to_string(sp->max_loops) + " reached" +
+    d.set("reason", "rejected again after " + std::to_string(st.loops) + " loop(s) back to " +
+                        sp->on_reject_goto +
+                        "; on_reject.max_loops = " + std::to_string(sp->max_loops) + " reached" +
                         (summary.empty() ? "" : ": " + summary));
     emit("step.failed", std::move(d), now_ms);
     return;
@@ -701,8 +713,8 @@ std::string machine::unhandled_failure(std::string* step) const {
       if (h.when != run_when::failure ||
           std::find(h.needs.begin(), h.needs.end(), st.id) == h.needs.end())
         continue;
-      handled = s.steps[j].status == step_status::succeeded ||
-                s.steps[j].status == step_status::failed;
+      handled =
+          s.steps[j].status == step_status::succeeded || s.steps[j].status == step_status::failed;
     }
     if (handled) continue;
     if (step) *step = st.id;
@@ -770,8 +782,8 @@ std::vector<action> machine::advance(std::int64_t now_ms) {
     const auto& sp = s.spec.steps[i];
     if (st.status != step_status::running || !is_external(&sp)) continue;
     if (sp.timeout && st.started_ms + sp.timeout->count() <= now_ms) {
-      attempt_failed(st, step_data(st), "timed out after " + format_duration(*sp.timeout),
-                     now_ms, true);
+      attempt_failed(st, step_data(st), "timed out after " + format_duration(*sp.timeout), now_ms,
+                     true);
     } else if (st.turn_due_ms && st.turn_due_ms <= now_ms) {
       attempt_failed(st, step_data(st),
                      "agent turn timeout: no tool call or agent_done within " +
@@ -856,8 +868,8 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   attempt_failed(*st, std::move(d), reason, now_ms, true);
 }
 
-void machine::agent_outcome(step_state& st, const std::string& outcome,
-                            const std::string& summary, std::int64_t now_ms) {
+void machine::agent_outcome(step_state& st, const std::string& outcome, const std::string& summary,
+                            std::int64_t now_ms) {
   auto d = step_data(st);
   d.set("duration_ms", now_ms - st.started_ms);
   if (outcome == "success") {
@@ -912,8 +924,7 @@ void machine::input(std::uint64_t seq, const json::value& msg, std::int64_t now_
     } else if (waiting.empty()) {
       why = "no agent step is waiting for its agent";
     } else if (waiting.size() > 1) {
-      why = "step: required when several agent steps wait (" + std::to_string(waiting.size()) +
-            ")";
+      why = "step: required when several agent steps wait (" + std::to_string(waiting.size()) + ")";
     } else {
       target = state_.step(waiting.front());
     }

@@ -133,6 +133,10 @@ struct session_state_actor {
   std::function<void()> ws_then;  // runs on the actor when the workspace job is done
   // Workspace jobs asked for while one ran (parallel steps end together): started in order.
   std::deque<std::function<void()>> ws_queue;
+  // The session's entry in the berth-sessions bucket (list, stats): the phase last written,
+  // and whether a write is in flight (one at a time, so they land in order).
+  std::string indexed_phase;
+  bool index_busy = false;
   static inline const char* name = "berth.session";
 };
 
@@ -335,6 +339,25 @@ void start_commit(actor_t* self) {
     caf::anon_send(me, commit_atom::value);
   };
   s.rt->commits->submit(std::move(r));
+}
+
+// Write the session's queue entry when its phase changed; after a commit, so the index never
+// runs ahead of the journal.
+void update_index(actor_t* self) {
+  auto& s = self->state;
+  if (!s.m || s.index_busy || s.m->state().status.empty()) return;
+  auto entry = s.m->state().queue_entry();
+  auto phase = entry.get_string("status");
+  if (phase == s.indexed_phase) return;
+  s.index_busy = true;
+  auto rt = s.rt;
+  auto id = s.id;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  rt->io->post([rt, id, me, phase, body = redact::apply(entry.dump())] {
+    auto st = rt->bus->kv_put(rt->names.bucket_sessions(), id, body);
+    if (!st) logger()->warn("{}: updating its queue entry failed: {}", id, st.err().message);
+    caf::anon_send(me, indexed_atom::value, phase, st.ok());
+  });
 }
 
 void finalize(actor_t* self) {
@@ -782,6 +805,8 @@ void pump(actor_t* self) {
     if (s.running.empty() && s.tools_running.empty() && !s.preparing) {
       if (!s.wrapped) {
         start_wrap_up(self);
+      } else if (s.indexed_phase != s.m->state().status) {
+        update_index(self);  // the terminal entry lands before the session lets go
       } else {
         finalize(self);
       }
@@ -1150,6 +1175,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         st.publish_failures = 0;
         if (st.outbox.empty()) st.rt->resume.settle(st.id);
         record_pid(self);
+        update_index(self);
         execute_all(self, std::exchange(st.after_commit, {}));
         pump(self);
       },
@@ -1262,9 +1288,8 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         if (!r.kill_reason.empty()) return;
         const step_spec* spec = st.m->state().spec.step(step);
         r.timed_out = true;
-        r.kill_reason =
-            "timed out after " +
-            format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
+        r.kill_reason = "timed out after " +
+                        format_duration(spec && spec->timeout ? *spec->timeout : millis(0));
         r.proc->stop(st.rt->cfg.session.kill_grace);
       },
       [=](tick_atom) {
@@ -1308,6 +1333,17 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           r.interrupted = true;
           r.kill_reason = "node shutting down";
           r.proc->stop(st.rt->cfg.session.kill_grace);
+        }
+      },
+      [=](indexed_atom, const std::string& phase, bool ok) {
+        auto& st = self->state;
+        st.index_busy = false;
+        if (ok) {
+          st.indexed_phase = phase;
+          update_index(self);  // the phase may have moved on meanwhile
+          pump(self);
+        } else {
+          self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
         }
       },
       [=](final_atom) {

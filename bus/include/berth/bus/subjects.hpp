@@ -29,6 +29,8 @@ class subjects {
   [[nodiscard]] std::string stream_work() const;    ///< BERTH_WORK
   [[nodiscard]] std::string bucket_owners() const;  ///< berth-owners
   [[nodiscard]] std::string bucket_nodes() const;   ///< berth-nodes
+  /// berth-sessions: one entry per session, its queue state (the list and stats index)
+  [[nodiscard]] std::string bucket_sessions() const;
 
   /// The last token of a subject (the session id of berth.in.<id> / berth.ev.<id>).
   [[nodiscard]] static std::string_view last_token(std::string_view subject);

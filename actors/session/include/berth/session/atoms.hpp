@@ -34,5 +34,6 @@ using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
 using revokeall_atom = caf::atom_constant<caf::atom("revoke_all")>;
 using leasenote_atom = caf::atom_constant<caf::atom("lease_note")>;
 using leasejob_atom = caf::atom_constant<caf::atom("lease_job")>;
+using indexed_atom = caf::atom_constant<caf::atom("indexed")>;
 
 }  // namespace berth

@@ -30,8 +30,8 @@ enum class step_status { pending, running, succeeded, failed, skipped };
 struct step_state {
   std::string id;
   step_status status = step_status::pending;
-  std::int64_t attempt = 0;   ///< attempts started so far (every loop and retry included)
-  std::int64_t failures = 0;  ///< attempts of this round that failed or were interrupted
+  std::int64_t attempt = 0;        ///< attempts started so far (every loop and retry included)
+  std::int64_t failures = 0;       ///< attempts of this round that failed or were interrupted
   std::int64_t interruptions = 0;  ///< of those, interrupted by a node stop or crash
   std::int64_t loops = 0;          ///< times this step sent work back (on_reject)
   std::optional<std::int64_t> exit_code;
@@ -92,6 +92,9 @@ struct session_state {
   /// "waiting" (only external agents are at work, waiting for their input) or "retrying" (only
   /// steps waiting out a retry delay).
   [[nodiscard]] std::string phase() const;
+  /// The session's entry in the berth-sessions bucket: status (its phase), priority, reason,
+  /// failed_step, retry_of, created_at, updated_at. What `session list` and `stats` read.
+  [[nodiscard]] json::value queue_entry() const;
   /// `berth session show` summary.
   [[nodiscard]] json::value summary() const;
   /// Snapshot form (RocksDB) and back.
@@ -178,8 +181,8 @@ class machine {
   void finish(const std::string& status, const std::string& reason, std::int64_t now_ms,
               const std::string& step = {});
   /// An attempt of `st` ended badly: retry it under its policy, or leave it failed.
-  void attempt_failed(step_state& st, json::value d, const std::string& reason,
-                      std::int64_t now_ms, bool retryable);
+  void attempt_failed(step_state& st, json::value d, const std::string& reason, std::int64_t now_ms,
+                      bool retryable);
   /// An attempt of `st` was cut short by a node stop.
   void interrupt(step_state& st, json::value d, std::int64_t now_ms);
   /// The agent of `st` rejected the work: send it back (on_reject) or fail the step.
