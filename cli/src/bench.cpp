@@ -223,6 +223,54 @@ int emit(const globals& g, const std::string& scenario, const std::vector<json::
   return ok;
 }
 
+// One input through a session (JetStream publish -> actor -> synced snapshot -> journal ->
+// the client) against a plain JetStream publish of the same size, `n` times after 100 warm-up
+// rounds. What `bench step` reports; `bench graph` measures it again in its own run.
+status input_round_trips(bench_env& env, event_feed& feed, const std::string& id, int n, row& r,
+                         std::vector<std::pair<std::uint64_t, std::int64_t>>* node_path) {
+  auto& c = *env.client;
+  std::string input_subject = env.names.input(id);
+  std::string peer_subject = env.names.input("bench-peer");
+  auto payload = [](int i) {
+    return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}";
+  };
+  std::size_t seen = 0;
+  // Berth's own path, on the server's clock: input stored -> its journal event stored.
+  for (int i = -100; i < n; ++i) {                                // 100 warm-up rounds of each
+    auto t0 = clock::now();
+    auto pa = c.publish(peer_subject, payload(i));
+    if (!pa) return pa.err();
+    auto peer_us = us_since(t0);
+    t0 = clock::now();
+    auto ack = c.publish(input_subject, payload(i));
+    if (!ack) return ack.err();
+    auto seq = static_cast<std::int64_t>(ack->seq);
+    bool got = feed.wait(
+        [&](auto& evs) {
+          for (; seen < evs.size(); ++seen) {
+            const auto& e = evs[seen];
+            if (e.get_string("type") == "input.applied" &&
+                e.find("data")->get_int("input_seq") == seq) {
+              ++seen;
+              return true;
+            }
+          }
+          return false;
+        },
+        std::chrono::seconds(30));
+    if (!got)
+      return error{errc::timeout, "input " + std::to_string(seq) + " was not applied"};
+    auto berth_us = us_since(t0);
+    if (i >= 0) {
+      r.peer_us.push_back(peer_us);
+      r.berth_us.push_back(berth_us);
+      std::lock_guard lock(feed.mu);
+      if (node_path) node_path->emplace_back(ack->seq, feed.stored_ns[seen - 1]);
+    }
+  }
+  return {};
+}
+
 // --- step: one input through a session vs one raw JetStream publish --------------------------
 
 int bench_step(const globals& g, int n) {
@@ -239,46 +287,8 @@ int bench_step(const globals& g, int n) {
     return report(error{errc::timeout, "the bench session did not start"});
 
   row r{"input -> actor -> snapshot -> journal", "JetStream publish+ack (same size)", {}, {}};
-  std::string input_subject = env.names.input(*id);
-  std::string peer_subject = env.names.input("bench-peer");
-  auto payload = [](int i) {
-    return R"({"type":"input","data":)" + std::to_string(1000000 + i) + "}";
-  };
-  std::size_t seen = 0;
-  // Berth's own path, on the server's clock: input stored -> its journal event stored.
   std::vector<std::pair<std::uint64_t, std::int64_t>> node_path;  // (input seq, event stored)
-  for (int i = -100; i < n; ++i) {                                // 100 warm-up rounds of each
-    auto t0 = clock::now();
-    auto pa = c.publish(peer_subject, payload(i));
-    if (!pa) return report(pa.err());
-    auto peer_us = us_since(t0);
-    t0 = clock::now();
-    auto ack = c.publish(input_subject, payload(i));
-    if (!ack) return report(ack.err());
-    auto seq = static_cast<std::int64_t>(ack->seq);
-    bool got = feed.wait(
-        [&](auto& evs) {
-          for (; seen < evs.size(); ++seen) {
-            const auto& e = evs[seen];
-            if (e.get_string("type") == "input.applied" &&
-                e.find("data")->get_int("input_seq") == seq) {
-              ++seen;
-              return true;
-            }
-          }
-          return false;
-        },
-        std::chrono::seconds(30));
-    if (!got)
-      return report(error{errc::timeout, "input " + std::to_string(seq) + " was not applied"});
-    auto berth_us = us_since(t0);
-    if (i >= 0) {
-      r.peer_us.push_back(peer_us);
-      r.berth_us.push_back(berth_us);
-      std::lock_guard lock(feed.mu);
-      node_path.emplace_back(ack->seq, feed.stored_ns[seen - 1]);
-    }
-  }
+  if (auto st = input_round_trips(env, feed, *id, n, r, &node_path); !st) return report(st.err());
   std::vector<double> node_us;
   for (const auto& [seq, event_ns] : node_path) {
     auto in = c.message_at(env.names.stream_in(), seq);
@@ -555,34 +565,59 @@ double spawn_true_us() {
   return us_since(t0);
 }
 
+// A sandbox of the bench's own, started without a node: the "warm exec" peer.
+struct own_sandbox {
+  std::string dir;
+  sandbox::sandbox_options o;
+
+  own_sandbox() = default;
+  own_sandbox(const own_sandbox&) = delete;
+  own_sandbox& operator=(const own_sandbox&) = delete;
+  ~own_sandbox() {
+    if (!dir.empty()) fs::remove_tree(dir);
+  }
+
+  status init() {
+    char tmpl[] = "/tmp/berth-bench-XXXXXX";
+    const char* d = ::mkdtemp(tmpl);
+    if (!d) return error{errc::io_error, "cannot create a temporary directory"};
+    dir = d;
+    ::chmod(d, 0711);
+    auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/helper");
+    if (!helper) return helper.err();
+    o.group = "bench-" + std::to_string(::getpid());
+    o.workspace = dir + "/ws";
+    o.helper = *helper;
+    std::filesystem::create_directories(o.workspace);
+    if (::geteuid() == 0) {
+      o.uid = 65534;
+      o.gid = 65534;
+      (void)!::chown(o.workspace.c_str(), 65534, 65534);
+    }
+    o.lim.memory_bytes = 1LL << 30;
+    o.lim.pids = 512;
+    o.lim.tmp_bytes = 64LL << 20;
+    o.lim.nofile = 1024;
+    return sandbox::check_host(o.bwrap, o.helper);
+  }
+};
+
+// /bin/true through a running sandbox, waited for, in microseconds.
+result<double> exec_true_us(sandbox::sandbox& box) {
+  sandbox::command cmd;
+  cmd.argv = {"/bin/true"};
+  auto t0 = clock::now();
+  auto c = box.exec(cmd, [](int, std::string_view, bool) {});
+  if (!c) return c.err();
+  (void)(*c)->wait();
+  return us_since(t0);
+}
+
 int bench_sandbox(const globals& g, int n) {
   if (n <= 0) n = 200;
-  char tmpl[] = "/tmp/berth-bench-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) return report(error{errc::io_error, "cannot create a temporary directory"});
-  std::string dir = d;
-  ::chmod(d, 0711);
-  struct cleanup {
-    std::string dir;
-    ~cleanup() { fs::remove_tree(dir); }
-  } gone{dir};
-  auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/helper");
-  if (!helper) return report(helper.err());
-  sandbox::sandbox_options o;
-  o.group = "bench-" + std::to_string(::getpid());
-  o.workspace = dir + "/ws";
-  o.helper = *helper;
-  std::filesystem::create_directories(o.workspace);
-  if (::geteuid() == 0) {
-    o.uid = 65534;
-    o.gid = 65534;
-    (void)!::chown(o.workspace.c_str(), 65534, 65534);
-  }
-  o.lim.memory_bytes = 1LL << 30;
-  o.lim.pids = 512;
-  o.lim.tmp_bytes = 64LL << 20;
-  o.lim.nofile = 1024;
-  if (auto st = sandbox::check_host(o.bwrap, o.helper); !st) return report(st.err());
+  own_sandbox own;
+  if (auto st = own.init(); !st) return report(st.err());
+  auto& o = own.o;
 
   // Cold: a new sandbox until it answers, then torn down (not timed).
   auto cold = [&](int rounds, row& r) -> status {
@@ -603,17 +638,12 @@ int bench_sandbox(const globals& g, int n) {
     o.name = "warm";
     auto box = sandbox::sandbox::start(o);
     if (!box) return box.err();
-    sandbox::command cmd;
-    cmd.argv = {"/bin/true"};
     for (int i = -20; i < rounds; ++i) {
-      auto t0 = clock::now();
-      auto c = (*box)->exec(cmd, [](int, std::string_view, bool) {});
-      if (!c) return c.err();
-      (void)(*c)->wait();
-      auto us = us_since(t0);
+      auto us = exec_true_us(**box);
+      if (!us) return us.err();
       auto peer = spawn_true_us();
       if (i < 0) continue;
-      r.berth_us.push_back(us);
+      r.berth_us.push_back(*us);
       r.peer_us.push_back(peer);
     }
     (*box)->stop();
@@ -885,15 +915,201 @@ int bench_workspace(const globals& g, int n) {
 
 }  // namespace
 
+// --- graph: a 1,000-step graph's scheduling, parallel overlap, the tool-call round trip ------
+
+// The events of one session seen by `feed`, with their stream timestamps (server clock).
+std::vector<std::pair<json::value, std::int64_t>> session_events(event_feed& feed,
+                                                                 const std::string& id) {
+  std::lock_guard lock(feed.mu);
+  std::vector<std::pair<json::value, std::int64_t>> out;
+  for (std::size_t i = 0; i < feed.events.size(); ++i)
+    if (feed.events[i].get_string("session") == id)
+      out.emplace_back(feed.events[i], feed.stored_ns[i]);
+  return out;
+}
+
+// Start a session and wait for its end; returns its events. Fails unless it succeeded.
+result<std::vector<std::pair<json::value, std::int64_t>>> run_to_end(bench_env& env,
+                                                                     event_feed& feed,
+                                                                     const json::value& spec,
+                                                                     std::chrono::seconds limit) {
+  auto id = env.start_session(spec);
+  if (!id) return id.err();
+  std::string end;
+  bool ended = feed.wait(
+      [&](auto& evs) {
+        for (auto it = evs.rbegin(); it != evs.rend(); ++it) {
+          if (it->get_string("session") != *id) continue;
+          auto t = it->get_string("type");
+          if (t.rfind("session.", 0) == 0 && t != "session.started" && t != "session.accepted") {
+            end = t;
+            return true;
+          }
+        }
+        return false;
+      },
+      limit);
+  if (!ended) return error{errc::timeout, "session " + *id + " did not end"};
+  if (end != "session.succeeded") return error{errc::internal, "session " + *id + ": " + end};
+  return session_events(feed, *id);
+}
+
+// Server-clock microseconds from session.started to its terminal event.
+double wall_us(const std::vector<std::pair<json::value, std::int64_t>>& evs) {
+  std::int64_t t0 = 0, t1 = 0;
+  for (const auto& [e, ns] : evs) {
+    auto t = e.get_string("type");
+    if (t == "session.started") t0 = ns;
+    if (t == "session.succeeded") t1 = ns;
+  }
+  return static_cast<double>(t1 - t0) / 1000.0;
+}
+
+int bench_graph(const globals& g, int n) {
+  if (n <= 0) n = 200;
+  bench_env env;
+  if (auto st = env.start({}); !st) return report(st.err());
+  auto& c = *env.client;
+  event_feed feed;
+  if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
+  json::value extra = json::value::make_object();
+  std::vector<json::value> rows;
+
+  // 1. What `bench step` measures, in this run: one transition of a session.
+  auto hold = env.start_session(spec_with(R"({"id":"hold","run":["sleep","3600"]})"));
+  if (!hold) return report(hold.err());
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") >= 1; },
+                 std::chrono::seconds(30)))
+    return report(error{errc::timeout, "the bench session did not start"});
+  row transition{"one transition (bench step)", "JetStream publish+ack (same size)", {}, {}};
+  if (auto st = input_round_trips(env, feed, *hold, 300, transition, nullptr); !st)
+    return report(st.err());
+  rows.push_back(row_json(transition));
+  auto transition_p50 = percentile(transition.berth_us, 0.5);
+
+  // 2. A 1,000-step graph of no-op steps (`true`, each needing the one before). Its scheduling
+  // overhead per step: the session's wall time less the time its commands ran, per step.
+  const int steps = 1000;
+  std::string chain;
+  for (int i = 0; i < steps; ++i)
+    chain += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) +
+             R"(","run":["true"]})";
+  auto graph = run_to_end(env, feed, spec_with(chain), std::chrono::seconds(900));
+  if (!graph) return report(graph.err());
+  double exec_us = 0;
+  int finished = 0;
+  for (const auto& [e, ns] : *graph)
+    if (e.get_string("type") == "step.finished") {
+      exec_us += static_cast<double>(e.find("data")->get_int("duration_us"));
+      ++finished;
+    }
+  auto graph_wall = wall_us(*graph);
+  double per_step = (graph_wall - exec_us) / steps;
+  row sched{"1,000-step graph: scheduling/step", "one transition p50 (bench step)", {per_step},
+            {transition_p50}};
+  rows.push_back(row_json(sched));
+  extra.set("graph_steps", finished);
+  extra.set("graph_wall_ms", graph_wall / 1000.0);
+  extra.set("graph_exec_ms", exec_us / 1000.0);
+  extra.set("graph_steps_per_s", steps / (graph_wall / 1e6));
+
+  // 3. Four independent `sleep 1` steps, max_parallel = 4, against one `sleep 1` step.
+  auto four = spec_with(R"({"id":"p1","run":["sleep","1"],"needs":[]},
+    {"id":"p2","run":["sleep","1"],"needs":[]},{"id":"p3","run":["sleep","1"],"needs":[]},
+    {"id":"p4","run":["sleep","1"],"needs":[]})");
+  four.set("max_parallel", 4);
+  auto one = spec_with(R"({"id":"p1","run":["sleep","1"]})");
+  row parallel{"4 x sleep 1, max_parallel 4", "1 x sleep 1 (one step)", {}, {}};
+  for (int round = 0; round < 5; ++round) {
+    auto a = run_to_end(env, feed, four, std::chrono::seconds(60));
+    if (!a) return report(a.err());
+    auto b = run_to_end(env, feed, one, std::chrono::seconds(60));
+    if (!b) return report(b.err());
+    parallel.berth_us.push_back(wall_us(*a));
+    parallel.peer_us.push_back(wall_us(*b));
+  }
+  rows.push_back(row_json(parallel));
+
+  // 4. Tool-call round trip: an agent publishes a call, the node runs `true` in the session's
+  // sandbox and journals tool.result, the agent receives it. Peer: a raw NATS request-reply
+  // plus a warm sandbox exec of `true`, measured here in the same rounds.
+  auto agent_spec = spec_with(
+      R"({"id":"agent","kind":"agent","agent":{"mode":"external","turn_timeout":"1h"}})");
+  auto agent = env.start_session(agent_spec);
+  if (!agent) return report(agent.err());
+  if (!feed.wait([&](auto& evs) { return count_type(evs, "agent.waiting") >= 1; },
+                 std::chrono::seconds(30)))
+    return report(error{errc::timeout, "the agent step did not start"});
+  auto echo = c.subscribe("bench.echo", "", [&c](bus::message m) {
+    if (!m.reply.empty()) (void)c.publish_core(m.reply, m.data);
+  });
+  if (!echo) return report(echo.err());
+  own_sandbox own;
+  if (auto st = own.init(); !st) return report(st.err());
+  own.o.name = "warm";
+  auto box = sandbox::sandbox::start(own.o);
+  if (!box) return report(box.err());
+  row tool{"tool call exec `true` round trip", "NATS req-reply + warm exec `true`", {}, {}};
+  std::size_t seen = 0;
+  for (int i = -20; i < n; ++i) {
+    auto call_id = "b" + std::to_string(i + 20);
+    json::value call = json::value::make_object();
+    call.set("type", "tool_call");
+    call.set("call_id", call_id);
+    call.set("tool", "exec");
+    json::value args = json::value::make_object();
+    json::value argv = json::value::make_array();
+    argv.push("true");
+    args.set("argv", std::move(argv));
+    call.set("args", std::move(args));
+    auto t0 = clock::now();
+    auto ack = c.publish(env.names.input(*agent), call.dump());
+    if (!ack) return report(ack.err());
+    bool got = feed.wait(
+        [&](auto& evs) {
+          for (; seen < evs.size(); ++seen) {
+            const auto& e = evs[seen];
+            if (e.get_string("type") == "tool.result" &&
+                e.find("data")->get_string("call_id") == call_id) {
+              ++seen;
+              return true;
+            }
+          }
+          return false;
+        },
+        std::chrono::seconds(30));
+    if (!got) return report(error{errc::timeout, "no tool.result for " + call_id});
+    auto berth = us_since(t0);
+    t0 = clock::now();
+    auto rr = c.request("bench.echo", call.dump(), millis(5000));
+    if (!rr) return report(rr.err());
+    auto rr_us = us_since(t0);
+    auto exec = exec_true_us(**box);
+    if (!exec) return report(exec.err());
+    if (i < 0) continue;
+    tool.berth_us.push_back(berth);
+    tool.peer_us.push_back(rr_us + *exec);
+  }
+  (*box)->stop();
+  rows.push_back(row_json(tool));
+  extra.set("note",
+            "scheduling/step = (graph wall time - time its commands ran) / 1000 steps, against "
+            "the p50 of one session transition measured in this run as `bench step` does; "
+            "goals: scheduling <= 2x, 4 parallel sleeps <= 1.15x one, tool call <= 3x");
+  return emit(g, "graph", rows, std::move(extra));
+}
+
 int run_bench(const globals& g, const std::string& scenario, int n) {
   if (scenario == "sandbox") return bench_sandbox(g, n);
   if (scenario == "step") return bench_step(g, n);
+  if (scenario == "graph") return bench_graph(g, n);
   if (scenario == "sessions") return bench_sessions(g, n);
   if (scenario == "resume") return bench_resume(g, n);
   if (scenario == "workspace") return bench_workspace(g, n);
   return report(error{
       errc::invalid_argument,
-      "bench: unknown scenario \"" + scenario + "\" (step, sessions, resume, sandbox, workspace)"});
+      "bench: unknown scenario \"" + scenario +
+                                 "\" (step, graph, sessions, resume, sandbox, workspace)"});
 }
 
 }  // namespace berth::cli

@@ -403,6 +403,26 @@ int cmd_session_start(const globals& g, const start_args& a) {
     if (!a.workflow.empty()) e.message = a.workflow + ": " + e.message;
     return report(e);
   }
+  if (a.dry_run) {
+    // The spec as the node would store it: needs resolved into the canonical form.
+    auto canonical = session::to_json(*parsed);
+    if (g.output == "text") {
+      std::printf("%s: valid, %zu step(s)\n", a.workflow.empty() ? "spec" : a.workflow.c_str(),
+                  parsed->steps.size());
+      for (const auto& st : parsed->steps) {
+        std::string needs;
+        for (const auto& n : st.needs) needs += (needs.empty() ? "" : ", ") + n;
+        std::printf("  %-20s %-13s needs [%s]%s\n", st.id.c_str(), session::to_string(st.kind),
+                    needs.c_str(),
+                    st.when == session::run_when::success
+                        ? ""
+                        : (std::string(" when ") + session::to_string(st.when)).c_str());
+      }
+    } else {
+      std::printf("%s\n", canonical.dump().c_str());
+    }
+    return ok;
+  }
   auto api = api_client::connect(g);
   if (!api) return report(api.err());
   json::value req = json::value::make_object();

@@ -15,6 +15,7 @@ struct start_args {
   std::vector<std::string> run;
   bool wait = false;
   bool follow = false;
+  bool dry_run = false;  ///< validate and print the canonical spec; start nothing
 };
 
 int cmd_session_start(const globals& g, const start_args& a);

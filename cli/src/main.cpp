@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> trailing_command;
   start->add_option("command", trailing_command,
                     "a one-step session running the command after `--`, e.g. -- sh -c 'make test'");
+  start->add_flag("--dry-run", sa.dry_run,
+                  "check the spec (graph included) and print its steps; start nothing");
   auto* wait_flag = start->add_flag(
       "--wait", sa.wait, "wait until the session ends; exit non-zero unless it succeeded");
   start->add_flag("--follow,-f", sa.follow, "show events and output live until the session ends")
@@ -172,10 +174,11 @@ int main(int argc, char** argv) {
   int bench_n = 0;
   auto* bench = app.add_subcommand(
       "bench",
-      "measure Berth against its peer in one run (step, sessions, resume, sandbox, workspace)");
+      "measure Berth against its peer in one run (step, graph, sessions, resume, sandbox, "
+      "workspace)");
   bench->add_option("scenario", scenario)
       ->required()
-      ->check(CLI::IsMember({"step", "sessions", "resume", "sandbox", "workspace"}));
+      ->check(CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
 
   try {

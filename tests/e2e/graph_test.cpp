@@ -401,3 +401,23 @@ run = ["sh", "-c", "echo broken; exit 4"]
   EXPECT_TRUE(has_event(again, "step.skipped", "step", "prepare"));
   EXPECT_TRUE(has_event(again, "step.failed", "step", "check"));
 }
+
+TEST_F(graph_fixture, every_example_workflow_is_a_valid_graph) {
+  int checked = 0;
+  for (const auto& f :
+       std::filesystem::directory_iterator(std::string(BERTH_SOURCE_DIR) + "/examples")) {
+    if (f.path().extension() != ".toml") continue;
+    auto r = cli({"session", "start", "--workflow", f.path().string(), "--repo",
+                  "https://git.example.com/acme/app.git", "--dry-run"});
+    EXPECT_EQ(r.code, 0) << f.path() << ": " << r.err;
+    EXPECT_NE(r.out.find(": valid,"), std::string::npos) << r.out;
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+  auto cycle = write_workflow(
+      "[[steps]]\nid = \"a\"\nrun = [\"x\"]\nneeds = [\"b\"]\n[[steps]]\nid = \"b\"\nrun = "
+      "[\"x\"]\n");
+  auto r = cli({"session", "start", "--workflow", cycle, "--dry-run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("the needs form a cycle: a -> b -> a"), std::string::npos) << r.err;
+}

@@ -639,7 +639,9 @@ outcome sandbox_command::wait() {
   // The OOM killer may have taken a child of the command (a shell then exits 137): any kill in
   // the sandbox while the command ran is reported with it.
   out.oom_killed = after.oom_kills > before.oom_kills;
-  out.duration_ms = std::chrono::duration_cast<millis>(clock::now() - start_).count();
+  auto took = clock::now() - start_;
+  out.duration_ms = std::chrono::duration_cast<millis>(took).count();
+  out.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
   return out;
 }
 

@@ -84,7 +84,9 @@ class process_command final : public running_command {
     }
     if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);
     if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
-    out.duration_ms = std::chrono::duration_cast<millis>(clock::now() - start_).count();
+    auto took = clock::now() - start_;
+    out.duration_ms = std::chrono::duration_cast<millis>(took).count();
+    out.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
     return out;
   }
 

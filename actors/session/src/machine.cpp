@@ -810,8 +810,11 @@ std::vector<action> machine::advance(std::int64_t now_ms) {
     return {};
   }
   if (!active && launches.empty() && wake == s.deadline_ms()) {
-    // Pending steps that nothing can start: a bug in the scheduler, not the user's fault.
-    BERTH_ASSERT(false, "session " + s.id + ": pending steps but nothing can run");
+    // Pending steps that nothing can start: a scheduler bug, never the user's spec (it was
+    // checked for cycles). End the session with the reason rather than hang it.
+    finish("failed", "internal error: steps are pending but none can start; please report it",
+           now_ms);
+    return {};
   }
   out = std::move(launches);
   out.push_back(action{.what = action::kind::wait_until, .until_ms = wake});
@@ -826,6 +829,7 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   d.set("step", step);
   d.set("attempt", attempt);
   d.set("duration_ms", r.duration_ms);
+  if (r.duration_us > 0) d.set("duration_us", r.duration_us);
   if (!r.start_failed && !r.interrupted) {
     if (r.signal)
       d.set("signal", r.signal);

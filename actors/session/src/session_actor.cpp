@@ -1200,6 +1200,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           x.exit_code = r.proc->result.exit_code;
           x.signal = r.proc->result.signal;
           x.duration_ms = r.proc->result.duration_ms;
+          x.duration_us = r.proc->result.duration_us;
           x.truncated = r.proc->result.truncated;
           x.oom_killed = r.proc->result.oom_killed;
           x.peak_memory_bytes = r.proc->result.peak_memory_bytes;

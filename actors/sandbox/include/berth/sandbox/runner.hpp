@@ -34,6 +34,7 @@ struct outcome {
   int exit_code = -1;
   int signal = 0;
   std::int64_t duration_ms = 0;
+  std::int64_t duration_us = 0;  ///< the same, in microseconds (fast commands)
   std::uint64_t stdout_bytes = 0;
   std::uint64_t stderr_bytes = 0;
   bool truncated = false;

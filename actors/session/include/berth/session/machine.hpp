@@ -111,6 +111,7 @@ struct exit_result {
   bool interrupted = false;  ///< stopped by a node shutdown
   std::string error;
   std::int64_t duration_ms = 0;
+  std::int64_t duration_us = 0;  ///< 0: not measured (git steps)
   bool truncated = false;
   bool oom_killed = false;  ///< the sandbox's memory limit was hit
   std::int64_t peak_memory_bytes = 0;
