@@ -167,7 +167,7 @@ class sandbox_command final : public running_command {
  public:
   sandbox_command(std::shared_ptr<bwrap_sandbox> box, std::int64_t id,
                   std::shared_ptr<exec_slot> slot, int out_fd, int err_fd, command cmd,
-                  output_fn fn)
+                  output_fn fn, clock::time_point start)
       : box_(std::move(box)),
         id_(id),
         slot_(std::move(slot)),
@@ -175,7 +175,7 @@ class sandbox_command final : public running_command {
         err_fd_(err_fd),
         cmd_(std::move(cmd)),
         fn_(std::move(fn)),
-        start_(clock::now()) {}
+        start_(start) {}
   ~sandbox_command() override;
   // No host pid: the command's pid is one of the sandbox's PID namespace, meaningless (and
   // dangerous to signal) outside. What a crash leaves is the sandbox's, found by cgroup.
@@ -302,6 +302,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
 
   result<std::unique_ptr<running_command>> exec(const command& cmd, output_fn on_output) override {
     if (cmd.argv.empty()) return error{errc::invalid_argument, "run: the command is empty"};
+    // The command's duration counts from the request to the sandbox: starting it is its cost.
+    auto start = clock::now();
     auto io = make_stdio(cmd);
     if (!io) return io.err();
     auto slot = std::make_shared<exec_slot>();
@@ -332,7 +334,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
       return reply.err();
     }
     return std::unique_ptr<running_command>(new sandbox_command(
-        shared_from_this(), id, slot, io->out_r, io->err_r, cmd, std::move(on_output)));
+        shared_from_this(), id, slot, io->out_r, io->err_r, cmd, std::move(on_output), start));
   }
 
   result<std::string> read_file(const std::string& path, std::int64_t max_bytes) override {

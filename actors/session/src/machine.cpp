@@ -64,16 +64,18 @@ result<event> event::from_envelope(const json::value& v) {
 
 // --- state -------------------------------------------------------------------------------------
 
+// steps and spec.steps are in the same order: the spec's index serves both.
 step_state* session_state::step(const std::string& sid) {
+  auto i = spec.index_of(sid);
+  if (i >= 0 && static_cast<std::size_t>(i) < steps.size() && steps[static_cast<std::size_t>(i)].id == sid)
+    return &steps[static_cast<std::size_t>(i)];
   for (auto& s : steps)
     if (s.id == sid) return &s;
   return nullptr;
 }
 
 const step_state* session_state::step(const std::string& sid) const {
-  for (const auto& s : steps)
-    if (s.id == sid) return &s;
-  return nullptr;
+  return const_cast<session_state*>(this)->step(sid);
 }
 
 std::vector<const step_state*> session_state::running_steps() const {
@@ -179,10 +181,33 @@ std::vector<std::string> session_state::live_leases() const {
   return out;
 }
 
-json::value session_state::to_json() const {
+bool step_state::pristine() const {
+  return status == step_status::pending && attempt == 0 && failures == 0 && loops == 0 &&
+         reason.empty() && retry_due_ms == 0 && turn_due_ms == 0;
+}
+
+json::value step_state::to_json() const {
+  json::value j = json::value::make_object();
+  j.set("id", id);
+  j.set("status", to_string(status));
+  j.set("attempt", attempt);
+  if (failures) j.set("failures", failures);
+  if (interruptions) j.set("interruptions", interruptions);
+  if (loops) j.set("loops", loops);
+  if (exit_code) j.set("exit_code", *exit_code);
+  if (!reason.empty()) j.set("reason", reason);
+  if (!skip.empty()) j.set("skip", skip);
+  if (retry_due_ms) j.set("retry_due_ms", retry_due_ms);
+  if (turn_due_ms) j.set("turn_due_ms", turn_due_ms);
+  if (started_ms) j.set("started_ms", started_ms);
+  if (finished_ms) j.set("finished_ms", finished_ms);
+  return j;
+}
+
+json::value session_state::to_json(bool with_spec, bool with_steps) const {
   json::value v = json::value::make_object();
   v.set("id", id);
-  v.set("spec", spec_json);
+  if (with_spec) v.set("spec", spec_json);
   v.set("status", status);
   v.set("n", n);
   v.set("accepted_seq", accepted_seq);
@@ -196,24 +221,13 @@ json::value session_state::to_json() const {
   v.set("epoch", epoch);
   if (!failed_step.empty()) v.set("failed_step", failed_step);
   json::value arr = json::value::make_array();
-  for (const auto& s : steps) {
-    json::value j = json::value::make_object();
-    j.set("id", s.id);
-    j.set("status", to_string(s.status));
-    j.set("attempt", s.attempt);
-    j.set("failures", s.failures);
-    if (s.interruptions) j.set("interruptions", s.interruptions);
-    if (s.loops) j.set("loops", s.loops);
-    if (s.exit_code) j.set("exit_code", *s.exit_code);
-    j.set("reason", s.reason);
-    if (!s.skip.empty()) j.set("skip", s.skip);
-    j.set("retry_due_ms", s.retry_due_ms);
-    if (s.turn_due_ms) j.set("turn_due_ms", s.turn_due_ms);
-    j.set("started_ms", s.started_ms);
-    j.set("finished_ms", s.finished_ms);
-    arr.push(std::move(j));
+  // Only steps that have moved, and only fields that are not zero: a snapshot is written at
+  // every transition, and a 1,000-step graph is mostly steps not started yet.
+  if (with_steps) {
+    for (const auto& s : steps)
+      if (!s.pristine()) arr.push(s.to_json());
   }
-  v.set("steps", std::move(arr));
+  if (with_steps) v.set("steps", std::move(arr));
   if (!tool_calls.empty()) {
     json::value tc = json::value::make_object();
     for (const auto& [k, st] : tool_calls) tc.set(k, st);
@@ -226,10 +240,11 @@ json::value session_state::to_json() const {
   return v;
 }
 
-result<session_state> session_state::from_json(const json::value& v) {
+result<session_state> session_state::from_json(const json::value& v, const json::value* spec,
+                                               const json::value* steps_json) {
   session_state s;
   s.id = v.get_string("id");
-  if (const auto* sp = v.find("spec"); sp && sp->is_object()) {
+  if (const auto* sp = spec ? spec : v.find("spec"); sp && sp->is_object()) {
     auto parsed = parse_spec(*sp, spec_limits{.max_spec_bytes = 1LL << 40});
     if (!parsed)
       return error{errc::corrupt, "snapshot of " + s.id + ": stored spec: " + parsed.err().message};
@@ -248,25 +263,27 @@ result<session_state> session_state::from_json(const json::value& v) {
   s.node = v.get_string("node");
   s.epoch = static_cast<std::uint64_t>(v.get_int("epoch"));
   s.failed_step = v.get_string("failed_step");
-  if (const auto* arr = v.find("steps"); arr && arr->is_array()) {
+  for (const auto& sp : s.spec.steps) s.steps.push_back(step_state{.id = sp.id});
+  if (const auto* arr = steps_json ? steps_json : v.find("steps"); arr && arr->is_array()) {
     for (const auto& j : arr->as_array()) {
-      step_state st;
-      st.id = j.get_string("id");
+      auto* st = s.step(j.get_string("id"));
+      if (!st)
+        return error{errc::corrupt,
+                     "snapshot of " + s.id + ": unknown step \"" + j.get_string("id") + "\""};
       auto status = step_status_from(j.get_string("status"));
       if (!status) return status.err();
-      st.status = *status;
-      st.attempt = j.get_int("attempt");
-      st.failures = j.get_int("failures");
-      st.interruptions = j.get_int("interruptions");
-      st.loops = j.get_int("loops");
-      if (const auto* ec = j.find("exit_code"); ec && ec->is_int()) st.exit_code = ec->as_int();
-      st.reason = j.get_string("reason");
-      st.skip = j.get_string("skip");
-      st.retry_due_ms = j.get_int("retry_due_ms");
-      st.turn_due_ms = j.get_int("turn_due_ms");
-      st.started_ms = j.get_int("started_ms");
-      st.finished_ms = j.get_int("finished_ms");
-      s.steps.push_back(std::move(st));
+      st->status = *status;
+      st->attempt = j.get_int("attempt");
+      st->failures = j.get_int("failures");
+      st->interruptions = j.get_int("interruptions");
+      st->loops = j.get_int("loops");
+      if (const auto* ec = j.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
+      st->reason = j.get_string("reason");
+      st->skip = j.get_string("skip");
+      st->retry_due_ms = j.get_int("retry_due_ms");
+      st->turn_due_ms = j.get_int("turn_due_ms");
+      st->started_ms = j.get_int("started_ms");
+      st->finished_ms = j.get_int("finished_ms");
     }
   }
   if (const auto* tc = v.find("tool_calls"); tc && tc->is_object())
@@ -365,8 +382,7 @@ status machine::apply(const event& e) {
     st->reason = d.get_string("reason");
     st->finished_ms = e.ts_ms;
     st->turn_due_ms = 0;
-    // A step failed by its interruptions was counted by each step.interrupted.
-    if (!d.get_bool("after_interruption")) st->failures += 1;
+    st->failures += 1;
   } else if (e.type == "step.retrying") {
     st->status = step_status::pending;
     st->retry_due_ms = e.ts_ms + d.get_int("delay_ms");
@@ -475,10 +491,6 @@ void machine::finish(const std::string& status, const std::string& reason, std::
 
 namespace {
 
-// Node restarts a step may live through before it counts as failed (a step that brings its node
-// down would otherwise run for ever).
-constexpr std::int64_t interruption_grace = 3;
-
 json::value step_data(const step_state& st) {
   json::value d = json::value::make_object();
   d.set("step", st.id);
@@ -582,17 +594,10 @@ void machine::resume(std::int64_t now_ms, const std::string& why) {
 }
 
 void machine::interrupt(step_state& st, json::value d, std::int64_t now_ms) {
+  // The attempt counts against max_attempts (fewer retries are left for real failures), but a
+  // node stop alone never fails a step: it starts again at once, here or on the next owner.
+  (void)st;
   emit("step.interrupted", std::move(d), now_ms);
-  // An interrupted attempt counts against max_attempts; but node restarts alone fail a step only
-  // after `interruption_grace` of them.
-  const auto* sp = state_.spec.step(st.id);
-  if (sp && st.failures >= sp->retry.max_attempts && st.interruptions >= interruption_grace) {
-    auto f = step_data(st);
-    f.set("after_interruption", true);
-    f.set("reason", "interrupted " + std::to_string(st.interruptions) +
-                        " times by node restarts; not started again");
-    emit("step.failed", std::move(f), now_ms);
-  }
 }
 
 void machine::start_step(step_state& st, const step_spec& sp, std::int64_t now_ms) {

@@ -60,6 +60,7 @@ struct step_process {
   millis grace{0};
   std::optional<error> start_error;
   sandbox::outcome result;
+  std::optional<error> over_quota;  // a scratch workspace's quota, checked when the command ended
   pid_t pid = -1;
   unsigned long long start_time = 0;
 
@@ -136,6 +137,9 @@ struct session_state_actor {
   // The session's entry in the berth-sessions bucket (list, stats): the phase last written,
   // and whether a write is in flight (one at a time, so they land in order).
   std::string indexed_phase;
+  std::string spec_text;  // the spec, serialized and redacted once (snapshot_text)
+  // Each step's snapshot entry, serialized and redacted when the step last changed.
+  std::vector<std::pair<step_state, std::string>> step_texts;
   bool index_busy = false;
   static inline const char* name = "berth.session";
 };
@@ -146,13 +150,18 @@ std::string workdir(const runtime& rt, const std::string& id) {
   return wsops::workdir(rt, id);
 }
 
+// The snapshot as RocksDB stores it, redacted. The spec, which never changes, is serialized and
+// redacted once and spliced in at the top level: a 1,000-step graph's spec is written at every
+// transition, and building it again each time was most of a step's cost.
+std::string snapshot_text(session_state_actor& s);
+
 json::value snapshot_json(const session_state_actor& s) {
   json::value v = json::value::make_object();
   v.set("v", 1);
   v.set("node", s.rt->node_id);
   v.set("epoch", s.epoch);
   v.set("journal_seq", s.journal_seq);
-  if (s.m) v.set("state", s.m->state().to_json());
+  if (s.m) v.set("state", s.m->state().to_json(false, false));
   json::value ob = json::value::make_array();
   for (const auto& e : s.outbox) ob.push(e.envelope());
   v.set("outbox", std::move(ob));
@@ -166,6 +175,28 @@ json::value snapshot_json(const session_state_actor& s) {
   }
   if (!procs.as_array().empty()) v.set("procs", std::move(procs));
   return v;
+}
+
+std::string snapshot_text(session_state_actor& s) {
+  auto body = redact::apply(snapshot_json(s).dump());
+  if (!s.m || s.m->state().spec_json.is_null()) return body;
+  const auto& st = s.m->state();
+  if (s.spec_text.empty()) s.spec_text = redact::apply(st.spec_json.dump());
+  s.step_texts.resize(st.steps.size());
+  std::string steps = "[";
+  for (std::size_t i = 0; i < st.steps.size(); ++i) {
+    const auto& step = st.steps[i];
+    if (step.pristine()) continue;
+    auto& [seen, text] = s.step_texts[i];
+    if (text.empty() || !(seen == step)) {
+      seen = step;
+      text = redact::apply(step.to_json().dump());
+    }
+    if (steps.size() > 1) steps += ',';
+    steps += text;
+  }
+  steps += ']';
+  return "{\"spec\":" + s.spec_text + ",\"steps\":" + steps + "," + body.substr(1);
 }
 
 // --- load (io thread) ------------------------------------------------------------------------
@@ -247,7 +278,7 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
   if (clean) {
     // Still ours and nothing left to publish: the journal ends where the snapshot says (only we
     // write it, and the fence refuses us if that is ever wrong). No journal read needed.
-    auto st = session_state::from_json(*state);
+    auto st = session_state::from_json(*state, doc->find("spec"), doc->find("steps"));
     if (!st) {
       box.failure = st.err();
       return;
@@ -269,7 +300,7 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
     journal_seq = (*last)->seq;
   }
   if (state && state->is_object()) {
-    auto st = session_state::from_json(*state);
+    auto st = session_state::from_json(*state, doc->find("spec"), doc->find("steps"));
     if (!st) {
       box.failure = st.err();
       return;
@@ -323,7 +354,7 @@ void start_commit(actor_t* self) {
   r.session = s.id;
   // Every event and snapshot passes the redactor: no credential reaches RocksDB or a stream,
   // whatever a command printed or a forge answered.
-  r.snapshot = redact::apply(snapshot_json(s).dump());
+  r.snapshot = snapshot_text(s);
   r.subject = s.rt->names.journal(s.id);
   r.events.reserve(s.outbox.size());
   for (const auto& e : s.outbox)
@@ -535,12 +566,10 @@ void start_after_change(actor_t* self, const std::string& what,
                         std::int64_t attempt) {
   auto& s = self->state;
   auto rt = s.rt;
-  auto st = s.m->state();
   ws_job(
       self,
-      [rt, st, grants = s.grants, what, cancel = s.ws_cancel] {
-        return wsops::after_change(*rt, st, grants, what, cancel.get());
-      },
+      [rt, id = s.id, repo = s.m->state().spec.repo, grants = s.grants, what,
+       cancel = s.ws_cancel] { return wsops::after_change(*rt, id, repo, grants, what, cancel.get()); },
       [exit = std::move(exit), attempt](actor_t* a, wsops::outcome& o) {
         auto& s = a->state;
         auto now = now_unix_ms();
@@ -557,7 +586,7 @@ void record_pid(actor_t* self) {
   if (!s.pid_dirty || s.busy) return;
   s.pid_dirty = false;
   persistence::write_set w;
-  w.sessions.emplace_back(s.id, snapshot_json(s).dump());
+  w.sessions.emplace_back(s.id, snapshot_text(s));
   auto st = s.rt->store->commit_unsynced(w);
   if (!st) logger()->warn("{}: recording the step pid failed: {}", s.id, st.err().message);
 }
@@ -693,8 +722,11 @@ void launch(actor_t* self, const action& a) {
   rt.counters.steps_running++;
   rt.counters.steps_started++;
   caf::actor me = caf::actor_cast<caf::actor>(self);
+  // A scratch workspace has no checkpoint to take: its quota is checked on the thread that
+  // waited for the command, not in a workspace job of its own (one hop less per step).
+  bool quota_here = !state.has_repo() && rt.cfg.workspace.quota_bytes > 0;
   rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me,
-                     step = a.step, att = a.attempt] {
+                     step = a.step, att = a.attempt, quota_here, rtp = s.rt, dir] {
     auto started = runner->start(cmd, on_output);
     {
       std::lock_guard lock(proc->mu);
@@ -713,11 +745,15 @@ void launch(actor_t* self, const action& a) {
     }
     caf::anon_send(me, stepup_atom::value, step, att);
     // Waiting blocks for as long as the command runs: its own thread, not the launcher's.
-    std::thread([proc, me, step, att] {
+    std::thread([proc, me, step, att, quota_here, rtp, dir] {
       auto out = proc->cmd->wait();
+      std::optional<error> over;
+      if (quota_here)
+        if (auto q = wsops::check_quota(*rtp, dir); !q) over = q.err();
       {
         std::lock_guard lock(proc->mu);
         proc->result = out;
+        proc->over_quota = std::move(over);
       }
       caf::anon_send(me, exited_atom::value, step, att);
     }).detach();
@@ -1218,12 +1254,17 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
         }
         x.details = std::move(r.details);
         // A command may have changed the workspace: quota and checkpoint before the next one.
-        if (!x.start_failed && !x.interrupted && !st.stopping &&
-            (st.m->state().has_repo() || st.rt->cfg.workspace.quota_bytes > 0)) {
+        if (!x.start_failed && !x.interrupted && !st.stopping && st.m->state().has_repo()) {
           start_after_change(self, step, std::make_pair(step, std::move(x)), attempt);
           return;
         }
+        std::optional<error> over;
+        {
+          std::lock_guard lock(r.proc->mu);
+          over = r.proc->over_quota;
+        }
         st.m->step_exited(step, attempt, x, now_unix_ms());
+        if (over && !is_terminal(st.m->state().status)) st.m->fail(over->message, now_unix_ms());
         pump(self);
       },
       [=](tooldone_atom, const std::string& call_id, const std::string& result) {
@@ -1278,7 +1319,8 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           r.pid = r.proc->pid;
           r.start_time = r.proc->start_time;
         }
-        st.pid_dirty = true;
+        // A sandboxed command has no pid of ours to record (-1): no snapshot write then.
+        if (it->second.pid > 0) st.pid_dirty = true;
         record_pid(self);
       },
       [=](steptmo_atom, const std::string& step, std::int64_t attempt) {

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <functional>
 #include <map>
+#include <set>
 
 namespace berth::session {
 
@@ -344,6 +345,10 @@ const step_spec* session_spec::step(const std::string& sid) const {
 }
 
 int session_spec::index_of(const std::string& sid) const {
+  if (step_index.size() == steps.size()) {
+    auto it = step_index.find(sid);
+    return it == step_index.end() ? -1 : it->second;
+  }
   for (std::size_t i = 0; i < steps.size(); ++i)
     if (steps[i].id == sid) return static_cast<int>(i);
   return -1;
@@ -597,18 +602,19 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
   if (steps->as_array().empty()) return bad("steps", "must contain at least one step");
   if (steps->as_array().size() > limits.max_steps)
     return bad("steps", "has more than " + std::to_string(limits.max_steps) + " steps");
+  std::set<std::string> seen;
   for (std::size_t i = 0; i < steps->as_array().size(); ++i) {
     auto st = parse_step(steps->as_array()[i], "steps[" + std::to_string(i) + "]", limits);
     if (!st) return st.err();
-    for (const auto& prev : s.steps)
-      if (prev.id == st->id)
-        return bad("steps[" + std::to_string(i) + "].id", "duplicate step id \"" + st->id + "\"");
+    if (!seen.insert(st->id).second)
+      return bad("steps[" + std::to_string(i) + "].id", "duplicate step id \"" + st->id + "\"");
     if (st->kind != step_kind::run && st->kind != step_kind::setup &&
         st->kind != step_kind::agent && s.repo.empty())
       return bad("steps[" + std::to_string(i) + "].kind",
                  std::string("a ") + to_string(st->kind) + " step needs the session's repo");
     s.steps.push_back(std::move(*st));
   }
+  for (std::size_t i = 0; i < s.steps.size(); ++i) s.step_index[s.steps[i].id] = static_cast<int>(i);
   BERTH_TRY(check_graph(s));
   if (!s.start_at.empty() && s.index_of(s.start_at) < 0)
     return bad("start_at", "unknown step \"" + s.start_at + "\"");

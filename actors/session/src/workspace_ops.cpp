@@ -210,25 +210,31 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   return out;
 }
 
-outcome after_change(runtime& rt, const session_state& st, std::vector<lease::grant> grants,
-                     const std::string& step, const std::atomic<bool>* cancel) {
+status check_quota(const runtime& rt, const std::string& dir) {
+  auto quota = rt.cfg.workspace.quota_bytes;
+  if (quota <= 0) return {};
+  auto used = disk_usage(dir);
+  if (used <= quota) return {};
+  return error{errc::too_large, "workspace: uses " + std::to_string(used) +
+                                    " bytes, more than its quota of " + std::to_string(quota) +
+                                    " (workspace.quota_bytes)"};
+}
+
+outcome after_change(runtime& rt, const std::string& id, const std::string& repo,
+                     std::vector<lease::grant> grants, const std::string& step,
+                     const std::atomic<bool>* cancel) {
   outcome out;
   out.grants = std::move(grants);
-  auto dir = workdir(rt, st.id);
+  auto dir = workdir(rt, id);
   if (!sfs::exists(dir)) return out;
-  if (auto quota = rt.cfg.workspace.quota_bytes; quota > 0) {
-    auto used = disk_usage(dir);
-    if (used > quota) {
-      out.failure = error{errc::too_large, "workspace: uses " + std::to_string(used) +
-                                               " bytes, more than its quota of " +
-                                               std::to_string(quota) + " (workspace.quota_bytes)"};
-      return out;
-    }
+  if (auto quota = check_quota(rt, dir); !quota) {
+    out.failure = quota.err();
+    return out;
   }
-  if (!st.has_repo()) return out;
-  auto cp = workspace::checkpoint(dir, st.id);
+  if (repo.empty()) return out;
+  auto cp = workspace::checkpoint(dir, id);
   if (!cp) {
-    logger()->warn("{}: checkpoint after {}: {}", st.id, step, cp.err().message);
+    logger()->warn("{}: checkpoint after {}: {}", id, step, cp.err().message);
     return out;
   }
   chown_tree(rt, dir + "/.git");
@@ -237,8 +243,8 @@ outcome after_change(runtime& rt, const session_state& st, std::vector<lease::gr
   d.set("commit", **cp);
   d.set("step", step);
   if (current(out.grants)) {
-    auto ref = "refs/berth/checkpoints/" + st.id;
-    auto pushed = workspace::push_refs(dir, st.spec.repo, {"+" + ref + ":" + ref},
+    auto ref = "refs/berth/checkpoints/" + id;
+    auto pushed = workspace::push_refs(dir, repo, {"+" + ref + ":" + ref},
                                        cred_of(out.grants, cancel));
     d.set("pushed", pushed.ok());
     if (!pushed) d.set("push_error", redact::apply(pushed.err().message));

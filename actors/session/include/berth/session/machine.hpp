@@ -43,6 +43,12 @@ struct step_state {
   std::int64_t turn_due_ms = 0;  ///< external agent: when its turn times out (0: paused)
   std::int64_t started_ms = 0;
   std::int64_t finished_ms = 0;
+
+  bool operator==(const step_state&) const = default;
+  /// Not started, nothing recorded: left out of snapshots (rebuilt from the spec).
+  [[nodiscard]] bool pristine() const;
+  /// Snapshot form of one step (only the fields that are not zero).
+  [[nodiscard]] json::value to_json() const;
 };
 
 /// Session states (DESIGN.md).
@@ -97,9 +103,13 @@ struct session_state {
   [[nodiscard]] json::value queue_entry() const;
   /// `berth session show` summary.
   [[nodiscard]] json::value summary() const;
-  /// Snapshot form (RocksDB) and back.
-  [[nodiscard]] json::value to_json() const;
-  [[nodiscard]] static result<session_state> from_json(const json::value& v);
+  /// Snapshot form (RocksDB) and back. Without the spec or the steps (`with_spec`,
+  /// `with_steps` false), from_json needs them passed as `spec` and `steps`: the session actor
+  /// serializes the spec once and each step only when it changed.
+  [[nodiscard]] json::value to_json(bool with_spec = true, bool with_steps = true) const;
+  [[nodiscard]] static result<session_state> from_json(const json::value& v,
+                                                       const json::value* spec = nullptr,
+                                                       const json::value* steps = nullptr);
 };
 
 /// How a step's command ended.
@@ -184,7 +194,7 @@ class machine {
   /// An attempt of `st` ended badly: retry it under its policy, or leave it failed.
   void attempt_failed(step_state& st, json::value d, const std::string& reason, std::int64_t now_ms,
                       bool retryable);
-  /// An attempt of `st` was cut short by a node stop.
+  /// An attempt of `st` was cut short by a node stop: journaled, and started again.
   void interrupt(step_state& st, json::value d, std::int64_t now_ms);
   /// The agent of `st` rejected the work: send it back (on_reject) or fail the step.
   void rejected(step_state& st, json::value d, const std::string& summary, std::int64_t now_ms);

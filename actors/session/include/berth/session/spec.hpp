@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace berth::session {
@@ -73,6 +74,8 @@ struct session_spec {
   std::string retry_of;           ///< `berth session retry`: the session this one runs again
   std::string start_at;  ///< with retry_of: the steps this one needs count as done there
   std::vector<step_spec> steps;
+  /// id -> index into `steps`, built by parse_spec (a 1,000-step graph is looked up often).
+  std::unordered_map<std::string, int> step_index;
 
   /// The step with this id, or null.
   [[nodiscard]] const step_spec* step(const std::string& id) const;

@@ -50,9 +50,14 @@ struct outcome {
                               std::vector<lease::grant> grants, bool restore,
                               const std::atomic<bool>* cancel = nullptr);
 
+/// The disk quota: an error naming workspace.quota_bytes when the tree at `dir` uses more.
+/// Walks the tree: call it off the actor threads.
+[[nodiscard]] status check_quota(const runtime& rt, const std::string& dir);
+
 /// After a step or tool call that may have changed files: enforce the disk quota, then record a
-/// checkpoint (and push it when a lease allows).
-[[nodiscard]] outcome after_change(runtime& rt, const session_state& st,
+/// checkpoint (and push it when a lease allows) of session `id`; `repo` empty: a scratch
+/// workspace, quota only. (Not the whole state: this runs after every step of a graph.)
+[[nodiscard]] outcome after_change(runtime& rt, const std::string& id, const std::string& repo,
                                    std::vector<lease::grant> grants, const std::string& step,
                                    const std::atomic<bool>* cancel = nullptr);
 
