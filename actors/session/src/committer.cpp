@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 
+#include <atomic>
+
 namespace berth::session {
 
 // Publish callbacks run on nats.c's threads and may outlive the committer (a publish still in
@@ -20,6 +22,10 @@ struct committer::chain {
   std::shared_ptr<core> shared;
   request req;
   std::size_t next = 0;
+  // The snapshot write and the publishes run at the same time; `done` runs when both ended.
+  std::atomic<int> parts{2};
+  std::optional<error> sync_failure;     // set before its part arrives
+  std::optional<error> publish_failure;  // likewise
 };
 
 namespace {
@@ -50,12 +56,22 @@ void publish_next(const std::shared_ptr<committer::chain>& c) {
   if (!st) finish(c, st.err());
 }
 
-void finish(const std::shared_ptr<committer::chain>& c, std::optional<error> failure) {
+// One part of a chain ended (its publishes, or the batch's snapshot write); the last one
+// reports: published counts what the journal has even when the snapshot failed, so the
+// session neither loses nor repeats an event when it commits again.
+void arrive(const std::shared_ptr<committer::chain>& c) {
+  if (c->parts.fetch_sub(1) != 1) return;
+  auto failure = c->publish_failure ? std::move(c->publish_failure) : std::move(c->sync_failure);
   auto done = std::move(c->req.done);
   done(committer::outcome{c->next, c->req.journal_seq, std::move(failure)});
   auto& k = *c->shared;
   std::lock_guard lock(k.mu);
   if (--k.in_flight == 0) k.cv.notify_all();
+}
+
+void finish(const std::shared_ptr<committer::chain>& c, std::optional<error> failure) {
+  c->publish_failure = std::move(failure);
+  arrive(c);
 }
 
 }  // namespace
@@ -104,22 +120,29 @@ void committer::run() {
       core_->cv.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;
       batch.reserve(queue_.size());
-      for (auto& r : queue_)
-        batch.push_back(std::make_shared<chain>(chain{core_, std::move(r), 0}));
+      for (auto& r : queue_) {
+        auto c = std::make_shared<chain>();
+        c->shared = core_;
+        c->req = std::move(r);
+        batch.push_back(std::move(c));
+      }
       queue_.clear();
       core_->in_flight += batch.size();
     }
-    // One synced batch for every session in it: the commit point of each.
+    // The journal publishes start first and run while the batch is synced: a session acts
+    // only when both ended, so neither waits for the other. One synced batch for every session
+    // in it. A crash in between leaves the journal ahead of the snapshot, which the next load
+    // sees and folds (session_actor.cpp, load_job).
     persistence::write_set w;
     w.sessions.reserve(batch.size());
     for (auto& c : batch) w.sessions.emplace_back(c->req.session, std::move(c->req.snapshot));
-    auto st = store_->commit(w);
-    if (!st) {
-      for (auto& c : batch) finish(c, st.err());
-      continue;
-    }
-    crash_point("after_snapshot");
     for (auto& c : batch) publish_next(c);
+    auto st = store_->commit(w);
+    if (st) crash_point("after_snapshot");
+    for (auto& c : batch) {
+      if (!st) c->sync_failure = st.err();
+      arrive(c);
+    }
   }
 }
 

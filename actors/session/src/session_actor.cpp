@@ -271,22 +271,9 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
         logger()->warn("{}: killed leftover step process group {}", id, pid);
     }
   }
+  // The journal's tail, always: a commit publishes while its snapshot is synced, so a crash
+  // can leave the journal ahead of the last snapshot.
   const json::value* state = doc ? doc->find("state") : nullptr;
-  const json::value* ob = doc ? doc->find("outbox") : nullptr;
-  bool clean =
-      owner && state && state->is_object() && ob && ob->is_array() && ob->as_array().empty();
-  if (clean) {
-    // Still ours and nothing left to publish: the journal ends where the snapshot says (only we
-    // write it, and the fence refuses us if that is ever wrong). No journal read needed.
-    auto st = session_state::from_json(*state, doc->find("spec"), doc->find("steps"));
-    if (!st) {
-      box.failure = st.err();
-      return;
-    }
-    box.m.emplace(std::move(*st), rt.cfg.session.default_timeout.count());
-    box.journal_seq = static_cast<std::uint64_t>(doc->get_int("journal_seq"));
-    return;
-  }
   auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
   if (!last) {
     box.failure = last.err();
@@ -569,7 +556,9 @@ void start_after_change(actor_t* self, const std::string& what,
   ws_job(
       self,
       [rt, id = s.id, repo = s.m->state().spec.repo, grants = s.grants, what,
-       cancel = s.ws_cancel] { return wsops::after_change(*rt, id, repo, grants, what, cancel.get()); },
+       cancel = s.ws_cancel] {
+        return wsops::after_change(*rt, id, repo, grants, what, cancel.get());
+      },
       [exit = std::move(exit), attempt](actor_t* a, wsops::outcome& o) {
         auto& s = a->state;
         auto now = now_unix_ms();

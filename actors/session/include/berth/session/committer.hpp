@@ -19,13 +19,16 @@
 namespace berth::session {
 
 /// The commit point of every session transition, as a group commit: one thread takes every
-/// commit queued while it was busy, writes all their snapshots in one synced RocksDB
-/// WriteBatch, then publishes each session's outbox to its journal asynchronously. A
+/// commit queued while it was busy and writes all their snapshots in one synced RocksDB
+/// WriteBatch, while each session's outbox is published to its journal asynchronously. A
 /// session's events are published one after the other, each fenced on the stream sequence its
 /// predecessor was acknowledged with; sessions do not wait for each other.
 ///
-/// The order per session is the outbox protocol's (DESIGN.md "Durability"): snapshot synced,
-/// then publish, then report. A session has at most one commit in flight.
+/// A commit reports when both its snapshot is synced and its events are acknowledged; only
+/// then does the session act. The two run at the same time (a step costs one fsync or one
+/// publish round trip, not both): a crash between them leaves either the snapshot ahead of the
+/// journal (its outbox is published again) or the journal ahead of the snapshot (the load
+/// folds the journal). A session has at most one commit in flight.
 class committer {
  public:
   struct outcome {
