@@ -171,6 +171,13 @@ void resume_job(std::shared_ptr<session::runtime> rt,
               "starting steps anyway",
               late, n, ms);
       });
+  // Every journal's length in one request: sessions whose snapshot is that far skip a read.
+  auto counts = rt->bus->stream_subjects(rt->names.stream_ev(), rt->names.journal_wildcard());
+  if (counts) {
+    std::lock_guard lock(rt->verified_mu);
+    for (const auto& [subject, n] : *counts)
+      rt->journal_counts[std::string(bus::subjects::last_token(subject))] = n;
+  }
   for (const auto& id : ids) {
     if (owners) {
       auto it = owners->find(id);

@@ -271,9 +271,32 @@ void load_job(runtime& rt, const std::string& id, load_box& box, bool escalated)
         logger()->warn("{}: killed leftover step process group {}", id, pid);
     }
   }
-  // The journal's tail, always: a commit publishes while its snapshot is synced, so a crash
-  // can leave the journal ahead of the last snapshot.
   const json::value* state = doc ? doc->find("state") : nullptr;
+  const json::value* ob = doc ? doc->find("outbox") : nullptr;
+  std::optional<std::uint64_t> counted;  // the journal's length, from the start-up scan
+  {
+    std::lock_guard lock(rt.verified_mu);
+    if (auto it = rt.journal_counts.find(id); it != rt.journal_counts.end()) {
+      counted = it->second;
+      rt.journal_counts.erase(it);
+    }
+  }
+  if (owner && state && state->is_object() && ob && ob->is_array() && ob->as_array().empty() &&
+      counted) {
+    // Still ours, nothing left to publish, and the journal exactly as long as the snapshot
+    // says: no journal read. (A commit publishes while its snapshot is synced, so the journal
+    // can be ahead of a snapshot; the count catches that.)
+    auto st = session_state::from_json(*state, doc->find("spec"), doc->find("steps"));
+    if (!st) {
+      box.failure = st.err();
+      return;
+    }
+    if (static_cast<std::int64_t>(*counted) == st->n) {
+      box.m.emplace(std::move(*st), rt.cfg.session.default_timeout.count());
+      box.journal_seq = static_cast<std::uint64_t>(doc->get_int("journal_seq"));
+      return;
+    }
+  }
   auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(id));
   if (!last) {
     box.failure = last.err();
@@ -1308,8 +1331,23 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           r.pid = r.proc->pid;
           r.start_time = r.proc->start_time;
         }
-        // A sandboxed command has no pid of ours to record (-1): no snapshot write then.
-        if (it->second.pid > 0) st.pid_dirty = true;
+        // A host pid (sandbox.mode = "none") is recorded at once: a restarted node kills what
+        // a crash left. Otherwise a step still running after a moment gets its trimmed
+        // snapshot written, so that a restart resumes it without reading the journal; short
+        // steps never pay for that write.
+        if (it->second.pid > 0) {
+          st.pid_dirty = true;
+          record_pid(self);
+        } else {
+          self->delayed_send(self, std::chrono::milliseconds(50), cleansnap_atom::value, step,
+                             attempt);
+        }
+      },
+      [=](cleansnap_atom, const std::string& step, std::int64_t attempt) {
+        auto& st = self->state;
+        auto it = st.running.find(step);
+        if (it == st.running.end() || it->second.attempt != attempt) return;
+        st.pid_dirty = true;
         record_pid(self);
       },
       [=](steptmo_atom, const std::string& step, std::int64_t attempt) {

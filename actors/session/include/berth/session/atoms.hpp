@@ -35,5 +35,6 @@ using revokeall_atom = caf::atom_constant<caf::atom("revoke_all")>;
 using leasenote_atom = caf::atom_constant<caf::atom("lease_note")>;
 using leasejob_atom = caf::atom_constant<caf::atom("lease_job")>;
 using indexed_atom = caf::atom_constant<caf::atom("indexed")>;
+using cleansnap_atom = caf::atom_constant<caf::atom("clean_snap")>;
 
 }  // namespace berth

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -159,6 +160,10 @@ struct runtime {
   /// per-session owner lookup. Guarded by `verified_mu`.
   std::mutex verified_mu;
   std::set<std::string> verified_owned;
+  /// Journal length (message count) per session, read in the same start-up scan (one request
+  /// for every journal): a snapshot whose outbox is empty and whose n equals it loads without
+  /// reading the journal. Guarded by `verified_mu`.
+  std::map<std::string, std::uint64_t> journal_counts;
   session_registry sessions;
   resume_barrier resume;
   std::int64_t started_ms = 0;
