@@ -353,6 +353,12 @@ void print_summary(const globals& g, const json::value& v) {
   if (!v.get_string("ref").empty()) std::printf("ref      %s\n", v.get_string("ref").c_str());
   if (!v.get_string("goal").empty()) std::printf("goal     %s\n", v.get_string("goal").c_str());
   if (!v.get_string("reason").empty()) std::printf("reason   %s\n", v.get_string("reason").c_str());
+  if (auto p = v.get_string("phase"); !p.empty() && p != v.get_string("status"))
+    std::printf("phase    %s\n", p.c_str());
+  if (!v.get_string("failed_step").empty())
+    std::printf("failed   step %s\n", v.get_string("failed_step").c_str());
+  if (!v.get_string("retry_of").empty())
+    std::printf("retry of %s\n", v.get_string("retry_of").c_str());
   if (!v.get_string("node").empty()) std::printf("node     %s\n", v.get_string("node").c_str());
   std::printf("created  %s\nupdated  %s\nevents   %lld\nsteps\n",
               v.get_string("created_at").c_str(), v.get_string("updated_at").c_str(),
@@ -362,6 +368,13 @@ void print_summary(const globals& g, const json::value& v) {
       std::string extra;
       if (const auto* ec = s.find("exit_code"); ec && ec->is_int())
         extra += " exit=" + std::to_string(ec->as_int());
+      if (s.get_int("loops") > 0) extra += " loops=" + std::to_string(s.get_int("loops"));
+      if (const auto* n = s.find("needs"); n && n->is_array() && !n->as_array().empty()) {
+        std::string needs;
+        for (const auto& x : n->as_array())
+          needs += (needs.empty() ? "" : ",") + (x.is_string() ? x.as_string() : std::string());
+        extra += " needs=" + needs;
+      }
       if (!s.get_string("reason").empty()) extra += " — " + s.get_string("reason");
       std::printf("  %-20s %-10s attempt %lld%s\n", s.get_string("id").c_str(),
                   s.get_string("status").c_str(), static_cast<long long>(s.get_int("attempt")),
