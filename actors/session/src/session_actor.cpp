@@ -730,6 +730,11 @@ void launch(actor_t* self, const action& a) {
   r.attempt = a.attempt;
   r.details = std::move(details);
   r.proc = std::make_shared<step_process>();
+  if (auto old = s.running.find(a.step); old != s.running.end()) {
+    // An earlier attempt sent back by a loop, still stopping: its end is stale now.
+    old->second.proc->stop(millis(0));
+    rt.counters.steps_running--;
+  }
   s.running[a.step] = r;
   rt.counters.steps_running++;
   rt.counters.steps_started++;
