@@ -1,6 +1,7 @@
 // Session programs end to end: step graphs, loops, retries of whole sessions, the dead-letter
 // view, and an external agent written with the npm `nats` client driving a real node.
 #include "harness.hpp"
+#include "node_fixture.hpp"
 
 #include "berth/base/fs.hpp"
 #include "berth/base/process.hpp"
@@ -19,38 +20,7 @@ using namespace berth;
 
 namespace {
 
-struct graph_fixture : ::testing::Test {
-  test::temp_dir dir;
-  std::unique_ptr<test::node_process> node;
-  int counter = 0;
-
-  void SetUp() override {
-    node = std::make_unique<test::node_process>(dir / "node");
-    node->start();
-  }
-
-  test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
-
-  std::string write_workflow(const std::string& text) {
-    auto path = dir / ("wf-" + std::to_string(counter++) + ".toml");
-    test::write_file(path, text);
-    return path;
-  }
-
-  std::string start(const std::string& text) {
-    std::string err;
-    auto id = test::start_session(*node, write_workflow(text), {}, &err);
-    EXPECT_FALSE(id.empty()) << err;
-    return id;
-  }
-
-  std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
-
-  bool ends(const std::string& id, const std::string& want,
-            std::chrono::seconds t = std::chrono::seconds(60)) {
-    return test::eventually([&] { return status(id) == want; }, t);
-  }
-
+struct graph_fixture : test::node_fixture {
   std::string nats_url() {
     return json::parse(*fs::read_file(node->data_dir() + "/node.json"))->get_string("nats_url");
   }

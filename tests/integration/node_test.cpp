@@ -1,4 +1,5 @@
 #include "harness.hpp"
+#include "node_fixture.hpp"
 
 #include "berth/base/fs.hpp"
 #include "berth/bus/client.hpp"
@@ -27,46 +28,12 @@ id = "test"
 run = ["sh", "-c", "echo tested"]
 )";
 
-struct node_fixture : ::testing::Test {
-  test::temp_dir dir;
-  std::unique_ptr<test::node_process> node;
-
-  void SetUp() override {
-    node = std::make_unique<test::node_process>(dir / "node");
-    node->start();
-  }
-
-  test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
-
-  std::string workflow(const std::string& name, const std::string& text) {
-    auto path = dir / name;
-    test::write_file(path, text);
-    return path;
-  }
-
-  // Start a session from workflow text; returns its id.
-  std::string start(const std::string& text, const std::vector<std::string>& extra = {}) {
-    std::string err;
-    auto id = test::start_session(
-        *node, workflow("wf-" + std::to_string(counter_++) + ".toml", text), extra, &err);
-    EXPECT_FALSE(id.empty()) << err;
-    return id;
-  }
-
-  std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
-
-  bool ends(const std::string& id, const std::string& want,
-            std::chrono::seconds t = std::chrono::seconds(60)) {
-    return test::eventually([&] { return status(id) == want; }, t);
-  }
-
+struct node_fixture : test::node_fixture {
   std::size_t session_count() {
     auto r = cli({"session", "list", "-o", "json"});
     auto v = r.json();
     return v ? v->find("sessions")->as_array().size() : 0;
   }
-
-  int counter_ = 0;
 };
 
 std::vector<std::string> types(const std::vector<json::value>& evs) {

@@ -7,9 +7,9 @@ using namespace berth::session;
 
 namespace {
 
-event accepted(const std::string& id, const std::string& steps_json, std::int64_t ts = 1000) {
-  auto spec = json::parse(R"({"steps":)" + steps_json + "}");
-  EXPECT_TRUE(spec.ok());
+event accepted_spec(const std::string& id, const std::string& spec_json, std::int64_t ts = 1000) {
+  auto spec = json::parse(spec_json);
+  EXPECT_TRUE(spec.ok()) << spec_json;
   event e;
   e.session = id;
   e.n = 1;
@@ -20,6 +20,10 @@ event accepted(const std::string& id, const std::string& steps_json, std::int64_
   e.data.set("accepted_seq", 1);
   e.data.set("timeout_ms", 60'000);
   return e;
+}
+
+event accepted(const std::string& id, const std::string& steps_json, std::int64_t ts = 1000) {
+  return accepted_spec(id, R"({"steps":)" + steps_json + "}", ts);
 }
 
 std::vector<std::string> types(const std::vector<event>& evs) {
@@ -281,21 +285,6 @@ TEST(machine, a_tool_call_running_at_a_restart_is_interrupted_never_rerun) {
 // --- step graphs --------------------------------------------------------------------------------
 
 namespace {
-
-event accepted_spec(const std::string& id, const std::string& spec_json, std::int64_t ts = 1000) {
-  auto spec = json::parse(spec_json);
-  EXPECT_TRUE(spec.ok()) << spec_json;
-  event e;
-  e.session = id;
-  e.n = 1;
-  e.type = "session.accepted";
-  e.ts_ms = ts;
-  e.data = json::value::make_object();
-  e.data.set("spec", *spec);
-  e.data.set("accepted_seq", 1);
-  e.data.set("timeout_ms", 60'000);
-  return e;
-}
 
 std::vector<std::string> launched(const std::vector<action>& v) {
   std::vector<std::string> out;
@@ -585,8 +574,7 @@ TEST(graph, external_agent_waits_for_agent_done_and_turn_timeout_fails_it) {
   EXPECT_EQ(bad[0].data.get_string("kind"), "rejected");
   EXPECT_EQ(bad[0].data.get_string("reason").rfind("outcome:", 0), 0u);
   EXPECT_EQ(bad[1].data.get_string("reason").rfind("step:", 0), 0u);
-  m.input(5, *json::parse(R"({"type":"agent_done","outcome":"success","summary":"done"})"),
-          15'200);
+  m.input(5, *json::parse(R"({"type":"agent_done","outcome":"success","summary":"done"})"), 15'200);
   (void)m.advance(15'200);
   EXPECT_EQ(m.state().status, "succeeded");
 }
