@@ -139,15 +139,15 @@ id = "root"
 run = ["true"]
 [[steps]]
 id = "w1"
-run = ["sh", "-c", "sleep 2; echo w1 >> ran"]
+run = ["sh", "-c", "sleep 5; echo w1 >> ran"]
 needs = ["root"]
 [[steps]]
 id = "w2"
-run = ["sh", "-c", "sleep 2; echo w2 >> ran"]
+run = ["sh", "-c", "sleep 5; echo w2 >> ran"]
 needs = ["root"]
 [[steps]]
 id = "w3"
-run = ["sh", "-c", "sleep 2; echo w3 >> ran"]
+run = ["sh", "-c", "sleep 5; echo w3 >> ran"]
 needs = ["root"]
 [[steps]]
 id = "join"
@@ -244,8 +244,9 @@ TEST_F(graph_fixture, the_scripted_agent_fixes_the_failing_test_through_tool_cal
 
 TEST_F(graph_fixture, the_agents_tool_calls_survive_a_node_kill_between_call_and_result) {
   auto id = start(agent_workflow);
-  auto agent = start_agent(nats_url(), id, {"--slow", "4"});
-  // The first exec sleeps 4 s in the sandbox: kill the node while it runs.
+  auto agent = start_agent(nats_url(), id, {"--slow", "8"});
+  // The first exec sleeps 8 s in the sandbox: kill the node while it runs (generous, so that a
+  // slow machine still kills it mid-call).
   ASSERT_TRUE(test::eventually([&] { return has_event(id, "tool.call", "call_id", "fix-a1-1"); },
                                std::chrono::seconds(60)));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
