@@ -7,9 +7,13 @@
 
 namespace berth {
 
-void crash_point(std::string_view point) {
+bool crash_armed(std::string_view point) {
   static const char* armed = std::getenv("BERTH_CRASH_AT");
-  if (!armed || point != armed) return;
+  return armed && point == armed;
+}
+
+void crash_point(std::string_view point) {
+  if (!crash_armed(point)) return;
   static std::atomic<long> remaining{[] {
     const char* n = std::getenv("BERTH_CRASH_AFTER");
     return n ? std::atol(n) : 0L;

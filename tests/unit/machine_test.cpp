@@ -604,3 +604,22 @@ TEST(graph, retry_from_a_step_reuses_what_it_needs) {
   EXPECT_EQ(step_of(m, "a").skip, "reused");
   EXPECT_EQ(step_of(m, "b").reason, "done in session old");
 }
+
+TEST(graph, an_external_agent_steps_own_timeout_fails_the_attempt_under_its_retry_policy) {
+  auto acc = accepted_spec("g", R"({"steps":[{"id":"agent","kind":"agent","timeout":"3s",
+    "agent":{"mode":"external","turn_timeout":"1h"},"retry":{"max_attempts":2,"backoff":"1s"}}]})");
+  machine m("g");
+  ASSERT_TRUE(m.apply(acc).ok());
+  (void)m.advance(2000);
+  EXPECT_EQ(first(m.advance(2500)).until_ms, 5000);  // the step's timeout comes before its turn
+  (void)m.advance(5000);
+  EXPECT_EQ(step_of(m, "agent").reason, "timed out after 3s");
+  EXPECT_EQ(step_of(m, "agent").failures, 1);
+  (void)m.advance(6000);  // retried after 1 s: a new attempt, a new agent.waiting
+  EXPECT_EQ(step_of(m, "agent").attempt, 2);
+  EXPECT_EQ(m.take_emitted().back().type, "agent.waiting");
+  (void)m.advance(9000);
+  (void)m.advance(9000);
+  EXPECT_EQ(m.state().status, "failed");
+  EXPECT_EQ(m.state().failed_step, "agent");
+}

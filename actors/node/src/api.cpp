@@ -372,22 +372,16 @@ result<json::value> api_service::retry(const json::value& req) {
   BERTH_TRY(only_fields(req, {"id", "from", "idempotency_key"}));
   auto id = required_id(req);
   if (!id) return id.err();
-  auto& rt = *rt_;
-  auto first = rt.bus->next_message(rt.names.stream_ev(), rt.names.journal(*id), 1);
-  if (!first) return first.err();
-  if (!first->has_value()) return error{errc::not_found, "session " + *id + " not found"};
-  auto accepted = json::parse((*first)->data);
-  const json::value* spec = accepted ? accepted->find("data") : nullptr;
-  spec = spec ? spec->find("spec") : nullptr;
-  if (!spec || !spec->is_object())
-    return error{errc::corrupt, "session " + *id + ": its journal does not start with its spec"};
-  auto s = summary_of(*id);
-  if (!s) return s.err();
-  auto status = s->get_string("status");
-  if (!session::is_terminal(status))
-    return error{errc::conflict, "id: session " + *id + " is still " + status +
+  // One fold of the journal gives both the spec and how the session ended.
+  auto folded =
+      session::fold_journal(*rt_->bus, rt_->names, *id, rt_->cfg.session.default_timeout.count());
+  if (!folded) return folded.err();
+  const auto& old = folded->first.state();
+  if (old.status.empty()) return error{errc::not_found, "session " + *id + " not found"};
+  if (!session::is_terminal(old.status))
+    return error{errc::conflict, "id: session " + *id + " is still " + old.status +
                                      "; cancel it first or wait for it to end"};
-  json::value again = *spec;
+  json::value again = old.spec_json;
   auto& o = again.as_object();
   for (const char* k : {"id", "retry_of", "start_at"})
     for (auto it = o.begin(); it != o.end(); ++it)
@@ -398,11 +392,9 @@ result<json::value> api_service::retry(const json::value& req) {
   again.set("retry_of", *id);
   if (const auto* from = req.find("from"); from && !from->is_null()) {
     if (!from->is_string()) return error{errc::invalid_argument, "from: expected a step id"};
-    auto old = session::parse_spec(*spec, session::spec_limits{.max_spec_bytes = 1LL << 40});
-    if (!old) return old.err();
-    if (old->index_of(from->as_string()) < 0) {
+    if (old.spec.index_of(from->as_string()) < 0) {
       std::string known;
-      for (const auto& st : old->steps) known += (known.empty() ? "" : ", ") + st.id;
+      for (const auto& st : old.spec.steps) known += (known.empty() ? "" : ", ") + st.id;
       return error{errc::invalid_argument, "from: session " + *id + " has no step \"" +
                                                from->as_string() + "\" (its steps: " + known + ")"};
     }

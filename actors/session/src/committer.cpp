@@ -26,6 +26,7 @@ struct committer::chain {
   std::atomic<int> parts{2};
   std::optional<error> sync_failure;     // set before its part arrives
   std::optional<error> publish_failure;  // likewise
+  std::atomic<bool> published{false};    // the publish part has arrived
 };
 
 namespace {
@@ -71,6 +72,7 @@ void arrive(const std::shared_ptr<committer::chain>& c) {
 
 void finish(const std::shared_ptr<committer::chain>& c, std::optional<error> failure) {
   c->publish_failure = std::move(failure);
+  c->published = true;
   arrive(c);
 }
 
@@ -137,6 +139,13 @@ void committer::run() {
     w.sessions.reserve(batch.size());
     for (auto& c : batch) w.sessions.emplace_back(c->req.session, std::move(c->req.snapshot));
     for (auto& c : batch) publish_next(c);
+    if (crash_armed("before_sync")) {
+      // Chaos tests: the publishes land first, then the node dies before the fsync, leaving the
+      // journal ahead of the snapshot (one order the two parts may end in).
+      for (auto& c : batch)
+        while (!c->published) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      crash_point("before_sync");
+    }
     auto st = store_->commit(w);
     if (st) crash_point("after_snapshot");
     for (auto& c : batch) {

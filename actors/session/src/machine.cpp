@@ -67,7 +67,8 @@ result<event> event::from_envelope(const json::value& v) {
 // steps and spec.steps are in the same order: the spec's index serves both.
 step_state* session_state::step(const std::string& sid) {
   auto i = spec.index_of(sid);
-  if (i >= 0 && static_cast<std::size_t>(i) < steps.size() && steps[static_cast<std::size_t>(i)].id == sid)
+  if (i >= 0 && static_cast<std::size_t>(i) < steps.size() &&
+      steps[static_cast<std::size_t>(i)].id == sid)
     return &steps[static_cast<std::size_t>(i)];
   for (auto& s : steps)
     if (s.id == sid) return &s;
@@ -90,6 +91,19 @@ bool is_external(const step_spec* sp) {
   return sp && sp->kind == step_kind::agent && sp->agent_mode == "external";
 }
 }  // namespace
+
+json::value session_state::needs_of(const step_spec& sp) const {
+  json::value needs = json::value::make_array();
+  for (const auto& n : sp.needs) {
+    const auto* ns = step(n);
+    json::value j = json::value::make_object();
+    j.set("step", n);
+    j.set("status", ns ? to_string(ns->status) : "?");
+    if (ns && !ns->reason.empty()) j.set("reason", ns->reason);
+    needs.push(std::move(j));
+  }
+  return needs;
+}
 
 std::string session_state::phase() const {
   if (status != "running") return status;
@@ -192,7 +206,6 @@ json::value step_state::to_json() const {
   j.set("status", to_string(status));
   j.set("attempt", attempt);
   if (failures) j.set("failures", failures);
-  if (interruptions) j.set("interruptions", interruptions);
   if (loops) j.set("loops", loops);
   if (exit_code) j.set("exit_code", *exit_code);
   if (!reason.empty()) j.set("reason", reason);
@@ -275,7 +288,6 @@ result<session_state> session_state::from_json(const json::value& v, const json:
       st->status = *status;
       st->attempt = j.get_int("attempt");
       st->failures = j.get_int("failures");
-      st->interruptions = j.get_int("interruptions");
       st->loops = j.get_int("loops");
       if (const auto* ec = j.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
       st->reason = j.get_string("reason");
@@ -392,7 +404,6 @@ status machine::apply(const event& e) {
     st->retry_due_ms = 0;
     st->turn_due_ms = 0;
     st->failures += 1;
-    st->interruptions += 1;
   } else if (e.type == "step.skipped") {
     st->status = step_status::skipped;
     st->reason = d.get_string("reason");
@@ -410,7 +421,6 @@ status machine::apply(const event& e) {
       auto& r = s.steps[static_cast<std::size_t>(i)];
       r.status = step_status::pending;
       r.failures = 0;
-      r.interruptions = 0;
       r.exit_code.reset();
       r.reason = why;
       r.skip.clear();
@@ -589,14 +599,13 @@ void machine::resume(std::int64_t now_ms, const std::string& why) {
     }
     auto d = step_data(st);
     d.set("reason", why);
-    interrupt(st, std::move(d), now_ms);
+    interrupt(std::move(d), now_ms);
   }
 }
 
-void machine::interrupt(step_state& st, json::value d, std::int64_t now_ms) {
+void machine::interrupt(json::value d, std::int64_t now_ms) {
   // The attempt counts against max_attempts (fewer retries are left for real failures), but a
   // node stop alone never fails a step: it starts again at once, here or on the next owner.
-  (void)st;
   emit("step.interrupted", std::move(d), now_ms);
 }
 
@@ -611,16 +620,7 @@ void machine::start_step(step_state& st, const step_spec& sp, std::int64_t now_m
   auto w = step_data(st);
   w.set("turn_timeout_ms", static_cast<std::int64_t>(sp.turn_timeout.count()));
   if (!state_.spec.goal.empty()) w.set("goal", state_.spec.goal);
-  json::value needs = json::value::make_array();
-  for (const auto& n : sp.needs) {
-    const auto* ns = state_.step(n);
-    json::value j = json::value::make_object();
-    j.set("step", n);
-    j.set("status", ns ? to_string(ns->status) : "?");
-    if (ns && !ns->reason.empty()) j.set("reason", ns->reason);
-    needs.push(std::move(j));
-  }
-  w.set("needs", std::move(needs));
+  w.set("needs", state_.needs_of(sp));
   if (!sent_back.empty()) w.set("sent_back", sent_back);
   if (st.loops) w.set("loops", st.loops);
   emit("agent.waiting", std::move(w), now_ms);
@@ -852,7 +852,7 @@ void machine::step_exited(const std::string& step, std::int64_t attempt, const e
   }
   if (r.interrupted) {
     d.set("reason", r.error.empty() ? std::string("node shutting down") : r.error);
-    interrupt(*st, std::move(d), now_ms);
+    interrupt(std::move(d), now_ms);
     return;
   }
   const auto* sp = state_.spec.step(step);

@@ -669,17 +669,7 @@ void launch(actor_t* self, const action& a) {
     ctx.set("goal", state.spec.goal);
     ctx.set("step", a.step);
     ctx.set("loop", st ? st->loops : 0);
-    json::value needs = json::value::make_array();
-    for (const auto& n : spec->needs) {
-      json::value j = json::value::make_object();
-      j.set("step", n);
-      if (const auto* ns = state.step(n)) {
-        j.set("status", to_string(ns->status));
-        if (!ns->reason.empty()) j.set("reason", ns->reason);
-      }
-      needs.push(std::move(j));
-    }
-    ctx.set("needs", std::move(needs));
+    ctx.set("needs", state.needs_of(*spec));
     cmd.env["BERTH_CONTEXT"] = ctx.dump();
     cmd.env["BERTH_LOOP"] = std::to_string(st ? st->loops : 0);
   }
@@ -825,7 +815,7 @@ void execute_all(actor_t* self, const std::vector<action>& actions) {
 }
 
 // Commit what the machine decided, then act. The heart of the durability argument: snapshot
-// (synced) -> publish the outbox -> act / take the next input.
+// (synced) and outbox published (the two at once, committer.hpp) -> act / take the next input.
 void dispatch_tools(actor_t* self);
 
 void pump(actor_t* self) {

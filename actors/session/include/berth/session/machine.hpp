@@ -30,10 +30,9 @@ enum class step_status { pending, running, succeeded, failed, skipped };
 struct step_state {
   std::string id;
   step_status status = step_status::pending;
-  std::int64_t attempt = 0;        ///< attempts started so far (every loop and retry included)
-  std::int64_t failures = 0;       ///< attempts of this round that failed or were interrupted
-  std::int64_t interruptions = 0;  ///< of those, interrupted by a node stop or crash
-  std::int64_t loops = 0;          ///< times this step sent work back (on_reject)
+  std::int64_t attempt = 0;   ///< attempts started so far (every loop and retry included)
+  std::int64_t failures = 0;  ///< attempts of this round that failed or were interrupted
+  std::int64_t loops = 0;     ///< times this step sent work back (on_reject)
   std::optional<std::int64_t> exit_code;
   std::string reason;
   /// skipped: "blocked" (a need failed or was blocked), "bypassed" (its `when` did not hold, or
@@ -98,6 +97,8 @@ struct session_state {
   /// "waiting" (only external agents are at work, waiting for their input) or "retrying" (only
   /// steps waiting out a retry delay).
   [[nodiscard]] std::string phase() const;
+  /// How each step `sp` needs stands: [{step, status, reason}] (agent.waiting, $BERTH_CONTEXT).
+  [[nodiscard]] json::value needs_of(const step_spec& sp) const;
   /// The session's entry in the berth-sessions bucket: status (its phase), priority, reason,
   /// failed_step, retry_of, created_at, updated_at. What `session list` and `stats` read.
   [[nodiscard]] json::value queue_entry() const;
@@ -194,8 +195,9 @@ class machine {
   /// An attempt of `st` ended badly: retry it under its policy, or leave it failed.
   void attempt_failed(step_state& st, json::value d, const std::string& reason, std::int64_t now_ms,
                       bool retryable);
-  /// An attempt of `st` was cut short by a node stop: journaled, and started again.
-  void interrupt(step_state& st, json::value d, std::int64_t now_ms);
+  /// An attempt was cut short by a node stop (`d`: step, attempt, reason): journaled, and the
+  /// step started again.
+  void interrupt(json::value d, std::int64_t now_ms);
   /// The agent of `st` rejected the work: send it back (on_reject) or fail the step.
   void rejected(step_state& st, json::value d, const std::string& summary, std::int64_t now_ms);
   /// An agent step's outcome from agent_done.
