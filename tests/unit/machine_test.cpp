@@ -1,5 +1,7 @@
 #include "berth/session/machine.hpp"
 
+#include "machine_events.hpp"
+
 #include <gtest/gtest.h>
 
 using namespace berth;
@@ -10,16 +12,7 @@ namespace {
 event accepted_spec(const std::string& id, const std::string& spec_json, std::int64_t ts = 1000) {
   auto spec = json::parse(spec_json);
   EXPECT_TRUE(spec.ok()) << spec_json;
-  event e;
-  e.session = id;
-  e.n = 1;
-  e.type = "session.accepted";
-  e.ts_ms = ts;
-  e.data = json::value::make_object();
-  e.data.set("spec", *spec);
-  e.data.set("accepted_seq", 1);
-  e.data.set("timeout_ms", 60'000);
-  return e;
+  return test::accepted_event(id, spec ? *spec : json::value::make_object(), ts);
 }
 
 event accepted(const std::string& id, const std::string& steps_json, std::int64_t ts = 1000) {

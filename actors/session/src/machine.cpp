@@ -772,11 +772,20 @@ std::vector<action> machine::advance(std::int64_t now_ms) {
       d.set("reason", cancel ? "session cancelled" : "session timed out");
       emit("step.skipped", std::move(d), now_ms);
     }
-    if (cancel)
+    if (cancel) {
       finish("cancelled", "cancelled by request", now_ms);
-    else
-      finish("timed_out",
-             "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached", now_ms);
+    } else {
+      auto why = "session timeout of " + format_duration(millis(s.timeout_ms)) + " reached";
+      // A retry whose delay reached past the deadline waited for it: say so.
+      for (const auto& st : s.steps)
+        if (st.retry_due_ms > s.deadline_ms()) {
+          why += " while step " + st.id + " waited for its retry (due " +
+                 format_duration(millis(st.retry_due_ms - s.deadline_ms())) +
+                 " after the deadline)";
+          break;
+        }
+      finish("timed_out", why, now_ms);
+    }
     return {};
   }
   if (s.has_repo() && !s.workspace_ready()) return {action{.what = action::kind::prepare}};
@@ -800,10 +809,12 @@ std::vector<action> machine::advance(std::int64_t now_ms) {
     }
   }
   auto launches = schedule(now_ms, wake);
-  bool active = false, open = false;
+  bool active = false, open = false, retry_wait = false;
   for (const auto& st : s.steps) {
     active = active || st.status == step_status::running;
     open = open || st.status == step_status::pending;
+    // A retry due at or after the deadline: the session waits for the deadline and times out.
+    retry_wait = retry_wait || (st.status == step_status::pending && st.retry_due_ms > now_ms);
   }
   if (!active && !open) {
     std::string step;
@@ -814,7 +825,7 @@ std::vector<action> machine::advance(std::int64_t now_ms) {
       finish("failed", why, now_ms, step);
     return {};
   }
-  if (!active && launches.empty() && wake == s.deadline_ms()) {
+  if (!active && launches.empty() && !retry_wait) {
     // Pending steps that nothing can start: a scheduler bug, never the user's spec (it was
     // checked for cycles). End the session with the reason rather than hang it.
     finish("failed", "internal error: steps are pending but none can start; please report it",
