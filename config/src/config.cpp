@@ -6,6 +6,7 @@
 
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <functional>
 #include <sstream>
 #include <variant>
@@ -326,6 +327,50 @@ const std::vector<key_spec>& schema() {
        {},
        "The bubblewrap binary (looked up in PATH).",
        [](config& c, const raw& r) { c.sandbox.bwrap = as<std::string>(r); }},
+      {"sandbox",
+       "env",
+       kind::string_list,
+       "[]",
+       0,
+       0,
+       {},
+       "Environment every command in a sandbox gets, as \"NAME=value\" entries: package "
+       "registry mirrors, proxies (e.g. [\"npm_config_registry=http://npm.internal/\", "
+       "\"PIP_INDEX_URL=http://pypi.internal/simple\"]). A step's own env overrides it. Paths "
+       "must be paths inside the sandbox. HOME and BERTH_* are the node's and cannot be set. "
+       "From the environment: BERTH_SANDBOX_ENV, entries separated by commas.",
+       [](config& c, const raw& r) { c.sandbox.env = as<std::vector<std::string>>(r); }},
+      {"cache",
+       "enabled",
+       kind::boolean,
+       "true",
+       0,
+       0,
+       {},
+       "Share dependency caches (npm, pip wheels, cargo crates, Go modules) between the "
+       "sessions of this node: a content-addressed store that setup steps are seeded from, "
+       "by the digests their own lockfiles pin (docs/workflows.md, \"Dependency caches\").",
+       [](config& c, const raw& r) { c.cache.enabled = as<bool>(r); }},
+      {"cache",
+       "dir",
+       kind::string,
+       R"("")",
+       0,
+       0,
+       {},
+       "Where the store lives. Empty: <node.data_dir>/cache. Best on the data dir's file system "
+       "(seeding is then a hard link per file instead of a copy).",
+       [](config& c, const raw& r) { c.cache.dir = as<std::string>(r); }},
+      {"cache",
+       "max_bytes",
+       kind::integer,
+       "10737418240",
+       1LL << 20,
+       1LL << 50,
+       {},
+       "Size cap of the store; past it the least recently used entries are evicted after each "
+       "setup step. `berth cache prune` evicts by hand.",
+       [](config& c, const raw& r) { c.cache.max_bytes = as<std::int64_t>(r); }},
       {"workspace",
        "author_name",
        kind::string,
@@ -466,6 +511,22 @@ status check_value(const key_spec& k, const raw& v, const std::string& at) {
     }
     if (!found)
       return error{errc::invalid_argument, at + name + ": \"" + s + "\" is not one of " + list};
+  }
+  if (k.section == std::string_view("sandbox") && k.key == std::string_view("env")) {
+    for (const auto& e : as<std::vector<std::string>>(v)) {
+      auto eq = e.find('=');
+      auto var = e.substr(0, eq);
+      bool valid =
+          eq != std::string::npos && eq > 0 && !std::isdigit(static_cast<unsigned char>(var[0]));
+      for (unsigned char c : var) valid = valid && (std::isalnum(c) || c == '_');
+      if (!valid)
+        return error{errc::invalid_argument,
+                     at + name + ": \"" + e + "\" is not NAME=value (NAME: letters, digits, _)"};
+      if (var == "HOME" || var.rfind("BERTH_", 0) == 0)
+        return error{errc::invalid_argument,
+                     at + name + ": " + var +
+                         " is set by the node for every command and cannot be configured"};
+    }
   }
   if (std::string_view(k.key) == "subject_prefix" ||
       (std::string_view(k.key) == "id" && !as<std::string>(v).empty())) {

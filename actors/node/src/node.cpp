@@ -296,12 +296,13 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
   if (sc.mode == "none") {
     logger()->warn(
         "sandbox.mode = \"none\": step commands run as plain processes without isolation");
-    return sandbox::make_process_runner();
+    return sandbox::make_process_runner(rt.work_root, rt.home_root);
   }
   sandbox::bwrap_runner_options o;
   o.group = rt.node_id;
   o.run = std::to_string(rt.started_ms);
   o.work_root = rt.work_root;
+  o.home_root = rt.home_root;
   o.bwrap = sc.bwrap;
   o.memory_bytes = sc.memory_bytes;
   o.pids = sc.pids;
@@ -327,7 +328,8 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
   // owner-only).
   ::chmod(dir.c_str(), 0711);
   ::chmod(rt.work_root.c_str(), 0711);
-  for (const char* own : {"/snapshots", "/nats", "/mirrors", "/leases"})
+  ::chmod(rt.home_root.c_str(), 0711);
+  for (const char* own : {"/snapshots", "/nats", "/mirrors", "/leases", "/cache"})
     ::chmod((dir + own).c_str(), 0700);
   auto helper = sandbox::install_helper(sandbox::helper_next_to_self(), dir + "/sandbox");
   if (!helper) return fail(helper.err());
@@ -409,11 +411,14 @@ int run_node(const config::config& cfg) {
   rt->node_id = *id;
   rt->names = bus::subjects(cfg.cluster.subject_prefix);
   rt->work_root = dir + "/work";
+  rt->home_root = dir + "/home";
   rt->started_ms = now_unix_ms();
-  if (auto st = fs::ensure_writable_dir(rt->work_root, "session working directories"); !st) {
-    lg->error("{}", st.err().message);
-    return 1;
-  }
+  for (const auto& [path, what] : {std::pair{rt->work_root, "session working directories"},
+                                   std::pair{rt->home_root, "session home directories"}})
+    if (auto st = fs::ensure_writable_dir(path, what); !st) {
+      lg->error("{}", st.err().message);
+      return 1;
+    }
   // Credentials are checked before anything is started: a bad token file stops the node here.
   auto creds = lease::registry::create(cfg.credentials);
   if (!creds) {

@@ -29,11 +29,11 @@ class bwrap_runner final : public step_runner {
       return error{errc::invalid_argument, "sandbox: command without a session"};
     auto box = sandbox_for(cmd);
     if (!box) return box.err();
-    command inside = cmd;
-    auto ws = workspace(cmd.session);
-    for (auto& [k, v] : inside.env)
-      if (v == ws) v = "/work";
-    return (*box)->exec(inside, std::move(on_output));
+    return (*box)->exec(cmd, std::move(on_output));
+  }
+
+  layout layout_of(const std::string&) const override {
+    return {sandbox_work, sandbox_home, "/tmp", sandbox_path};
   }
 
   std::string name() const override { return "bwrap"; }
@@ -114,6 +114,20 @@ class bwrap_runner final : public step_runner {
     return opts_.work_root + "/" + session;
   }
 
+  // A directory of the session's that the sandbox user owns and nobody else can enter.
+  status own_dir(const std::string& path, const char* what) const {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) return error{errc::io_error, std::string(what) + " " + path + ": " + ec.message()};
+    if (opts_.uid >= 0 && ::geteuid() == 0 &&
+        ::chown(path.c_str(), static_cast<uid_t>(opts_.uid),
+                static_cast<gid_t>(opts_.gid >= 0 ? opts_.gid : opts_.uid)) != 0)
+      return error{errc::io_error,
+                   std::string(what) + " " + path + ": chown: " + std::strerror(errno)};
+    ::chmod(path.c_str(), 0700);
+    return {};
+  }
+
   result<std::shared_ptr<sandbox>> sandbox_for(const command& cmd) {
     auto key = cmd.session + (cmd.network ? "+net" : "");
     std::lock_guard lock(mu_);
@@ -123,22 +137,22 @@ class bwrap_runner final : public step_runner {
       it->second->stop();  // its helper died: build a new one
       boxes_.erase(it);
     }
+    // The sandbox user owns its workspace and its home; nothing else of the node is visible to
+    // it.
     auto ws = workspace(cmd.session);
-    std::error_code ec;
-    std::filesystem::create_directories(ws, ec);
-    if (ec) return error{errc::io_error, "workspace " + ws + ": " + ec.message()};
-    // The sandbox user owns its workspace; nothing else of the node is visible to it.
-    if (opts_.uid >= 0 && ::geteuid() == 0 &&
-        ::chown(ws.c_str(), static_cast<uid_t>(opts_.uid),
-                static_cast<gid_t>(opts_.gid >= 0 ? opts_.gid : opts_.uid)) != 0)
-      return error{errc::io_error, "workspace " + ws + ": chown: " + std::strerror(errno)};
-    ::chmod(ws.c_str(), 0700);
+    BERTH_TRY(own_dir(ws, "workspace"));
+    std::string home;
+    if (!opts_.home_root.empty()) {
+      home = opts_.home_root + "/" + cmd.session;
+      BERTH_TRY(own_dir(home, "home"));
+    }
     sandbox_options so;
     // Named per run of the node: an earlier run's leftovers never share a cgroup with these.
     so.name = (key == cmd.session ? cmd.session : cmd.session + "-net") +
               (opts_.run.empty() ? "" : "-" + opts_.run);
     so.group = opts_.group;
     so.workspace = ws;
+    so.home = home;
     so.network = cmd.network;
     so.bwrap = opts_.bwrap;
     so.helper = opts_.helper;
@@ -166,6 +180,10 @@ class failing_runner final : public step_runner {
   explicit failing_runner(error why) : why_(std::move(why)) {}
   result<std::unique_ptr<running_command>> start(const command&, output_fn) override {
     return why_;
+  }
+  // What a sandbox would show: nothing runs anyway.
+  layout layout_of(const std::string&) const override {
+    return {sandbox_work, sandbox_home, "/tmp", sandbox_path};
   }
   std::string name() const override { return "unavailable"; }
 

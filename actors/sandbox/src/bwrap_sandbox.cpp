@@ -35,7 +35,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 
 constexpr const char* helper_inside = "/.berth/sandbox";
-constexpr const char* work_inside = "/work";
+constexpr const char* work_inside = sandbox_work;
 
 // The system directories a toolchain needs, read-only. On a merged-/usr system /bin, /lib...
 // are symlinks into /usr and are recreated as such.
@@ -231,40 +231,47 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     argv.insert(argv.end(), {"--proc", "/proc", "--dev", "/dev"});
     if (opts_.lim.tmp_bytes > 0)
       argv.insert(argv.end(), {"--size", std::to_string(opts_.lim.tmp_bytes)});
-    // The workspace and the helper are passed as descriptors the node opened: the sandbox user
-    // need not be able to walk the node's data dir (it cannot) to reach them.
-    argv.insert(argv.end(), {"--tmpfs", "/tmp", "--bind-fd", "5", work_inside, "--chdir",
-                             work_inside, "--ro-bind-fd", "6", helper_inside,
+    // The workspace, the home and the helper are passed as descriptors the node opened: the
+    // sandbox user need not be able to walk the node's data dir (it cannot) to reach them.
+    argv.insert(argv.end(), {"--tmpfs", "/tmp", "--bind-fd", "5", work_inside});
+    // The session's home, outside /work: what tools write there never reaches a commit.
+    if (!opts_.home.empty()) argv.insert(argv.end(), {"--bind-fd", "7", sandbox_home});
+    argv.insert(argv.end(), {"--chdir", work_inside, "--ro-bind-fd", "6", helper_inside,
                              // Nothing else is writable: not the root tmpfs bwrap builds.
                              "--remount-ro", "/", "--cap-drop", "ALL", "--seccomp", "4", "--setenv",
-                             "PATH", "/usr/local/bin:/usr/bin:/bin", "--", helper_inside, "init",
-                             "--socket", "3", "--root", work_inside});
+                             "PATH", sandbox_path, "--", helper_inside, "init", "--socket", "3",
+                             "--root", work_inside});
     if (opts_.lim.nofile > 0)
       argv.insert(argv.end(), {"--nofile", std::to_string(opts_.lim.nofile)});
     if (opts_.lim.fsize_bytes > 0)
       argv.insert(argv.end(), {"--fsize", std::to_string(opts_.lim.fsize_bytes)});
     int ws = ::open(opts_.workspace.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     int helper = ::open(opts_.helper.c_str(), O_PATH | O_CLOEXEC);
+    // No home: no descriptor 7 at all (bwrap hands unknown descriptors on to the helper).
+    int home =
+        opts_.home.empty() ? -2 : ::open(opts_.home.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     int errp[2] = {-1, -1};
-    if (ws < 0 || helper < 0 || ::pipe2(errp, O_CLOEXEC) != 0) {
+    if (ws < 0 || helper < 0 || home == -1 || ::pipe2(errp, O_CLOEXEC) != 0) {
       int e = errno;
-      for (int fd : {sv[1], *filter, ws, helper})
+      for (int fd : {sv[1], *filter, ws, helper, home})
         if (fd >= 0) ::close(fd);
       return error{e == ENOENT ? errc::not_found : errc::io_error,
                    "sandbox for " + opts_.name + ": " +
                        (ws < 0       ? "workspace " + opts_.workspace
                         : helper < 0 ? "helper " + opts_.helper
+                        : home == -1 ? "home " + opts_.home
                                      : std::string("pipe")) +
                        ": " + std::strerror(e)};
     }
     process::spawn_options so;
     so.env = std::map<std::string, std::string>{{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}};
     so.stderr_fd = errp[1];
-    so.extra_fds = {sv[1], *filter, ws, helper};
+    so.extra_fds = {sv[1], *filter, ws, helper};  // 3, 4, 5, 6 (and the home 7) in bwrap
+    if (home >= 0) so.extra_fds.push_back(home);
     so.new_process_group = true;
     so.search_path = false;
     auto pid = process::spawn(argv, so);
-    for (int fd : {sv[1], *filter, ws, helper}) ::close(fd);
+    for (int fd : so.extra_fds) ::close(fd);
     ::close(errp[1]);
     if (!pid) {
       ::close(errp[0]);
@@ -315,8 +322,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     req.set("argv", std::move(argv));
     json::value env = json::value::make_object();
     for (const auto& [k, v] : cmd.env) env.set(k, v);
-    if (!cmd.env.count("PATH")) env.set("PATH", "/usr/local/bin:/usr/bin:/bin");
-    if (!cmd.env.count("HOME")) env.set("HOME", work_inside);
+    if (!cmd.env.count("PATH")) env.set("PATH", sandbox_path);
+    if (!cmd.env.count("HOME")) env.set("HOME", opts_.home.empty() ? work_inside : sandbox_home);
     req.set("env", std::move(env));
     req.set("cwd", inside_path(cmd.cwd));
     std::int64_t id = 0;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -106,8 +107,29 @@ class process_command final : public running_command {
 
 class process_runner final : public step_runner {
  public:
+  process_runner(std::string work_root, std::string home_root)
+      : work_root_(std::move(work_root)), home_root_(std::move(home_root)) {}
+
+  // Without isolation the command sees the host: its directories are host paths.
+  layout layout_of(const std::string& session) const override {
+    const char* tmp = std::getenv("TMPDIR");
+    const char* path = std::getenv("PATH");
+    std::string t = tmp && *tmp ? tmp : "/tmp";
+    return {
+        work_root_.empty() ? std::filesystem::current_path().string() : work_root_ + "/" + session,
+        (home_root_.empty() ? t : home_root_) + "/" + session, t,
+        path && *path ? path : sandbox_path};
+  }
+
   result<std::unique_ptr<running_command>> start(const command& cmd, output_fn on_output) override {
     if (cmd.argv.empty()) return error{errc::invalid_argument, "run: the command is empty"};
+    if (!home_root_.empty() && !cmd.session.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(home_root_ + "/" + cmd.session, ec);
+      if (ec)
+        return error{errc::io_error,
+                     "home " + home_root_ + "/" + cmd.session + ": " + ec.message()};
+    }
     // Resolve the program against the command's own PATH, so a missing binary is a clear
     // error before anything starts.
     std::string program = cmd.argv[0];
@@ -155,12 +177,16 @@ class process_runner final : public step_runner {
   }
 
   std::string name() const override { return "process"; }
+
+ private:
+  std::string work_root_;
+  std::string home_root_;
 };
 
 }  // namespace
 
-std::unique_ptr<step_runner> make_process_runner() {
-  return std::make_unique<process_runner>();
+std::unique_ptr<step_runner> make_process_runner(std::string work_root, std::string home_root) {
+  return std::make_unique<process_runner>(std::move(work_root), std::move(home_root));
 }
 
 bool kill_leftover(pid_t pid, unsigned long long start_time) {

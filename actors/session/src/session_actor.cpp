@@ -11,6 +11,7 @@
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
 #include "berth/session/workspace_ops.hpp"
+#include "berth/setup/environment.hpp"
 
 #include <caf/all.hpp>
 
@@ -630,7 +631,7 @@ void launch(actor_t* self, const action& a) {
   cmd.session = s.id;
   cmd.argv = spec->run;
   json::value details;
-  if (spec->kind == step_kind::setup) {
+  if (spec->kind == step_kind::setup && spec->run.empty()) {
     auto plan = wsops::plan_setup(dir);
     cmd.argv = std::move(plan.argv);
     details = std::move(plan.details);
@@ -652,16 +653,14 @@ void launch(actor_t* self, const action& a) {
       cmd.argv.push_back(std::move(arg));
     }
   }
-  cmd.cwd = dir;
   const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
   cmd.network = net == "host";
-  const char* path = std::getenv("PATH");
-  cmd.env = {{"PATH", path ? path : "/usr/local/bin:/usr/bin:/bin"},
-             {"HOME", dir},
-             {"LANG", "C.UTF-8"},
-             {"BERTH_SESSION", s.id},
-             {"BERTH_STEP", a.step},
-             {"BERTH_ATTEMPT", std::to_string(a.attempt)}};
+  // Paths as the command sees them (the sandbox's), never the node's.
+  auto where = rt.runner->layout_of(s.id);
+  cmd.cwd = where.work;
+  cmd.env = setup::base_environment(where, s.id, rt.cfg.sandbox.env);
+  cmd.env["BERTH_STEP"] = a.step;
+  cmd.env["BERTH_ATTEMPT"] = std::to_string(a.attempt);
   if (!state.spec.goal.empty()) cmd.env["BERTH_GOAL"] = state.spec.goal;
   if (spec->kind == step_kind::agent) {
     // The step's context: how the steps it needs ended, and why it runs again after a loop.
@@ -672,17 +671,6 @@ void launch(actor_t* self, const action& a) {
     ctx.set("needs", state.needs_of(*spec));
     cmd.env["BERTH_CONTEXT"] = ctx.dump();
     cmd.env["BERTH_LOOP"] = std::to_string(st ? st->loops : 0);
-  }
-  if (spec->kind == step_kind::setup) {
-    // Tool caches stay in the workspace (excluded from commits): the sandbox has no other
-    // writable place that outlives a command.
-    for (const auto& [k, v] :
-         std::map<std::string, std::string>{{"PIP_CACHE_DIR", dir + "/.cache/pip"},
-                                            {"npm_config_cache", dir + "/.cache/npm"},
-                                            {"CARGO_HOME", dir + "/.cache/cargo"},
-                                            {"GOPATH", dir + "/.cache/go"},
-                                            {"GOFLAGS", "-modcacherw"}})
-      cmd.env[k] = v;
   }
   for (const auto& [k, v] : spec->env) cmd.env[k] = v;
   cmd.max_output_bytes = rt.cfg.session.max_output_bytes;
@@ -733,7 +721,7 @@ void launch(actor_t* self, const action& a) {
   // waited for the command, not in a workspace job of its own (one hop less per step).
   bool quota_here = !state.has_repo() && rt.cfg.workspace.quota_bytes > 0;
   rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me,
-                     step = a.step, att = a.attempt, quota_here, rtp = s.rt, dir] {
+                     step = a.step, att = a.attempt, quota_here, rtp = s.rt, id = s.id] {
     auto started = runner->start(cmd, on_output);
     {
       std::lock_guard lock(proc->mu);
@@ -752,11 +740,11 @@ void launch(actor_t* self, const action& a) {
     }
     caf::anon_send(me, stepup_atom::value, step, att);
     // Waiting blocks for as long as the command runs: its own thread, not the launcher's.
-    std::thread([proc, me, step, att, quota_here, rtp, dir] {
+    std::thread([proc, me, step, att, quota_here, rtp, id] {
       auto out = proc->cmd->wait();
       std::optional<error> over;
       if (quota_here)
-        if (auto q = wsops::check_quota(*rtp, dir); !q) over = q.err();
+        if (auto q = wsops::check_quota(*rtp, id); !q) over = q.err();
       {
         std::lock_guard lock(proc->mu);
         proc->result = out;
@@ -921,14 +909,12 @@ void start_exec_tool(actor_t* self, const std::string& call_id, const json::valu
     cmd.argv.push_back(a.as_string());
   }
   auto dir = workdir(rt, s.id);
-  cmd.cwd = dir;
+  auto where = rt.runner->layout_of(s.id);
+  cmd.cwd = where.work;
   if (auto cwd = args.get_string("cwd"); !cwd.empty())
-    cmd.cwd = cwd[0] == '/' ? cwd : dir + "/" + cwd;
-  cmd.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
-             {"HOME", dir},
-             {"LANG", "C.UTF-8"},
-             {"BERTH_SESSION", s.id},
-             {"BERTH_TOOL_CALL", call_id}};
+    cmd.cwd = cwd[0] == '/' ? cwd : where.work + "/" + cwd;
+  cmd.env = setup::base_environment(where, s.id, rt.cfg.sandbox.env);
+  cmd.env["BERTH_TOOL_CALL"] = call_id;
   if (const auto* env = args.find("env"); env && env->is_object())
     for (const auto& [k, v] : env->as_object()) {
       if (!v.is_string()) return fail("env." + k, "must be a string");

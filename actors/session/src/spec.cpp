@@ -146,7 +146,7 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
     return bad(at + "." + field,
                std::string("is not used by a step of kind \"") + to_string(s.kind) + "\"");
   };
-  BERTH_TRY(only_for("run", {step_kind::run}));
+  BERTH_TRY(only_for("run", {step_kind::run, step_kind::setup}));
   BERTH_TRY(only_for("network", {step_kind::run, step_kind::setup, step_kind::agent}));
   BERTH_TRY(only_for("message", {step_kind::commit}));
   BERTH_TRY(only_for("title", {step_kind::pull_request}));
@@ -178,19 +178,23 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
       return bad(at + ".forge",
                  "must be \"github\", \"gitlab\" or \"none\", not \"" + s.forge + "\"");
   }
-  if (s.kind == step_kind::run) {
+  if (s.kind == step_kind::run || s.kind == step_kind::setup) {
+    // setup: optional, the project's own setup command instead of detection.
     const auto* run = v.find("run");
-    if (!run || run->is_null())
+    if (s.kind == step_kind::run && (!run || run->is_null()))
       return bad(at + ".run", "is required (the command as an array of strings)");
-    auto argv = get_argv(*run, at + ".run", limits);
-    if (!argv) return argv.err();
-    s.run = std::move(*argv);
+    if (run && !run->is_null()) {
+      auto argv = get_argv(*run, at + ".run", limits);
+      if (!argv) return argv.err();
+      s.run = std::move(*argv);
+    }
   }
   if (s.kind == step_kind::agent) {
     std::string aat = at + ".agent";
     const auto* a = v.find("agent");
     if (!a || a->is_null())
-      return bad(aat, "is required: { mode = \"external\" } or { mode = \"command\", run = [...] }");
+      return bad(aat,
+                 "is required: { mode = \"external\" } or { mode = \"command\", run = [...] }");
     if (!a->is_object()) return wrong_type(aat, "an object", *a);
     BERTH_TRY(only_known(*a, aat, {"mode", "run", "turn_timeout"}));
     auto mode = get_string(*a, "mode", aat + ".mode", true);
@@ -218,7 +222,8 @@ result<step_spec> parse_step(const json::value& v, const std::string& at,
   }
   if (const auto* r = v.find("on_reject"); r && !r->is_null()) {
     std::string rat = at + ".on_reject";
-    if (!r->is_object()) return wrong_type(rat, "an object: { goto = \"step\", max_loops = 3 }", *r);
+    if (!r->is_object())
+      return wrong_type(rat, "an object: { goto = \"step\", max_loops = 3 }", *r);
     BERTH_TRY(only_known(*r, rat, {"goto", "max_loops"}));
     auto g = get_string(*r, "goto", rat + ".goto", true);
     if (!g) return g.err();
@@ -327,15 +332,15 @@ const char* to_string(run_when w) {
 
 const std::vector<std::string>& session_keys() {
   static const std::vector<std::string> keys = {
-      "id",       "repo",    "ref",          "branch",   "submodules", "goal",   "timeout",
+      "id",       "repo",    "ref",          "branch",   "submodules", "goal", "timeout",
       "priority", "network", "max_parallel", "retry_of", "start_at",   "steps"};
   return keys;
 }
 
 const std::vector<std::string>& step_keys() {
   static const std::vector<std::string> keys = {
-      "id",    "kind",  "run",   "timeout", "retry", "env",  "network",           "message",
-      "title", "body",  "forge", "needs",   "when",  "agent", "continue_on_error", "on_reject"};
+      "id",    "kind", "run",   "timeout", "retry", "env",   "network",           "message",
+      "title", "body", "forge", "needs",   "when",  "agent", "continue_on_error", "on_reject"};
   return keys;
 }
 
@@ -452,8 +457,8 @@ status check_graph(session_spec& s) {
     if (it == index.end())
       return bad(at + ".goto", "unknown step \"" + st.on_reject_goto + "\" (no step has this id)");
     auto anc = ancestors(s, static_cast<int>(i));
-    bool back = it->second == static_cast<int>(i) ||
-                std::binary_search(anc.begin(), anc.end(), it->second);
+    bool back =
+        it->second == static_cast<int>(i) || std::binary_search(anc.begin(), anc.end(), it->second);
     if (!back)
       return bad(at + ".goto", "\"" + st.on_reject_goto + "\" is not a step \"" + st.id +
                                    "\" needs; goto sends work back to an earlier step it needs");
@@ -614,7 +619,8 @@ result<session_spec> parse_spec(const json::value& v, const spec_limits& limits)
                  std::string("a ") + to_string(st->kind) + " step needs the session's repo");
     s.steps.push_back(std::move(*st));
   }
-  for (std::size_t i = 0; i < s.steps.size(); ++i) s.step_index[s.steps[i].id] = static_cast<int>(i);
+  for (std::size_t i = 0; i < s.steps.size(); ++i)
+    s.step_index[s.steps[i].id] = static_cast<int>(i);
   BERTH_TRY(check_graph(s));
   if (!s.start_at.empty() && s.index_of(s.start_at) < 0)
     return bad("start_at", "unknown step \"" + s.start_at + "\"");
@@ -640,7 +646,7 @@ json::value to_json(const session_spec& s) {
     json::value j = json::value::make_object();
     j.set("id", st.id);
     if (st.kind != step_kind::run) j.set("kind", to_string(st.kind));
-    if (st.kind == step_kind::run) {
+    if (st.kind == step_kind::run || (st.kind == step_kind::setup && !st.run.empty())) {
       json::value run = json::value::make_array();
       for (const auto& a : st.run) run.push(a);
       j.set("run", std::move(run));

@@ -40,19 +40,25 @@ void chown_tree(const runtime& rt, const std::string& path) {
     ::lchown(it->path().c_str(), uid, gid);
 }
 
-// Bytes the tree uses on disk (allocated blocks; hard links counted once).
-std::int64_t disk_usage(const std::string& path) {
+// Bytes the trees use on disk (allocated blocks; hard links counted once). Files a dependency
+// cache seeded (hard links to the node's store, owned by the node's user, not the session's)
+// cost the session nothing and are not counted.
+std::int64_t disk_usage(const std::vector<std::string>& paths) {
   std::int64_t total = 0;
   std::set<std::pair<dev_t, ino_t>> seen;
-  std::error_code ec;
-  for (sfs::recursive_directory_iterator
-           it(path, sfs::directory_options::skip_permission_denied, ec),
-       end;
-       !ec && it != end; it.increment(ec)) {
-    struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0) continue;
-    if (st.st_nlink > 1 && !seen.insert({st.st_dev, st.st_ino}).second) continue;
-    total += static_cast<std::int64_t>(st.st_blocks) * 512;
+  auto self = ::geteuid();
+  for (const auto& path : paths) {
+    std::error_code ec;
+    for (sfs::recursive_directory_iterator
+             it(path, sfs::directory_options::skip_permission_denied, ec),
+         end;
+         !ec && it != end; it.increment(ec)) {
+      struct stat st {};
+      if (::lstat(it->path().c_str(), &st) != 0) continue;
+      if (st.st_nlink > 1 && !seen.insert({st.st_dev, st.st_ino}).second) continue;
+      if (st.st_nlink > 1 && S_ISREG(st.st_mode) && st.st_uid == self && self == 0) continue;
+      total += static_cast<std::int64_t>(st.st_blocks) * 512;
+    }
   }
   return total;
 }
@@ -95,6 +101,10 @@ json::value revoked_note(const lease::grant& g, bool revoked, const std::string&
 
 std::string workdir(const runtime& rt, const std::string& id) {
   return rt.work_root + "/" + id;
+}
+
+std::string homedir(const runtime& rt, const std::string& id) {
+  return rt.home_root + "/" + id;
 }
 
 status check_remote(const runtime& rt, const std::string& url) {
@@ -210,14 +220,16 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
   return out;
 }
 
-status check_quota(const runtime& rt, const std::string& dir) {
+status check_quota(const runtime& rt, const std::string& id) {
   auto quota = rt.cfg.workspace.quota_bytes;
   if (quota <= 0) return {};
-  auto used = disk_usage(dir);
+  std::vector<std::string> trees = {workdir(rt, id)};
+  if (!rt.home_root.empty()) trees.push_back(homedir(rt, id));
+  auto used = disk_usage(trees);
   if (used <= quota) return {};
   return error{errc::too_large, "workspace: uses " + std::to_string(used) +
-                                    " bytes, more than its quota of " + std::to_string(quota) +
-                                    " (workspace.quota_bytes)"};
+                                    " bytes with the session's home, more than its quota of " +
+                                    std::to_string(quota) + " (workspace.quota_bytes)"};
 }
 
 outcome after_change(runtime& rt, const std::string& id, const std::string& repo,
@@ -227,7 +239,7 @@ outcome after_change(runtime& rt, const std::string& id, const std::string& repo
   out.grants = std::move(grants);
   auto dir = workdir(rt, id);
   if (!sfs::exists(dir)) return out;
-  if (auto quota = check_quota(rt, dir); !quota) {
+  if (auto quota = check_quota(rt, id); !quota) {
     out.failure = quota.err();
     return out;
   }
@@ -244,8 +256,8 @@ outcome after_change(runtime& rt, const std::string& id, const std::string& repo
   d.set("step", step);
   if (current(out.grants)) {
     auto ref = "refs/berth/checkpoints/" + id;
-    auto pushed = workspace::push_refs(dir, repo, {"+" + ref + ":" + ref},
-                                       cred_of(out.grants, cancel));
+    auto pushed =
+        workspace::push_refs(dir, repo, {"+" + ref + ":" + ref}, cred_of(out.grants, cancel));
     d.set("pushed", pushed.ok());
     if (!pushed) d.set("push_error", redact::apply(pushed.err().message));
   } else {
@@ -484,6 +496,7 @@ outcome remove_workspace(runtime& rt, const session_state& st) {
   auto dir = workdir(rt, st.id);
   bool existed = sfs::exists(dir);
   fs::remove_tree(dir);
+  if (!rt.home_root.empty()) fs::remove_tree(homedir(rt, st.id));
   if (st.has_repo() && !st.ws.get_bool("removed")) {
     json::value d = json::value::make_object();
     d.set("existed", existed);
@@ -504,13 +517,16 @@ bool older_than_start(const runtime& rt, const std::string& path) {
 
 void sweep_workspaces(runtime& rt, const std::vector<std::string>& live_sessions) {
   std::set<std::string> live(live_sessions.begin(), live_sessions.end());
-  std::error_code ec;
   std::size_t removed = 0;
-  for (const auto& e : sfs::directory_iterator(rt.work_root, ec)) {
-    auto name = e.path().filename().string();
-    if (live.count(name) || !older_than_start(rt, e.path().string())) continue;
-    fs::remove_tree(e.path().string());
-    ++removed;
+  for (const auto& root : {rt.work_root, rt.home_root}) {
+    if (root.empty()) continue;
+    std::error_code ec;
+    for (const auto& e : sfs::directory_iterator(root, ec)) {
+      auto name = e.path().filename().string();
+      if (live.count(name) || !older_than_start(rt, e.path().string())) continue;
+      fs::remove_tree(e.path().string());
+      removed += root == rt.work_root;
+    }
   }
   if (removed)
     logger()->info("removed {} workspace(s) of sessions this node no longer runs", removed);

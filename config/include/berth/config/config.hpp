@@ -59,6 +59,14 @@ struct sandbox_section {
   std::int64_t nofile = 0;
   std::int64_t fsize_bytes = 0;
   std::string bwrap;
+  std::vector<std::string> env;  ///< "NAME=value": every command's environment (validated)
+};
+
+/// `[cache]`: dependency caches shared by the sessions of a node.
+struct cache_section {
+  bool enabled = true;
+  std::string dir;  ///< empty: <data_dir>/cache
+  std::int64_t max_bytes = 0;
 };
 
 /// `[workspace]`: session git workspaces.
@@ -104,6 +112,7 @@ struct config {
   session_section session;
   sandbox_section sandbox;
   workspace_section workspace;
+  cache_section cache;
   credentials_section credentials;
   log_section log;
 };

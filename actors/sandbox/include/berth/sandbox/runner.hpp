@@ -61,11 +61,27 @@ class running_command {
   virtual void stop(millis grace) = 0;
 };
 
-/// Starts step commands. The plain-process runner implements it now; the bubblewrap sandbox
-/// implements the same interface.
+/// Where a session's commands find their directories, as the commands see them: paths inside
+/// the sandbox for the bubblewrap runner, host paths for plain processes. Everything the node
+/// puts into a command's environment or working directory is built from these.
+struct layout {
+  std::string work;  ///< the workspace (bwrap: /work)
+  std::string home;  ///< $HOME, outside the workspace: tool state never reaches a commit
+  std::string tmp;   ///< $TMPDIR (bwrap: the sandbox's private tmpfs)
+  std::string path;  ///< $PATH: directories that exist where the command runs
+};
+
+/// The sandbox's own paths (bubblewrap runner).
+inline constexpr const char* sandbox_work = "/work";
+inline constexpr const char* sandbox_home = "/home/berth";
+inline constexpr const char* sandbox_path = "/usr/local/bin:/usr/bin:/bin";
+
+/// Starts step commands: plain processes, or commands in the session's bubblewrap sandbox.
 class step_runner {
  public:
   virtual ~step_runner() = default;
+  /// Session `session`'s directories as its commands see them.
+  [[nodiscard]] virtual layout layout_of(const std::string& session) const = 0;
   /// Start `cmd`. A missing program is errc::not_found naming it.
   [[nodiscard]] virtual result<std::unique_ptr<running_command>> start(const command& cmd,
                                                                        output_fn on_output) = 0;
@@ -93,14 +109,18 @@ class step_runner {
 };
 
 /// Plain child processes: posix_spawn (never fork), each command leading its own process
-/// group in the session's working directory, stopped as a group. No isolation.
-[[nodiscard]] std::unique_ptr<step_runner> make_process_runner();
+/// group in the session's working directory, stopped as a group. No isolation. Sessions'
+/// workspaces are `<work_root>/<session>` and homes `<home_root>/<session>` on the host (empty
+/// roots: the current directory and $TMPDIR, for tests that only run commands).
+[[nodiscard]] std::unique_ptr<step_runner> make_process_runner(std::string work_root = {},
+                                                               std::string home_root = {});
 
 /// Options of the bubblewrap runner: one warm sandbox per session (and network mode).
 struct bwrap_runner_options {
   std::string group;      ///< the node's id: its sandboxes' cgroup group
   std::string run;        ///< this run of the node (e.g. its start time): part of cgroup names
   std::string work_root;  ///< host directory holding one workspace per session
+  std::string home_root;  ///< host directory holding one home per session (bound at /home/berth)
   std::string bwrap = "bwrap";
   std::string helper;
   std::int64_t uid = -1;  ///< drop to this uid/gid when root (-1: keep)
@@ -110,7 +130,8 @@ struct bwrap_runner_options {
 };
 
 /// Every command in its session's bubblewrap sandbox (sandbox.hpp). Commands see their
-/// session's workspace at /work; `cmd.cwd` may be the host path of the workspace (mapped).
+/// session's workspace at /work and its home at /home/berth; `cmd.cwd` may also be the host
+/// path of the workspace (mapped).
 [[nodiscard]] std::unique_ptr<step_runner> make_bwrap_runner(bwrap_runner_options opts);
 
 /// Kill a process group left over by a crashed node, if `pid` still runs and its start time

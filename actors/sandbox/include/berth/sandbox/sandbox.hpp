@@ -29,6 +29,7 @@ struct sandbox_options {
   std::string name;       ///< unique per node (the session id); names its cgroup
   std::string group;      ///< the node's cgroup group (node id): swept at the node's start
   std::string workspace;  ///< host directory, bound read-write at /work
+  std::string home;       ///< host directory, bound read-write at /home/berth (empty: none)
   bool network = false;   ///< true: the host's network; false: a private loopback only
   limits lim;
   std::string bwrap = "bwrap";

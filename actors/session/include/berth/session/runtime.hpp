@@ -148,6 +148,7 @@ struct runtime {
   std::shared_ptr<committer> commits;     ///< group commit of every transition (committer.hpp)
   std::shared_ptr<worker_pool> launcher;  ///< bounded: starts step processes (no spawn storms)
   std::string work_root;                  ///< <data_dir>/work: one directory per session
+  std::string home_root;                  ///< <data_dir>/home: each session's $HOME
   /// Mirrors of remote repositories (<data_dir>/mirrors), credential providers by URL prefix,
   /// and the vault of live leases (<data_dir>/leases). Null in unit tests without workspaces.
   std::shared_ptr<workspace::mirror_cache> mirrors;

@@ -15,8 +15,9 @@ namespace berth::session {
 
 /// How a failed step is tried again.
 struct retry_policy {
-  std::int64_t max_attempts = 1;  ///< attempts allowed in all, interrupted ones included (1: no retry)
-  millis backoff{1000};           ///< delay before the 2nd attempt; doubles each time
+  std::int64_t max_attempts =
+      1;                 ///< attempts allowed in all, interrupted ones included (1: no retry)
+  millis backoff{1000};  ///< delay before the 2nd attempt; doubles each time
   millis max_backoff{60'000};
   bool jitter = false;  ///< draw each delay from [delay/2, delay] (spreads a thundering herd)
 };
@@ -37,7 +38,8 @@ enum class step_kind { run, setup, commit, push, pull_request, agent };
 struct step_spec {
   std::string id;
   step_kind kind = step_kind::run;
-  std::vector<std::string> run;  ///< argv; argv[0] looked up in PATH (kind run only)
+  std::vector<std::string> run;  ///< argv; argv[0] looked up in PATH (run; setup: optional,
+                                 ///< instead of detection)
   std::optional<millis> timeout;
   retry_policy retry;
   std::map<std::string, std::string> env;
@@ -72,7 +74,7 @@ struct session_spec {
   std::string network;            ///< "none" | "host"; empty: "none" (sandbox network policy)
   std::int64_t max_parallel = 4;  ///< steps running at once
   std::string retry_of;           ///< `berth session retry`: the session this one runs again
-  std::string start_at;  ///< with retry_of: the steps this one needs count as done there
+  std::string start_at;           ///< with retry_of: the steps this one needs count as done there
   std::vector<step_spec> steps;
   /// id -> index into `steps`, built by parse_spec (a 1,000-step graph is looked up often).
   std::unordered_map<std::string, int> step_index;

@@ -30,8 +30,12 @@ struct outcome {
   std::vector<std::string> still_live;  ///< revoke_all: leases whose revocation failed
 };
 
-/// Where session `id` keeps its workspace.
+/// Where session `id` keeps its workspace (the sandbox's /work).
 [[nodiscard]] std::string workdir(const runtime& rt, const std::string& id);
+
+/// Where session `id` keeps its home (the sandbox's /home/berth): tool state and dependency
+/// caches, outside the workspace, removed with the session.
+[[nodiscard]] std::string homedir(const runtime& rt, const std::string& id);
 
 /// Whether `url` may be cloned by this node: file:// only inside workspace.file_allowlist.
 [[nodiscard]] status check_remote(const runtime& rt, const std::string& url);
@@ -50,9 +54,10 @@ struct outcome {
                               std::vector<lease::grant> grants, bool restore,
                               const std::atomic<bool>* cancel = nullptr);
 
-/// The disk quota: an error naming workspace.quota_bytes when the tree at `dir` uses more.
-/// Walks the tree: call it off the actor threads.
-[[nodiscard]] status check_quota(const runtime& rt, const std::string& dir);
+/// The disk quota: an error naming workspace.quota_bytes when session `id`'s workspace and home
+/// use more (files seeded from the dependency cache not counted). Walks both trees: call it off
+/// the actor threads.
+[[nodiscard]] status check_quota(const runtime& rt, const std::string& id);
 
 /// After a step or tool call that may have changed files: enforce the disk quota, then record a
 /// checkpoint (and push it when a lease allows) of session `id`; `repo` empty: a scratch
@@ -88,11 +93,12 @@ struct setup_plan {
 [[nodiscard]] outcome revoke_all(runtime& rt, const std::string& session,
                                  std::vector<lease::grant> grants, const json::value& journal_live);
 
-/// The session is over: release its sandbox and remove its workspace (workspace.removed).
+/// The session is over: release its sandbox, remove its workspace (workspace.removed) and its
+/// home.
 [[nodiscard]] outcome remove_workspace(runtime& rt, const session_state& st);
 
-/// At node start: remove workspaces of sessions this node does not run (terminal or unknown),
-/// given the ids it does run.
+/// At node start: remove workspaces and homes of sessions this node does not run (terminal or
+/// unknown), given the ids it does run.
 void sweep_workspaces(runtime& rt, const std::vector<std::string>& live_sessions);
 
 }  // namespace berth::session::wsops
