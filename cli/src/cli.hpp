@@ -50,6 +50,10 @@ result<json::value> load_workflow(const std::string& path);
 std::string event_line(const json::value& envelope, std::uint64_t seq, bool color);
 
 int run_demo(const globals& g);
+/// `berth cache list|prune`: the dependency cache of the node whose data dir this is (`dir`:
+/// another store); prune keeps at most `keep_bytes`, least recently used entries first.
+int cmd_cache(const globals& g, const std::string& verb, const std::string& dir,
+              std::int64_t keep_bytes);
 int run_bench(const globals& g, const std::string& scenario, int n);
 
 /// The path of this executable.

@@ -170,6 +170,20 @@ int main(int argc, char** argv) {
   print->add_flag("--markdown", markdown,
                   "the configuration reference as Markdown (docs/configuration.md)");
 
+  auto* cache_cmd = app.add_subcommand(
+      "cache", "the node's dependency cache (shared by its sessions' setup steps)");
+  cache_cmd->require_subcommand(1);
+  std::string cache_dir;
+  std::int64_t keep_bytes = 0;
+  cache_cmd->add_option("--dir", cache_dir,
+                        "the store (default: the node's [cache] dir, <data dir>/cache)");
+  auto* cache_list = cache_cmd->add_subcommand("list", "entries and bytes per ecosystem");
+  auto* cache_prune = cache_cmd->add_subcommand(
+      "prune", "evict least recently used entries (all of them without --keep-bytes)");
+  cache_prune->add_option("--keep-bytes", keep_bytes,
+                          "keep at most this many bytes, the most recently used");
+  (void)cache_list;
+
   std::string scenario;
   int bench_n = 0;
   auto* bench = app.add_subcommand(
@@ -212,6 +226,7 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (*bench) return run_bench(g, scenario, bench_n);
+  if (*cache_cmd) return cmd_cache(g, *cache_prune ? "prune" : "list", cache_dir, keep_bytes);
   if (*start) {
     if (!trailing_command.empty()) {
       if (!sa.run.empty()) {

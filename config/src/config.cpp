@@ -347,9 +347,10 @@ const std::vector<key_spec>& schema() {
        0,
        0,
        {},
-       "Share dependency caches (npm, pip wheels, cargo crates, Go modules) between the "
-       "sessions of this node: a content-addressed store that setup steps are seeded from, "
-       "by the digests their own lockfiles pin (docs/workflows.md, \"Dependency caches\").",
+       "Share downloaded npm packages between the sessions of this node: a content-addressed "
+       "store that setup steps are seeded from by the digests their own lockfile pins, and "
+       "that takes only what hashes to its name (docs/workflows.md, \"Dependency caches\"). "
+       "pip, cargo and Go caches stay per session.",
        [](config& c, const raw& r) { c.cache.enabled = as<bool>(r); }},
       {"cache",
        "dir",

@@ -49,6 +49,11 @@ struct setup_fixture : ::testing::Test {
 
   test::run_result cli(const std::vector<std::string>& args) { return test::cli(*node, args); }
 
+  // The local registry serving the two packages, and a node whose config points npm at it
+  // (never the repository).
+  std::unique_ptr<test::npm_registry> registry;
+  test::npm_registry& with_registry();
+
   std::string start(const std::string& repo, const std::string& wf) {
     auto path = dir / ("wf-" + std::to_string(counter++) + ".toml");
     test::write_file(path, wf);
@@ -201,4 +206,317 @@ kind = "push"
   EXPECT_EQ(changed, "src/app.js\n");
   // The home went with the session.
   EXPECT_TRUE(test::eventually([&] { return !sfs::exists(node->data_dir() + "/home/" + id); }));
+}
+
+namespace {
+
+// Two small packages in the local registry: tiny-pad needs tiny-math.
+json::value two_packages() {
+  auto v = json::parse(R"x([
+    {"name": "tiny-math", "version": "1.0.0",
+     "files": {"index.js": "exports.add = (a, b) => a + b;\n"}},
+    {"name": "tiny-pad", "version": "2.1.0", "dependencies": {"tiny-math": "^1.0.0"},
+     "files": {"index.js": "const m = require('tiny-math');\nexports.pad = (s, n) => String(s).padStart(m.add(n, 0));\n"}}
+  ])x");
+  return *v;
+}
+
+// A Node project using both, with its own test suite; `extra` adds to package.json's top level.
+std::map<std::string, std::string> node_project(const std::string& extra = {}) {
+  return {{"package.json",
+           "{\"name\": \"app\", \"version\": \"1.0.0\", \"private\": true,\n"
+           " \"scripts\": {\"test\": \"node test.js\"" +
+               extra +
+               "},\n"
+               " \"dependencies\": {\"tiny-pad\": \"^2.0.0\"},\n"
+               " \"devDependencies\": {\"tiny-math\": \"^1.0.0\"}}\n"},
+          {"test.js",
+           "const p = require('tiny-pad'), m = require('tiny-math');\n"
+           "if (p.pad('x', 3) !== '  x' || m.add(1, 2) !== 3) process.exit(1);\n"
+           "console.log('2 tests passed');\n"},
+          {".gitignore", "node_modules/\n"}};
+}
+
+// A repository holding `files` plus the lockfile the registry resolves for its package.json.
+void locked_repo(test::git_server& git, const test::npm_registry& reg, const test::temp_dir& dir,
+                 const std::string& name, const std::map<std::string, std::string>& files) {
+  auto work = dir / ("src-" + name);
+  sfs::create_directories(work);
+  for (const auto& [f, text] : files) test::write_file(work + "/" + f, text);
+  reg.lock(work);
+  auto all = files;
+  all["package-lock.json"] = *fs::read_file(work + "/package-lock.json");
+  git.repo(name, all);
+}
+
+// "<sha512 hex> <path>" of every file in the store, and whether each file hashes to its name.
+std::string store_digests(const std::string& root, bool* all_match) {
+  auto out = test::run_checked(
+      {"sh", "-c",
+       "cd '" + root + "' && find . -type f ! -name .lock -exec sha512sum {} + | sort"});
+  *all_match = true;
+  std::istringstream in(out);
+  std::string hex, path;
+  while (in >> hex >> path)
+    if (path.find("/sha512/") != std::string::npos && sfs::path(path).filename().string() != hex)
+      *all_match = false;
+  return out;
+}
+
+}  // namespace
+
+test::npm_registry& setup_fixture::with_registry() {
+  registry = std::make_unique<test::npm_registry>(dir / "registry", two_packages());
+  registry->start();
+  start_node("[sandbox]\nenv = [\"npm_config_registry=" + registry->url() + "\"]\n");
+  return *registry;
+}
+
+namespace {
+
+const char* install_and_test = R"x(
+[[steps]]
+id = "setup"
+kind = "setup"
+network = "host"
+
+[[steps]]
+id = "test"
+run = ["npm", "test"]
+
+[[steps]]
+id = "change"
+run = ["sh", "-c", "echo 'tested with tiny-pad' >> NOTES.md"]
+
+[[steps]]
+id = "commit"
+kind = "commit"
+message = "Add notes"
+
+[[steps]]
+id = "push"
+kind = "push"
+)x";
+
+}  // namespace
+
+TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_cache) {
+  auto& reg = with_registry();
+  locked_repo(git, reg, dir, "app", node_project());
+
+  auto first = start(git.url("app"), install_and_test);
+  ASSERT_TRUE(ends(first, "succeeded")) << test::session_field(*node, first, "reason") << "\n"
+                                        << logs(first, "setup");
+  EXPECT_EQ(reg.tarballs(), 2u);
+  EXPECT_NE(logs(first, "test").find("2 tests passed"), std::string::npos);
+  auto done = of_type(test::journal(*node, first), "step.finished", "setup");
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].find("detected")->dump(), R"(["node"])");
+  const auto& plan = done[0].find("plan")->as_array();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].get_string("command"), "npm ci --no-audit --no-fund");
+  EXPECT_EQ(plan[0].get_string("why"), "package-lock.json");
+  const auto& ran = done[0].find("ran")->as_array();
+  ASSERT_EQ(ran.size(), 1u);
+  EXPECT_EQ(ran[0].get_int("exit_code", -1), 0);
+  EXPECT_GE(ran[0].get_int("duration_ms", -1), 0);
+  const auto* cache = done[0].find("cache");
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->find("npm")->get_int("pinned"), 2);
+  EXPECT_EQ(cache->find("npm")->get_int("seeded"), 0);
+  EXPECT_EQ(cache->find("npm")->get_int("added"), 2);
+
+  // Only the agent's change is on the branch: no node_modules, no npm state, no lockfile churn.
+  auto branch = test::run_checked({"git", "-C", git.repo_dir("app"), "for-each-ref",
+                                   "--format=%(refname:short)", "refs/heads/berth/"});
+  ASSERT_FALSE(branch.empty());
+  branch.pop_back();
+  auto changed =
+      test::run_checked({"git", "-C", git.repo_dir("app"), "diff", "--name-only", "main", branch});
+  EXPECT_EQ(changed, "NOTES.md\n");
+
+  // The second session on the same repository is served from the cache: no tarball download.
+  auto second = start(git.url("app"), install_and_test);
+  ASSERT_TRUE(ends(second, "succeeded")) << test::session_field(*node, second, "reason") << "\n"
+                                         << logs(second, "setup");
+  EXPECT_EQ(reg.tarballs(), 2u) << "the second setup downloaded tarballs again";
+  EXPECT_NE(logs(second, "test").find("2 tests passed"), std::string::npos);
+  auto again = of_type(test::journal(*node, second), "step.finished", "setup");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].find("cache")->find("npm")->get_int("seeded"), 2);
+  EXPECT_EQ(again[0].find("cache")->find("npm")->get_int("added"), 0);
+
+  bool match = false;
+  store_digests(node->data_dir() + "/cache", &match);
+  EXPECT_TRUE(match);
+  auto list = cli({"cache", "list", "-o", "json"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  auto v = list.json();
+  ASSERT_TRUE(v) << list.out;
+  EXPECT_NE(list.out.find("\"npm\""), std::string::npos) << list.out;
+}
+
+TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
+  start_node();
+  // Python with a local wheel directory: pip installs without an index.
+  auto wheels = dir / "wheel";
+  sfs::create_directories(wheels);
+  test::run_checked(
+      {"python3", "-c",
+       "import zipfile, sys\n"
+       "z = zipfile.ZipFile(sys.argv[1] + '/tinylib-1.0-py3-none-any.whl', 'w')\n"
+       "z.writestr('tinylib/__init__.py', 'def answer():\\n    return 42\\n')\n"
+       "z.writestr('tinylib-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: tinylib\\n"
+       "Version: 1.0\\n')\n"
+       "z.writestr('tinylib-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\n"
+       "Root-Is-Purelib: true\\nTag: py3-none-any\\n')\n"
+       "z.writestr('tinylib-1.0.dist-info/RECORD', '')\n"
+       "z.close()\n",
+       wheels});
+  auto whl = fs::read_file(wheels + "/tinylib-1.0-py3-none-any.whl");
+  ASSERT_TRUE(whl);
+  git.repo("py", {{"requirements.txt", "--no-index\n--find-links wheels\ntinylib==1.0\n"},
+                  {"wheels/tinylib-1.0-py3-none-any.whl", *whl}});
+  git.repo("go",
+           {{"go.mod", "module example.com/app\n\ngo 1.19\n\nrequire example.com/lib v1.0.0\n"},
+            {"main.go", "package main\n\nfunc main() {}\n"},
+            {"vendor/modules.txt", "# example.com/lib v1.0.0\n## explicit\nexample.com/lib\n"},
+            {"vendor/example.com/lib/lib.go", "package lib\n"}});
+  git.repo("rust", {{"Cargo.toml",
+                     "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n"
+                     "[dependencies]\ntinycrate = \"1\"\n"},
+                    {"Cargo.lock", "version = 3\n"},
+                    {".cargo/config.toml",
+                     "[source.crates-io]\nreplace-with = \"vendored-sources\"\n\n"
+                     "[source.vendored-sources]\ndirectory = \"vendor\"\n"},
+                    {"vendor/tinycrate/Cargo.toml",
+                     "[package]\nname = \"tinycrate\"\nversion = \"1.0.0\"\n"},
+                    {"src/main.rs", "fn main() {}\n"}});
+  git.repo("native", {{"CMakeLists.txt", "project(x)\n"}, {"Makefile", "all:\n"}});
+  git.repo("plain", {{"README.md", "nothing to install\n"}});
+
+  const char* setup_only = "[[steps]]\nid = \"setup\"\nkind = \"setup\"\n";
+  auto py = start(git.url("py"), std::string(setup_only) +
+                                     "\n[[steps]]\nid = \"use\"\nrun = [\".venv/bin/python\", "
+                                     "\"-c\", \"import tinylib; print(tinylib.answer())\"]\n");
+  auto go = start(git.url("go"), setup_only);
+  auto rust = start(git.url("rust"), setup_only);
+  auto native = start(git.url("native"), setup_only);
+  auto plain = start(git.url("plain"), setup_only);
+
+  auto finished = [&](const std::string& id) {
+    auto evs = test::journal(*node, id);
+    auto f = of_type(evs, "step.finished", "setup");
+    if (f.empty()) f = of_type(evs, "step.failed", "setup");
+    return f.empty() ? json::value() : f.back();
+  };
+  ASSERT_TRUE(ends(py, "succeeded")) << test::session_field(*node, py, "reason") << "\n"
+                                     << logs(py, "setup");
+  EXPECT_NE(logs(py, "use").find("42"), std::string::npos);
+  auto p = finished(py);
+  EXPECT_EQ(p.find("detected")->dump(), R"(["python"])");
+  auto pcmd = p.find("plan")->as_array()[0].get_string("command");
+  EXPECT_TRUE(pcmd == "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" ||
+              pcmd.rfind("uv venv .venv", 0) == 0)
+      << pcmd;
+  ASSERT_EQ(p.find("ran")->as_array().size(), 1u);
+  EXPECT_EQ(p.find("ran")->as_array()[0].get_int("exit_code", -1), 0);
+
+  ASSERT_TRUE(ends(go, "succeeded")) << test::session_field(*node, go, "reason");
+  auto g = finished(go);
+  EXPECT_EQ(g.find("detected")->dump(), R"(["go"])");
+  EXPECT_EQ(g.find("plan")->as_array()[0].get_string("command"), "");
+  EXPECT_EQ(g.find("plan")->as_array()[0].get_string("why"), "vendor/modules.txt");
+  EXPECT_TRUE(g.find("ran")->as_array().empty());
+
+  // Rust: the vendored crate is fetched offline; without cargo in the sandbox the step says so.
+  ASSERT_TRUE(ends(rust, "failed") || status(rust) == "succeeded") << status(rust);
+  auto r = finished(rust);
+  EXPECT_EQ(r.find("detected")->dump(), R"(["rust"])");
+  EXPECT_EQ(r.find("plan")->as_array()[0].get_string("command"), "cargo fetch --locked --offline");
+  if (status(rust) == "failed") {
+    auto why = test::session_field(*node, rust, "reason");
+    EXPECT_NE(why.find("`cargo fetch --locked --offline` (rust) could not run: cargo is not "
+                       "installed in the sandbox"),
+              std::string::npos)
+        << why;
+  }
+
+  ASSERT_TRUE(ends(native, "succeeded")) << test::session_field(*node, native, "reason");
+  auto n = finished(native);
+  EXPECT_EQ(n.find("detected")->dump(), R"(["cmake","make"])");
+  EXPECT_TRUE(n.find("ran")->as_array().empty());
+
+  ASSERT_TRUE(ends(plain, "succeeded")) << test::session_field(*node, plain, "reason");
+  auto e = finished(plain);
+  EXPECT_EQ(e.find("detected")->dump(), "[]");
+  EXPECT_NE(logs(plain, "setup").find("nothing to set up"), std::string::npos);
+}
+
+TEST_F(setup_fixture, hostile_install_scripts_are_refused_and_the_cache_is_unharmed) {
+  auto& reg = with_registry();
+  locked_repo(git, reg, dir, "good", node_project());
+  auto warm = start(git.url("good"), install_and_test);
+  ASSERT_TRUE(ends(warm, "succeeded")) << test::session_field(*node, warm, "reason");
+  auto cache_root = node->data_dir() + "/cache";
+  bool match = false;
+  auto before = store_digests(cache_root, &match);
+  ASSERT_TRUE(match);
+  ASSERT_NE(before.find("/sha512/"), std::string::npos) << before;
+
+  // Each preinstall script tries one thing; setup runs without network, from the warm cache.
+  auto other_home = node->data_dir() + "/home/" + warm;
+  std::map<std::string, std::string> attacks = {
+      {"outside", "echo pwned > /etc/berth-pwned && echo WROTE-OUTSIDE"},
+      {"neighbour", "cat " + other_home + "/.npm/_cacache/content-v2/sha512/*/*/* " + cache_root +
+                        "/npm/sha512/*/* > /dev/null && echo READ-OTHERS"},
+      {"loopback", "node -e \"require('http').get('" + reg.url() +
+                       "tiny-math', r => { console.log('REACHED-HOST'); process.exit(0) })"
+                       ".on('error', e => { console.error(e.code); process.exit(1) })\""},
+      // Replace the linked cache entries by other bytes: the session's own copy changes, the
+      // store must not.
+      {"poison",
+       "set -e; for f in $HOME/.npm/_cacache/content-v2/sha512/*/*/*; do "
+       "(echo x >> \"$f\") 2>/dev/null && echo WROTE-LINK; rm -f \"$f\"; echo evil > \"$f\"; done; "
+       // and offer a new entry whose content is not what its name says
+       "d=$HOME/.npm/_cacache/content-v2/sha512/00/00; mkdir -p $d; "
+       "echo evil > $d/" +
+           std::string(124, '0') + "; exit 1"}};
+  std::map<std::string, std::string> ids;
+  for (const auto& [name, script] : attacks) {
+    std::string escaped;
+    for (char c : script) {
+      if (c == '"' || c == '\\') escaped += '\\';
+      escaped += c;
+    }
+    locked_repo(git, reg, dir, name, node_project(", \"preinstall\": \"" + escaped + "\""));
+    ids[name] = start(git.url(name), "[[steps]]\nid = \"setup\"\nkind = \"setup\"\n");
+  }
+  for (const auto& [name, id] : ids) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(ends(id, "failed")) << status(id) << "\n" << logs(id, "setup");
+    auto why = test::session_field(*node, id, "reason");
+    EXPECT_NE(why.find("setup: `npm ci --no-audit --no-fund` (node) exited with code"),
+              std::string::npos)
+        << why;
+    EXPECT_NE(why.find("network = \"none\""), std::string::npos) << why;
+    auto out = logs(id, "setup");
+    // A marker on a line of its own: the act succeeded (npm echoes the script itself too).
+    for (const char* bad : {"WROTE-OUTSIDE", "READ-OTHERS", "REACHED-HOST", "WROTE-LINK"})
+      EXPECT_EQ(("\n" + out).find("\n" + std::string(bad) + "\n"), std::string::npos) << out;
+  }
+  // The poisoner's replacement files were offered to the store and refused: they do not hash
+  // to their names.
+  auto failed = of_type(test::journal(*node, ids["poison"]), "step.failed", "setup");
+  ASSERT_FALSE(failed.empty());
+  const auto* rep = failed.back().find("cache");
+  ASSERT_NE(rep, nullptr) << failed.back().dump();
+  EXPECT_EQ(rep->find("npm")->get_int("seeded"), 2) << rep->dump();
+  EXPECT_EQ(rep->find("npm")->get_int("added"), 0) << rep->dump();
+  EXPECT_EQ(rep->find("npm")->get_int("refused"), 1) << rep->dump();
+  EXPECT_FALSE(sfs::exists("/etc/berth-pwned"));
+  auto after = store_digests(cache_root, &match);
+  EXPECT_TRUE(match);
+  EXPECT_EQ(before, after);
+  EXPECT_EQ(reg.tarballs(), 2u);
 }

@@ -195,6 +195,70 @@ std::size_t git_server::requests() const {
   return n;
 }
 
+npm_registry::npm_registry(const std::string& dir, const json::value& packages) : dir_(dir) {
+  sfs::create_directories(dir_);
+  write_file(dir_ + "/packages.json", packages.dump());
+}
+
+npm_registry::~npm_registry() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void npm_registry::start() {
+  auto ports = dir_ + "/port";
+  sfs::remove(ports);
+  process::spawn_options so;
+  int fd =
+      ::open((dir_ + "/registry.out").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  so.stdout_fd = fd;
+  so.stderr_fd = fd;
+  auto pid = process::spawn(
+      {"node", std::string(BERTH_SUPPORT_DIR) + "/npm_registry.mjs", "--packages",
+       dir_ + "/packages.json", "--ports-file", ports, "--log", dir_ + "/requests.log"},
+      so);
+  ::close(fd);
+  if (!pid) throw std::runtime_error("npm registry: " + pid.err().message);
+  pid_ = *pid;
+  for (int i = 0; i < 500; ++i) {
+    if (auto text = fs::read_file(ports); text && !text->empty()) {
+      port_ = std::stoi(*text);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto out = fs::read_file(dir_ + "/registry.out");
+  throw std::runtime_error("npm registry did not start: " + (out ? *out : std::string()));
+}
+
+std::string npm_registry::url() const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/";
+}
+
+std::size_t npm_registry::tarballs() const {
+  auto text = fs::read_file(dir_ + "/requests.log");
+  if (!text) return 0;
+  std::size_t n = 0;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.find("/-/") != std::string::npos && line.size() > 4 &&
+        line.compare(line.size() - 4, 4, " 200") == 0)
+      n++;
+  return n;
+}
+
+void npm_registry::lock(const std::string& project) const {
+  // An empty user config: the lockfile is what npm writes by default, whatever ~/.npmrc says.
+  write_file(dir_ + "/npmrc", "");
+  run_checked(
+      {"npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund",
+       "--userconfig", dir_ + "/npmrc", "--cache", dir_ + "/host-cache", "--registry", url()},
+      project);
+}
+
 void git_server::launch(bool grants) {
   port_ = net::free_loopback_port();  // handed to lighttpd, which cannot report its own
   // With grants, a small CGI in front of git-http-backend checks the basic-auth token against

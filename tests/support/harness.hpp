@@ -82,6 +82,28 @@ class git_server {
   std::map<std::string, std::pair<std::string, std::int64_t>> grants_;
 };
 
+/// A local npm registry (tests/support/npm_registry.mjs under Debian's node) on a loopback
+/// port the kernel picks, serving the packages of `packages` (the script's JSON spec), each
+/// packed in npm's format. Every request is logged, so a test can count tarball downloads.
+class npm_registry {
+ public:
+  npm_registry(const std::string& dir, const json::value& packages);
+  ~npm_registry();
+  void start();
+  /// "http://127.0.0.1:<port>/"
+  [[nodiscard]] std::string url() const;
+  /// Tarballs served so far (GET .../-/<file>.tgz answered 200).
+  [[nodiscard]] std::size_t tarballs() const;
+  /// Write a package-lock.json for the package.json in `project` (host npm, this registry,
+  /// `resolved` URLs recorded as npm records them by default).
+  void lock(const std::string& project) const;
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  int port_ = -1;
+};
+
 /// Run a command to completion (test set-up: git, ...); throws with its output on failure.
 std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd = {});
 

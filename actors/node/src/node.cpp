@@ -13,6 +13,7 @@
 #include "berth/session/committer.hpp"
 #include "berth/session/session_actor.hpp"
 #include "berth/session/workspace_ops.hpp"
+#include "berth/setup/cache.hpp"
 #include "berth/supervision/supervisor.hpp"
 #include "berth/workspace/git.hpp"
 
@@ -498,6 +499,17 @@ int run_node(const config::config& cfg) {
     ::chmod((dir + "/mirrors").c_str(), 0700);
   }
   rt->runner = make_runner(*rt, dir);
+  if (cfg.cache.enabled) {
+    // After the runner: the sandbox user (ws_uid) owns what is seeded into a session's home.
+    auto root = cfg.cache.dir.empty() ? dir + "/cache" : cfg.cache.dir;
+    auto cache = std::make_shared<setup::cache_store>(
+        root, static_cast<std::uint64_t>(cfg.cache.max_bytes), rt->ws_uid, rt->ws_gid);
+    if (auto st = cache->open(); !st) {
+      lg->error("{}", st.err().message);
+      return 1;
+    }
+    rt->cache = std::move(cache);
+  }
   rt->io = std::make_shared<worker_pool>(static_cast<std::size_t>(cfg.node.io_threads));
   rt->launcher = std::make_shared<worker_pool>(2, "berth-launch");
   rt->commits = std::make_shared<session::committer>(rt->store, rt->bus);
@@ -554,6 +566,7 @@ int run_node(const config::config& cfg) {
       info.set("nats_url", servers.front());
       info.set("started_at", format_timestamp(rt->started_ms));
       info.set("data_dir", dir);
+      if (rt->cache) info.set("cache_dir", rt->cache->root());
       auto node_json = dir + "/node.json";
       if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n", 0600); !st)
         lg->error("{}", st.err().message);

@@ -64,6 +64,7 @@ struct step_process {
   std::optional<error> over_quota;  // a scratch workspace's quota, checked when the command ended
   pid_t pid = -1;
   unsigned long long start_time = 0;
+  std::shared_ptr<wsops::setup_job> setup;  // a setup step: seeded before, promoted after
 
   void stop(millis g) {
     std::lock_guard lock(mu);
@@ -85,7 +86,6 @@ struct running_step {
   bool interrupted = false;
   pid_t pid = -1;
   unsigned long long start_time = 0;
-  json::value details;  // setup: what it detected and ran
 };
 
 struct session_state_actor {
@@ -630,11 +630,13 @@ void launch(actor_t* self, const action& a) {
   sandbox::command cmd;
   cmd.session = s.id;
   cmd.argv = spec->run;
-  json::value details;
-  if (spec->kind == step_kind::setup && spec->run.empty()) {
-    auto plan = wsops::plan_setup(dir);
-    cmd.argv = std::move(plan.argv);
-    details = std::move(plan.details);
+  const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
+  cmd.network = net == "host";
+  std::shared_ptr<wsops::setup_job> setup_job;
+  if (spec->kind == step_kind::setup) {
+    setup_job =
+        std::make_shared<wsops::setup_job>(wsops::plan_setup(rt, s.id, spec->run, cmd.network));
+    cmd.argv = setup_job->argv;
   }
   const auto& state = s.m->state();
   const auto* st = state.step(a.step);
@@ -653,8 +655,6 @@ void launch(actor_t* self, const action& a) {
       cmd.argv.push_back(std::move(arg));
     }
   }
-  const auto& net = spec->network.empty() ? s.m->state().spec.network : spec->network;
-  cmd.network = net == "host";
   // Paths as the command sees them (the sandbox's), never the node's.
   auto where = rt.runner->layout_of(s.id);
   cmd.cwd = where.work;
@@ -706,8 +706,8 @@ void launch(actor_t* self, const action& a) {
   running_step r;
   r.step = a.step;
   r.attempt = a.attempt;
-  r.details = std::move(details);
   r.proc = std::make_shared<step_process>();
+  r.proc->setup = setup_job;
   if (auto old = s.running.find(a.step); old != s.running.end()) {
     // An earlier attempt sent back by a loop, still stopping: its end is stale now.
     old->second.proc->stop(millis(0));
@@ -722,6 +722,7 @@ void launch(actor_t* self, const action& a) {
   bool quota_here = !state.has_repo() && rt.cfg.workspace.quota_bytes > 0;
   rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me,
                      step = a.step, att = a.attempt, quota_here, rtp = s.rt, id = s.id] {
+    if (proc->setup) wsops::begin_setup(*rtp, *proc->setup);
     auto started = runner->start(cmd, on_output);
     {
       std::lock_guard lock(proc->mu);
@@ -742,6 +743,7 @@ void launch(actor_t* self, const action& a) {
     // Waiting blocks for as long as the command runs: its own thread, not the launcher's.
     std::thread([proc, me, step, att, quota_here, rtp, id] {
       auto out = proc->cmd->wait();
+      if (proc->setup) wsops::end_setup(*rtp, *proc->setup);
       std::optional<error> over;
       if (quota_here)
         if (auto q = wsops::check_quota(*rtp, id); !q) over = q.err();
@@ -1245,7 +1247,7 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           x.error = r.kill_reason;
           x.timed_out = r.kill_reason == "session timeout";
         }
-        x.details = std::move(r.details);
+        if (r.proc->setup) wsops::describe_setup(*r.proc->setup, x);
         // A command may have changed the workspace: quota and checkpoint before the next one.
         if (!x.start_failed && !x.interrupted && !st.stopping && st.m->state().has_repo()) {
           start_after_change(self, step, std::make_pair(step, std::move(x)), attempt);

@@ -5,6 +5,7 @@
 #include "berth/base/redact.hpp"
 #include "berth/base/time.hpp"
 #include "berth/lease/forge.hpp"
+#include "berth/setup/cache.hpp"
 #include "berth/workspace/git.hpp"
 
 #include <sys/stat.h>
@@ -349,55 +350,54 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
   return out;
 }
 
-setup_plan plan_setup(const std::string& dir) {
-  setup_plan p;
-  json::value detected = json::value::make_array();
-  json::value ran = json::value::make_array();
-  std::vector<std::string> cmds;
-  auto has = [&](const char* f) { return sfs::exists(dir + "/" + f); };
-  auto use = [&](const char* what, const std::string& tool, const std::string& cmd) {
-    detected.push(what);
-    if (cmd.empty()) return;
-    ran.push(cmd);
-    cmds.push_back("command -v " + tool + " >/dev/null 2>&1 || { echo \"setup: " + what +
-                   " project, but " + tool +
-                   " is not installed in the sandbox\" >&2; exit 127; }\n"
-                   "echo '+ " +
-                   cmd + "'\n" + cmd);
-  };
-  if (has("pyproject.toml") || has("requirements.txt") || has("setup.py")) {
-    std::string pip = has("requirements.txt") ? ".venv/bin/pip install -r requirements.txt"
-                                              : ".venv/bin/pip install -e .";
-    use("python", "python3", "python3 -m venv .venv && " + pip);
+setup_job plan_setup(const runtime& rt, const std::string& id, const std::vector<std::string>& run,
+                     bool network) {
+  setup_job job;
+  job.workspace = workdir(rt, id);
+  job.home = homedir(rt, id);
+  job.network = network;
+  // The sandbox's PATH is host directories bound read-only: `uv` is there if the host has it.
+  std::vector<std::string> tool_dirs;
+  auto path = rt.runner->layout_of(id).path;
+  for (std::size_t at = 0; at <= path.size();) {
+    auto colon = path.find(':', at);
+    if (colon == std::string::npos) colon = path.size();
+    if (colon > at) tool_dirs.push_back(path.substr(at, colon - at));
+    at = colon + 1;
   }
-  if (has("package.json")) use("node", "npm", has("package-lock.json") ? "npm ci" : "npm install");
-  if (has("Cargo.toml")) use("rust", "cargo", "cargo fetch");
-  if (has("go.mod")) use("go", "go", "go mod download");
-  if (has("CMakeLists.txt")) use("cmake", "cmake", "cmake -S . -B build");
-  if (has("Makefile") || has("makefile") || has("GNUmakefile")) use("make", "make", "");
-  // What setup creates stays out of commits and checkpoints.
-  if (sfs::exists(dir + "/.git")) {
-    auto exclude = dir + "/.git/info/exclude";
-    auto existing = fs::read_file(exclude);
-    std::string text = existing ? *existing : std::string();
-    if (text.find("# berth setup") == std::string::npos) {
-      std::error_code ec;
-      sfs::create_directories(dir + "/.git/info", ec);
-      (void)fs::write_file_atomic(
-          exclude, text + "\n# berth setup\n.venv/\nnode_modules/\n.cache/\nbuild/\ntarget/\n");
-    }
+  job.plan = run.empty() ? setup::detect(job.workspace, tool_dirs)
+                         : setup::explicit_plan(job.workspace, tool_dirs, run);
+  job.argv = setup::script(job.plan, run);
+  setup::exclude_setup_outputs(job.workspace);
+  return job;
+}
+
+void begin_setup(const runtime& rt, setup_job& job) {
+  setup::clear_report(job.home);
+  if (!rt.cache) return;
+  // The home is the sandbox user's: made here if the sandbox has not made it yet.
+  std::error_code ec;
+  if (!sfs::exists(job.home, ec)) {
+    sfs::create_directories(job.home, ec);
+    if (rt.ws_uid >= 0)
+      (void)::chown(job.home.c_str(), static_cast<uid_t>(rt.ws_uid),
+                    static_cast<gid_t>(rt.ws_gid >= 0 ? rt.ws_gid : rt.ws_uid));
+    ::chmod(job.home.c_str(), 0700);
   }
-  std::string script = "set -e\n";
-  if (cmds.empty())
-    script +=
-        "echo 'setup: nothing to set up (no pyproject.toml, requirements.txt, package.json, "
-        "Cargo.toml, go.mod or CMakeLists.txt)'\n";
-  for (const auto& c : cmds) script += c + "\n";
-  p.argv = {"sh", "-c", script};
-  p.details = json::value::make_object();
-  p.details.set("detected", std::move(detected));
-  p.details.set("ran", std::move(ran));
-  return p;
+  job.cache = rt.cache->seed(job.workspace, job.home);
+}
+
+void end_setup(const runtime& rt, setup_job& job) {
+  if (rt.cache) rt.cache->promote(job.home, job.cache);
+  job.ran = setup::read_report(job.home);
+  setup::clear_report(job.home);
+}
+
+void describe_setup(const setup_job& job, exit_result& x) {
+  x.details = setup::details(job.plan, job.ran);
+  if (!job.cache.is_null()) x.details.set("cache", job.cache);
+  if (!x.start_failed && !x.timed_out && !x.interrupted && x.exit_code != 0 && x.signal == 0)
+    if (auto why = setup::failure_reason(job.plan, job.ran, job.network)) x.error = *why;
 }
 
 std::int64_t renew_due_ms(const runtime& rt, const std::vector<lease::grant>& grants) {

@@ -24,6 +24,9 @@
 namespace berth::workspace {
 class mirror_cache;
 }
+namespace berth::setup {
+class cache_store;
+}
 namespace berth::lease {
 class registry;
 class vault;
@@ -154,6 +157,8 @@ struct runtime {
   std::shared_ptr<workspace::mirror_cache> mirrors;
   std::shared_ptr<lease::registry> credentials;
   std::shared_ptr<lease::vault> leases;
+  /// The node's dependency cache (setup/cache.hpp); null when `[cache] enabled = false`.
+  std::shared_ptr<setup::cache_store> cache;
   /// The owner of session workspaces (the sandbox user); -1: the node's own user.
   int ws_uid = -1;
   int ws_gid = -1;

@@ -9,6 +9,7 @@
 #include "berth/lease/provider.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
+#include "berth/setup/plan.hpp"
 
 #include <atomic>
 #include <optional>
@@ -73,11 +74,31 @@ struct outcome {
 
 /// The setup step: what the workspace holds, and the command that sets it up in the sandbox
 /// (sh -c with the detected tool chains' commands). details: {"detected": [...], "ran": [...]}.
-struct setup_plan {
-  std::vector<std::string> argv;
-  json::value details;
+/// A setup step in flight: its plan, and what the dependency cache did for it.
+struct setup_job {
+  setup::plan plan;
+  std::vector<std::string> argv;  ///< the script that runs the plan in the sandbox
+  std::string workspace, home;    ///< host paths
+  bool network = false;
+  json::value cache;            ///< the cache report (seed, then promote); null without a cache
+  std::vector<setup::ran> ran;  ///< how each planned command ended (the script's report)
 };
-[[nodiscard]] setup_plan plan_setup(const std::string& dir);
+
+/// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect) and keep
+/// what it creates out of commits. Reads a few files: cheap enough for the actor.
+[[nodiscard]] setup_job plan_setup(const runtime& rt, const std::string& id,
+                                   const std::vector<std::string>& run, bool network);
+
+/// Before the setup command starts (a blocking thread): seed the session's package-manager
+/// caches from the node's store and clear an earlier attempt's report.
+void begin_setup(const runtime& rt, setup_job& job);
+
+/// After it ended (a blocking thread): add what it fetched to the store, read its report.
+void end_setup(const runtime& rt, setup_job& job);
+
+/// The journal's details of the ended step in `x` (detected, plan, ran, cache) and, when a
+/// planned command failed, the reason naming it.
+void describe_setup(const setup_job& job, exit_result& x);
 
 /// Replace grants that expire within `renew_before` with fresh ones (old ones revoked).
 [[nodiscard]] outcome renew(runtime& rt, const std::string& session,
