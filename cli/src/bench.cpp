@@ -7,6 +7,7 @@
 #include "berth/base/process.hpp"
 #include "berth/persistence/snapshot_store.hpp"
 #include "berth/sandbox/sandbox.hpp"
+#include "berth/setup/cache.hpp"
 #include "berth/workspace/git.hpp"
 
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -236,7 +238,7 @@ status input_round_trips(bench_env& env, event_feed& feed, const std::string& id
   };
   std::size_t seen = 0;
   // Berth's own path, on the server's clock: input stored -> its journal event stored.
-  for (int i = -100; i < n; ++i) {                                // 100 warm-up rounds of each
+  for (int i = -100; i < n; ++i) {  // 100 warm-up rounds of each
     auto t0 = clock::now();
     auto pa = c.publish(peer_subject, payload(i));
     if (!pa) return pa.err();
@@ -258,8 +260,7 @@ status input_round_trips(bench_env& env, event_feed& feed, const std::string& id
           return false;
         },
         std::chrono::seconds(30));
-    if (!got)
-      return error{errc::timeout, "input " + std::to_string(seq) + " was not applied"};
+    if (!got) return error{errc::timeout, "input " + std::to_string(seq) + " was not applied"};
     auto berth_us = us_since(t0);
     if (i >= 0) {
       r.peer_us.push_back(peer_us);
@@ -992,8 +993,8 @@ int bench_graph(const globals& g, int n) {
   const int steps = 1000;
   std::string chain;
   for (int i = 0; i < steps; ++i)
-    chain += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) +
-             R"(","run":["true"]})";
+    chain +=
+        (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
   auto graph = run_to_end(env, feed, spec_with(chain), std::chrono::seconds(900));
   if (!graph) return report(graph.err());
   double exec_us = 0;
@@ -1005,7 +1006,9 @@ int bench_graph(const globals& g, int n) {
     }
   auto graph_wall = wall_us(*graph);
   double per_step = (graph_wall - exec_us) / steps;
-  row sched{"1,000-step graph: scheduling/step", "one transition p50 (bench step)", {per_step},
+  row sched{"1,000-step graph: scheduling/step",
+            "one transition p50 (bench step)",
+            {per_step},
             {transition_p50}};
   rows.push_back(row_json(sched));
   extra.set("graph_steps", finished);
@@ -1033,8 +1036,8 @@ int bench_graph(const globals& g, int n) {
   // 4. Tool-call round trip: an agent publishes a call, the node runs `true` in the session's
   // sandbox and journals tool.result, the agent receives it. Peer: a raw NATS request-reply
   // plus a warm sandbox exec of `true`, measured here in the same rounds.
-  auto agent_spec = spec_with(
-      R"({"id":"agent","kind":"agent","agent":{"mode":"external","turn_timeout":"1h"}})");
+  auto agent_spec =
+      spec_with(R"({"id":"agent","kind":"agent","agent":{"mode":"external","turn_timeout":"1h"}})");
   auto agent = env.start_session(agent_spec);
   if (!agent) return report(agent.err());
   if (!feed.wait([&](auto& evs) { return count_type(evs, "agent.waiting") >= 1; },
@@ -1099,17 +1102,281 @@ int bench_graph(const globals& g, int n) {
   return emit(g, "graph", rows, std::move(extra));
 }
 
-int run_bench(const globals& g, const std::string& scenario, int n) {
+// --- setup: a Node project's first setup vs host `npm ci`, and the warm cache vs the first ---
+
+// ~50 generated packages: 10 the project needs, each needing 4 more, with some code in each.
+json::value bench_packages() {
+  json::value all = json::value::make_array();
+  for (int k = 0; k < 50; ++k) {
+    json::value p = json::value::make_object();
+    char name[32];
+    std::snprintf(name, sizeof name, "bench-pkg-%02d", k);
+    p.set("name", name);
+    p.set("version", "1." + std::to_string(k) + ".0");
+    json::value deps = json::value::make_object();
+    if (k < 10)
+      for (int d = 10 + 4 * k; d < 14 + 4 * k; ++d) {
+        char dn[32];
+        std::snprintf(dn, sizeof dn, "bench-pkg-%02d", d);
+        deps.set(dn, "^1." + std::to_string(d) + ".0");
+      }
+    p.set("dependencies", std::move(deps));
+    std::string code = "// " + std::string(name) + "\n";
+    for (int f = 0; f < 60; ++f)
+      code += "exports.f" + std::to_string(f) + " = (x) => x * " + std::to_string(k + f) + " + " +
+              std::to_string(f) + "; // generated for the bench\n";
+    json::value files = json::value::make_object();
+    files.set("index.js", code);
+    files.set("README.md", "# " + std::string(name) + "\n\nA package of `berth bench setup`.\n");
+    p.set("files", std::move(files));
+    all.push(std::move(p));
+  }
+  return all;
+}
+
+std::string support_dir() {
+  if (const char* d = std::getenv("BERTH_SUPPORT_DIR")) return d;
+  return BERTH_SUPPORT_DIR;
+}
+
+int bench_setup(const globals& g, int n) {
+  int rounds = n > 0 ? n : 3;
+  bench_env env;
+  char tmpl[] = "/tmp/berth-bench-setup-XXXXXX";
+  const char* d = ::mkdtemp(tmpl);
+  if (!d) return report(error{errc::io_error, "cannot create a temporary directory"});
+  std::string dir = d;
+  struct cleanup {
+    std::string dir;
+    ~cleanup() {
+      if (!std::getenv("BERTH_BENCH_KEEP")) fs::remove_tree(dir);
+    }
+  } gone{dir};
+  auto penv = process::current_env();
+  penv["HOME"] = dir;
+  penv["GIT_CONFIG_NOSYSTEM"] = "1";
+  penv.erase("XDG_CONFIG_HOME");
+  auto run = [&](const std::vector<std::string>& argv, const std::string& cwd) -> result<double> {
+    process::spawn_options so;
+    so.env = penv;
+    so.cwd = cwd;
+    auto t0 = clock::now();
+    auto r = process::run_capture(argv, {}, std::chrono::minutes(10), 1 << 20, so);
+    auto us = us_since(t0);
+    if (!r) return r.err();
+    if (r->exit_code != 0)
+      return error{errc::internal, argv[0] + " " + argv[1] + " failed: " + r->err + r->out};
+    return us;
+  };
+
+  // The registry (tests/support/npm_registry.mjs) on a port of its own.
+  if (auto st = fs::write_file_atomic(dir + "/packages.json", bench_packages().dump()); !st)
+    return report(st.err());
+  (void)fs::write_file_atomic(dir + "/npmrc", "");
+  process::spawn_options rso;
+  rso.env = penv;
+  auto reg = process::spawn(
+      {"node", support_dir() + "/npm_registry.mjs", "--packages", dir + "/packages.json",
+       "--ports-file", dir + "/port", "--log", dir + "/registry.log"},
+      rso);
+  if (!reg) return report(error{reg.err().code, "bench setup needs node.js: " + reg.err().message});
+  struct killer {
+    pid_t pid;
+    ~killer() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reg_gone{*reg};
+  std::string port;
+  for (int i = 0; i < 500 && port.empty(); ++i) {
+    if (auto t = fs::read_file(dir + "/port")) port = *t;
+    if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (port.empty()) return report(error{errc::timeout, "the bench's npm registry did not start"});
+  std::string registry = "http://127.0.0.1:" + port + "/";
+
+  // The project: its package.json needs the 10 top packages; the host's npm writes the lockfile.
+  auto proj = dir + "/project";
+  std::filesystem::create_directories(proj);
+  std::string deps;
+  for (int k = 0; k < 10; ++k) {
+    char dn[64];
+    std::snprintf(dn, sizeof dn, "%s\"bench-pkg-%02d\": \"^1.%d.0\"", k ? ", " : "", k, k);
+    deps += dn;
+  }
+  (void)fs::write_file_atomic(proj + "/package.json",
+                              "{\"name\": \"bench-app\", \"version\": \"1.0.0\", \"private\": "
+                              "true, \"dependencies\": {" +
+                                  deps + "}}\n");
+  (void)fs::write_file_atomic(proj + "/.gitignore", "node_modules/\n");
+  const std::vector<std::string> npm_opts = {"--no-audit",   "--no-fund",    "--ignore-scripts",
+                                             "--userconfig", dir + "/npmrc", "--registry",
+                                             registry};
+  auto with = [&](std::vector<std::string> argv, const std::string& cache) {
+    argv.insert(argv.end(), npm_opts.begin(), npm_opts.end());
+    argv.push_back("--cache");
+    argv.push_back(cache);
+    return argv;
+  };
+  if (auto r = run(with({"npm", "install", "--package-lock-only"}, dir + "/lock-cache"), proj); !r)
+    return report(r.err());
+  std::filesystem::create_directories(dir + "/repos");
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"git", "init", "-q", "-b", "main"},
+           {"git", "add", "-A"},
+           {"git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q",
+            "-m", "bench app"},
+           {"git", "clone", "-q", "--bare", ".", dir + "/repos/app.git"}})
+    if (auto r = run(argv, proj); !r) return report(r.err());
+  git_http server;
+  if (auto st = server.start(dir + "/repos", dir); !st) return report(st.err());
+  auto url = "http://127.0.0.1:" + std::to_string(server.port) + "/git/app.git";
+
+  if (auto st = env.start({{"BERTH_SANDBOX_ENV", "npm_config_registry=" + registry}}); !st)
+    return report(st.err());
+  event_feed feed;
+  if (auto st = feed.follow(*env.client, env.names, 0); !st) return report(st.err());
+  auto spec = *json::parse(R"({"repo":")" + url +
+                           R"(","steps":[{"id":"setup","kind":"setup","network":"host"}]})");
+  setup::cache_store store(env.dir + "/node/cache", 0, -1, -1);
+  // One setup session: wall time from step.started to step.finished on the server's clock
+  // (seeding, the sandboxed npm ci, promotion), and what its cache report said.
+  auto one_setup = [&](json::value* cache) -> result<double> {
+    auto id = env.start_session(spec);
+    if (!id) return id.err();
+    std::int64_t started = 0, finished = 0;
+    std::string failed;
+    bool done = feed.wait(
+        [&](auto& evs) {
+          for (std::size_t i = 0; i < evs.size(); ++i) {
+            const auto& e = evs[i];
+            if (e.get_string("session") != *id) continue;
+            auto t = e.get_string("type");
+            if (t == "step.started") started = feed.stored_ns[i];
+            if (t == "step.finished") {
+              finished = feed.stored_ns[i];
+              if (cache && e.find("data")->find("cache")) *cache = *e.find("data")->find("cache");
+            }
+            if (t == "session.failed") failed = e.find("data")->get_string("reason");
+          }
+          return (started && finished) || !failed.empty();
+        },
+        std::chrono::minutes(5));
+    if (!failed.empty()) return error{errc::internal, "bench setup session failed: " + failed};
+    if (!done) return error{errc::timeout, "the bench's setup session did not finish in 5m"};
+    return static_cast<double>(finished - started) / 1000.0;
+  };
+
+  row first{"first setup (50 packages, cold cache)", "npm ci on the host (cold cache)", {}, {}};
+  row warm{"second setup (warm cache)", "first setup (cold cache)", {}, {}};
+  row floor{"host npm ci, warm cache (npm's floor)", "host npm ci, cold cache", {}, {}};
+  json::value last_first, last_warm;
+  for (int r = -1; r < rounds; ++r) {  // one warm-up round of each
+    auto copy = dir + "/host-" + std::to_string(r + 1);
+    std::filesystem::copy(proj, copy, std::filesystem::copy_options::recursive);
+    std::filesystem::remove_all(copy + "/.git");
+    auto host = run(with({"npm", "ci"}, copy + "-cache"), copy);
+    if (!host) return report(host.err());
+    // The package manager's own floor: npm ci again on the host, its cache now warm.
+    fs::remove_tree(copy + "/node_modules");
+    auto host_warm = run(with({"npm", "ci"}, copy + "-cache"), copy);
+    if (!host_warm) return report(host_warm.err());
+    fs::remove_tree(copy);
+    fs::remove_tree(copy + "-cache");
+    if (auto p = store.prune(0); !p) return report(p.err());
+    auto cold = one_setup(&last_first);
+    if (!cold) return report(cold.err());
+    auto hot = one_setup(&last_warm);
+    if (!hot) return report(hot.err());
+    if (r < 0) continue;
+    first.peer_us.push_back(*host);
+    first.berth_us.push_back(*cold);
+    warm.peer_us.push_back(*cold);
+    warm.berth_us.push_back(*hot);
+    floor.peer_us.push_back(*host);
+    floor.berth_us.push_back(*host_warm);
+  }
+  json::value extra = json::value::make_object();
+  extra.set("first_cache", last_first);
+  extra.set("warm_cache", last_warm);
+  extra.set("note",
+            "berth: step.started -> step.finished of a setup step (seed from the node's cache, "
+            "npm ci in the sandbox, verify and promote), local registry over loopback; goals: "
+            "first setup <= 1.3x host npm ci, warm <= 0.3x first; the third row is what a warm "
+            "cache saves npm itself on this machine, the floor of the second");
+  return emit(g, "setup", {row_json(first), row_json(warm), row_json(floor)}, std::move(extra));
+}
+
+// Every process this one started, and theirs (the bench's node, its nats-server, lighttpd, the
+// registry): SIGKILLed when a scenario overruns its time limit.
+void kill_descendants() {
+  std::map<pid_t, std::vector<pid_t>> children;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line) || line.rfind(')') == std::string::npos) continue;
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string state;
+    long ppid = 0;
+    if (rest >> state >> ppid) children[static_cast<pid_t>(ppid)].push_back(std::stoi(name));
+  }
+  std::vector<pid_t> todo = {::getpid()};
+  while (!todo.empty()) {
+    auto p = todo.back();
+    todo.pop_back();
+    for (auto c : children[p]) {
+      ::kill(c, SIGSTOP);  // no new children while the tree is walked
+      todo.push_back(c);
+    }
+    if (p != ::getpid()) ::kill(p, SIGKILL);
+  }
+}
+
+// How long each scenario may take at its default size (a smaller -n finishes sooner).
+millis default_time_limit(const std::string& scenario) {
+  using std::chrono::minutes;
+  if (scenario == "step" || scenario == "sandbox") return minutes(10);
+  return minutes(20);
+}
+
+int run_scenario(const globals& g, const std::string& scenario, int n) {
   if (scenario == "sandbox") return bench_sandbox(g, n);
   if (scenario == "step") return bench_step(g, n);
   if (scenario == "graph") return bench_graph(g, n);
   if (scenario == "sessions") return bench_sessions(g, n);
   if (scenario == "resume") return bench_resume(g, n);
   if (scenario == "workspace") return bench_workspace(g, n);
-  return report(error{
-      errc::invalid_argument,
-      "bench: unknown scenario \"" + scenario +
-                                 "\" (step, graph, sessions, resume, sandbox, workspace)"});
+  if (scenario == "setup") return bench_setup(g, n);
+  return report(error{errc::invalid_argument,
+                      "bench: unknown scenario \"" + scenario +
+                          "\" (step, graph, sessions, resume, sandbox, workspace, setup)"});
+}
+
+int run_bench(const globals& g, const std::string& scenario, int n, const std::string& limit) {
+  millis lim = default_time_limit(scenario);
+  if (!limit.empty()) {
+    auto l = parse_duration(limit, "--time-limit");
+    if (!l) return report(l.err());
+    if (l->count() <= 0)
+      return report(error{errc::invalid_argument, "--time-limit: must be more than 0"});
+    lim = *l;
+  }
+  // A watchdog: a scenario that overruns its limit is stopped with a message, never left hanging.
+  std::thread([scenario, lim, limit] {
+    std::this_thread::sleep_for(lim);
+    std::fprintf(stderr,
+                 "berth: bench %s did not finish within its time limit of %s%s; stopped it and "
+                 "everything it started\n",
+                 scenario.c_str(), format_duration(lim).c_str(),
+                 limit.empty() ? " (--time-limit changes it)" : "");
+    std::fflush(stderr);
+    kill_descendants();
+    std::_Exit(timed_out);
+  }).detach();
+  return run_scenario(g, scenario, n);
 }
 
 }  // namespace berth::cli

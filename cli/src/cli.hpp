@@ -54,7 +54,9 @@ int run_demo(const globals& g);
 /// another store); prune keeps at most `keep_bytes`, least recently used entries first.
 int cmd_cache(const globals& g, const std::string& verb, const std::string& dir,
               std::int64_t keep_bytes);
-int run_bench(const globals& g, const std::string& scenario, int n);
+/// `berth bench SCENARIO`: stopped with exit code 4 and a message after `time_limit` (empty:
+/// the scenario's default).
+int run_bench(const globals& g, const std::string& scenario, int n, const std::string& time_limit);
 
 /// The path of this executable.
 std::string self_exe();

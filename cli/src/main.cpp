@@ -189,11 +189,16 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand(
       "bench",
       "measure Berth against its peer in one run (step, graph, sessions, resume, sandbox, "
-      "workspace)");
+      "workspace, setup)");
   bench->add_option("scenario", scenario)
       ->required()
-      ->check(CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace"}));
+      ->check(
+          CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace", "setup"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
+  std::string bench_limit;
+  bench->add_option("--time-limit", bench_limit,
+                    "stop the scenario (exit 4) when it runs longer (default 10m for step and "
+                    "sandbox, 20m for the others)");
 
   try {
     app.parse(argc, argv);
@@ -225,7 +230,7 @@ int main(int argc, char** argv) {
     }
     return ok;
   }
-  if (*bench) return run_bench(g, scenario, bench_n);
+  if (*bench) return run_bench(g, scenario, bench_n, bench_limit);
   if (*cache_cmd) return cmd_cache(g, *cache_prune ? "prune" : "list", cache_dir, keep_bytes);
   if (*start) {
     if (!trailing_command.empty()) {
