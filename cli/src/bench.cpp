@@ -772,6 +772,34 @@ std::int64_t count_objects(const std::string& path, const std::map<std::string, 
 
 // lighttpd + git http-backend serving `root` on a free loopback port (the same smart-HTTP
 // protocol a forge speaks).
+// A bench's scratch directory under $TMPDIR (or /tmp), removed at the end unless
+// BERTH_BENCH_KEEP is set, and an environment in which git reads none of the machine's
+// configuration (as the workspace code runs libgit2).
+struct scratch {
+  std::string dir;
+  std::map<std::string, std::string> env;
+  scratch() = default;
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  ~scratch() {
+    if (!dir.empty() && !std::getenv("BERTH_BENCH_KEEP")) fs::remove_tree(dir);
+  }
+  status make() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/berth-bench-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    const char* d = ::mkdtemp(buf.data());
+    if (!d) return error{errc::io_error, "cannot create a temporary directory in " + tmpl};
+    dir = d;
+    env = process::current_env();
+    env["HOME"] = dir;
+    env["GIT_CONFIG_NOSYSTEM"] = "1";
+    env.erase("XDG_CONFIG_HOME");
+    return {};
+  }
+};
+
 struct git_http {
   pid_t pid = -1;
   int port = -1;
@@ -810,24 +838,10 @@ struct git_http {
 int bench_workspace(const globals& g, int n) {
   int rounds = n > 0 ? n : 5;
   // Under $TMPDIR: TMPDIR=/dev/shm takes the disk's noise out of the comparison.
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/berth-bench-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const char* d = ::mkdtemp(buf.data());
-  if (!d) return report(error{errc::io_error, "cannot create a temporary directory in " + tmpl});
-  std::string dir = d;
-  struct cleanup {
-    std::string dir;
-    ~cleanup() {
-      if (!std::getenv("BERTH_BENCH_KEEP")) fs::remove_tree(dir);
-    }
-  } gone{dir};
-  // git without the machine's configuration, as the workspace code runs libgit2.
-  auto env = process::current_env();
-  env["HOME"] = dir;
-  env["GIT_CONFIG_NOSYSTEM"] = "1";
-  env.erase("XDG_CONFIG_HOME");
+  scratch sc;
+  if (auto st = sc.make(); !st) return report(st.err());
+  const auto& dir = sc.dir;
+  auto& env = sc.env;
   std::filesystem::create_directories(dir + "/repos");
   git_http server;
   if (auto st = server.start(dir + "/repos", dir); !st) return report(st.err());
@@ -1142,20 +1156,10 @@ std::string support_dir() {
 int bench_setup(const globals& g, int n) {
   int rounds = n > 0 ? n : 3;
   bench_env env;
-  char tmpl[] = "/tmp/berth-bench-setup-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) return report(error{errc::io_error, "cannot create a temporary directory"});
-  std::string dir = d;
-  struct cleanup {
-    std::string dir;
-    ~cleanup() {
-      if (!std::getenv("BERTH_BENCH_KEEP")) fs::remove_tree(dir);
-    }
-  } gone{dir};
-  auto penv = process::current_env();
-  penv["HOME"] = dir;
-  penv["GIT_CONFIG_NOSYSTEM"] = "1";
-  penv.erase("XDG_CONFIG_HOME");
+  scratch sc;
+  if (auto st = sc.make(); !st) return report(st.err());
+  const auto& dir = sc.dir;
+  auto& penv = sc.env;
   auto run = [&](const std::vector<std::string>& argv, const std::string& cwd) -> result<double> {
     process::spawn_options so;
     so.env = penv;
