@@ -213,8 +213,9 @@ namespace {
 // Two small packages in the local registry: tiny-pad needs tiny-math.
 json::value two_packages() {
   auto v = json::parse(R"x([
-    {"name": "tiny-math", "version": "1.0.0",
-     "files": {"index.js": "exports.add = (a, b) => a + b;\n"}},
+    {"name": "tiny-math", "version": "1.0.0", "bin": {"tiny-add": "cli.js"},
+     "files": {"index.js": "exports.add = (a, b) => a + b;\n",
+               "cli.js": "#!/usr/bin/env node\nconsole.log('sum', require('./index.js').add(+process.argv[2], +process.argv[3]));\n"}},
     {"name": "tiny-pad", "version": "2.1.0", "dependencies": {"tiny-math": "^1.0.0"},
      "files": {"index.js": "const m = require('tiny-math');\nexports.pad = (s, n) => String(s).padStart(m.add(n, 0));\n"}}
   ])x");
@@ -325,6 +326,11 @@ TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_ca
   EXPECT_EQ(cache->find("npm")->get_int("pinned"), 2);
   EXPECT_EQ(cache->find("npm")->get_int("seeded"), 0);
   EXPECT_EQ(cache->find("npm")->get_int("added"), 2);
+  // After npm ci, the node built the installed tree from the two tarballs it verified.
+  const auto* tree = cache->find("npm")->find("tree");
+  ASSERT_NE(tree, nullptr) << cache->dump();
+  EXPECT_EQ(tree->get_string("state"), "built") << cache->dump();
+  EXPECT_EQ(tree->get_int("packages"), 2);
 
   // Only the agent's change is on the branch: no node_modules, no npm state, no lockfile churn.
   auto branch = test::run_checked({"git", "-C", git.repo_dir("app"), "for-each-ref",
@@ -345,6 +351,17 @@ TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_ca
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].find("cache")->find("npm")->get_int("seeded"), 2);
   EXPECT_EQ(again[0].find("cache")->find("npm")->get_int("added"), 0);
+  // ... and npm did not run at all: the node restored the tree it built.
+  const auto* reused = again[0].find("cache")->find("npm")->find("tree");
+  ASSERT_NE(reused, nullptr);
+  EXPECT_EQ(reused->get_string("state"), "restored") << again[0].dump();
+  EXPECT_EQ(reused->get_string("key"), tree->get_string("key"));
+  const auto& ran2 = again[0].find("ran")->as_array();
+  ASSERT_EQ(ran2.size(), 1u);
+  EXPECT_EQ(ran2[0].get_int("exit_code", -1), 0);
+  EXPECT_NE(ran2[0].get_string("command").find("restored node_modules"), std::string::npos)
+      << again[0].dump();
+  EXPECT_EQ(logs(second, "setup").find("+ npm ci"), std::string::npos) << logs(second, "setup");
 
   bool match = false;
   store_digests(node->data_dir() + "/cache", &match);
@@ -354,6 +371,56 @@ TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_ca
   auto v = list.json();
   ASSERT_TRUE(v) << list.out;
   EXPECT_NE(list.out.find("\"npm\""), std::string::npos) << list.out;
+}
+
+TEST_F(setup_fixture, a_restored_tree_is_the_sessions_to_use_and_never_to_change) {
+  auto& reg = with_registry();
+  locked_repo(git, reg, dir, "app", node_project());
+  const std::string use =
+      std::string(install_and_test)
+          .substr(0, std::string(install_and_test).find("[[steps]]\nid = \"change\"")) +
+      "[[steps]]\nid = \"bin\"\nrun = [\"node_modules/.bin/tiny-add\", \"2\", \"3\"]\n";
+  auto first = start(git.url("app"), use);
+  ASSERT_TRUE(ends(first, "succeeded")) << test::session_field(*node, first, "reason");
+  EXPECT_NE(logs(first, "bin").find("sum 5"), std::string::npos) << logs(first, "bin");
+  bool match = false;
+  auto cache_root = node->data_dir() + "/cache";
+  auto before = store_digests(cache_root, &match);
+  ASSERT_NE(before.find("/npm-tree/"), std::string::npos) << before;
+
+  // The restored tree works as npm's (bins included), and cannot be changed through its links:
+  // writing, chmod and touch are refused; the session may replace its own copy.
+  auto tamper = start(git.url("app"), use + R"x(
+[[steps]]
+id = "tamper"
+needs = ["bin", "test"]
+run = ["sh", "-c", """
+f=node_modules/tiny-math/index.js
+(echo 'exports.add = () => 42;' > $f) 2>/dev/null && echo WROTE-TREE
+chmod 666 $f 2>/dev/null && echo CHMOD-TREE
+touch -d 2000-01-01 $f 2>/dev/null && echo TOUCHED-TREE
+ln -f $f node_modules/.bin/x 2>/dev/null && (echo evil >> node_modules/.bin/x) 2>/dev/null && echo WROTE-LINK
+rm -f $f && echo 'exports.add = () => 42;' > $f && echo REPLACED-OWN
+"""]
+)x");
+  ASSERT_TRUE(ends(tamper, "succeeded")) << test::session_field(*node, tamper, "reason");
+  auto restored = of_type(test::journal(*node, tamper), "step.finished", "setup");
+  ASSERT_EQ(restored.size(), 1u);
+  EXPECT_EQ(restored[0].find("cache")->find("npm")->find("tree")->get_string("state"), "restored")
+      << restored[0].dump();
+  EXPECT_NE(logs(tamper, "bin").find("sum 5"), std::string::npos) << logs(tamper, "bin");
+  EXPECT_NE(logs(tamper, "test").find("2 tests passed"), std::string::npos);
+  auto out = logs(tamper, "tamper");
+  for (const char* bad : {"WROTE-TREE", "CHMOD-TREE", "TOUCHED-TREE", "WROTE-LINK"})
+    EXPECT_EQ(out.find(bad), std::string::npos) << out;
+  EXPECT_NE(out.find("REPLACED-OWN"), std::string::npos) << out;
+  EXPECT_EQ(store_digests(cache_root, &match), before);
+
+  // The next session gets the tree as it was built.
+  auto next = start(git.url("app"), use);
+  ASSERT_TRUE(ends(next, "succeeded")) << test::session_field(*node, next, "reason");
+  EXPECT_NE(logs(next, "bin").find("sum 5"), std::string::npos) << logs(next, "bin");
+  EXPECT_EQ(reg.tarballs(), 2u);
 }
 
 TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {

@@ -52,6 +52,7 @@ function pack(pkg) {
     main: 'index.js',
     dependencies: pkg.dependencies || {},
   };
+  if (pkg.bin) manifest.bin = pkg.bin;
   const files = { 'package.json': JSON.stringify(manifest, null, 2) + '\n', ...(pkg.files || {}) };
   const parts = Object.keys(files).sort().map((f) => tarEntry('package/' + f, files[f]));
   parts.push(Buffer.alloc(1024));

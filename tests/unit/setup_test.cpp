@@ -5,11 +5,14 @@
 
 #include "berth/base/fs.hpp"
 #include "berth/setup/cache.hpp"
+#include "berth/setup/npm_tree.hpp"
 #include "berth/setup/plan.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -194,7 +197,10 @@ TEST(setup_cache, only_content_that_hashes_to_its_name_is_shared_and_the_cap_hol
   EXPECT_TRUE(sfs::is_empty(d / "elsewhere"));
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 1u);
+  ASSERT_EQ(u.size(), 2u);  // npm tarballs, and npm-tree (none yet)
+  EXPECT_EQ(u[0].ecosystem, "npm");
+  EXPECT_EQ(u[1].ecosystem, "npm-tree");
+  EXPECT_EQ(u[1].entries, 0u);
   EXPECT_EQ(u[0].entries, 1u);
   EXPECT_EQ(u[0].bytes, good.size());
   auto p = store.prune(0);
@@ -214,4 +220,232 @@ TEST(setup_cache, only_content_that_hashes_to_its_name_is_shared_and_the_cap_hol
   }
   EXPECT_LE(small.usage()[0].bytes, 40u);
   EXPECT_EQ(small.usage()[0].entries, 2u);
+}
+
+namespace {
+
+// A v3 lockfile of `pkgs` (path -> extra JSON members), each pinned by the sha512 of its name.
+std::string lockfile(const std::vector<std::pair<std::string, std::string>>& pkgs,
+                     const std::string& root = R"("dependencies": {"a": "^1.0.0"})") {
+  std::string out = R"({"name": "app", "lockfileVersion": 3, "packages": {"": {)" + root + "}";
+  for (const auto& [path, extra] : pkgs)
+    out += ", \"" + path +
+           "\": {\"resolved\": \"http://127.0.0.1/x.tgz\", \"integrity\": " + "\"sha512-" +
+           b64_of_hex(sha512_hex(path)) + "\"" + (extra.empty() ? "" : ", ") + extra + "}";
+  return out + "}}";
+}
+
+const char* app_json = R"({"name": "app", "dependencies": {"a": "^1.0.0"}})";
+
+std::string why(const std::string& pkg, const std::string& lock,
+                const std::vector<std::string>& config = {}) {
+  return setup::plan_npm_tree(pkg, lock, config).ineligible;
+}
+
+}  // namespace
+
+TEST(setup_npm_tree, only_lockfiles_that_npm_would_just_unpack_get_a_tree) {
+  auto base = lockfile({{"node_modules/a", R"("bin": {"a": "./bin/a.js"})"},
+                        {"node_modules/a/node_modules/@s/b", ""}});
+  auto t = setup::plan_npm_tree(app_json, base, {"npm_config_registry=http://127.0.0.1/"});
+  ASSERT_EQ(t.ineligible, "");
+  ASSERT_EQ(t.packages.size(), 2u);
+  EXPECT_EQ(t.packages[0].algorithm, "sha512");
+  EXPECT_EQ(t.packages[0].hex, sha512_hex("node_modules/a"));
+  ASSERT_EQ(t.packages[0].bins.size(), 1u);
+  EXPECT_EQ(t.packages[0].bins[0].second, "bin/a.js");
+  EXPECT_EQ(t.key.size(), 64u);
+  // The key is the packages': another project name, the same tree.
+  auto renamed = base;
+  renamed.replace(renamed.find("\"app\""), 5, "\"other\"");
+  EXPECT_EQ(setup::plan_npm_tree(app_json, renamed, {}).key, t.key);
+
+  EXPECT_NE(why(R"({"dependencies": {"a": "^1.0.0"}, "scripts": {"postinstall": "x"}})", base)
+                .find("postinstall"),
+            std::string::npos);
+  EXPECT_NE(why(R"({"dependencies": {"a": "^2.0.0"}})", base).find("out of sync"),
+            std::string::npos);
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/a", R"("hasInstallScript": true)"}}))
+                .find("install scripts"),
+            std::string::npos);
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/a", R"("os": ["darwin"])"}}))
+                .find("platform-specific"),
+            std::string::npos);
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/a", R"("link": true)"}})).find("link"),
+            std::string::npos);
+  auto file_dep = lockfile({{"node_modules/a", ""}});
+  file_dep.replace(file_dep.find("http://127.0.0.1/x.tgz"), 22, "file:../../etc");
+  EXPECT_NE(why(app_json, file_dep).find("not a registry tarball"), std::string::npos);
+  auto sha1 = lockfile({{"node_modules/a", ""}});
+  sha1.replace(sha1.find("sha512-"), 7, "sha1-");
+  EXPECT_FALSE(why(app_json, sha1).empty());
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/../../etc", ""}})).find("node_modules path"),
+            std::string::npos);
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/a", R"("bin": {"a/b": "x.js"})"}})).find("bin"),
+            std::string::npos);
+  EXPECT_NE(
+      why(app_json, lockfile({{"node_modules/a", R"("bin": {"a": "../../x.js"})"}})).find("bin"),
+      std::string::npos);
+  EXPECT_NE(why(app_json, lockfile({{"node_modules/a", R"("bin": {"x": "x.js"})"},
+                                    {"node_modules/b", R"("bin": {"x": "y.js"})"}}))
+                .find("two packages"),
+            std::string::npos);
+  auto v1 = base;
+  v1.replace(v1.find("\"lockfileVersion\": 3"), 20, "\"lockfileVersion\": 1");
+  EXPECT_NE(why(app_json, v1).find("lockfileVersion 1"), std::string::npos);
+  EXPECT_NE(why(app_json, base, {"NODE_ENV=production"}).find("NODE_ENV"), std::string::npos);
+  EXPECT_NE(why(app_json, base, {"npm_config_omit=dev"}).find("omit"), std::string::npos);
+  EXPECT_NE(why(app_json, base, {"; a comment", "omit = dev"}).find("omit"), std::string::npos);
+  EXPECT_NE(why(app_json, base, {"NPM_CONFIG_INSTALL_STRATEGY=nested"}).find("install-strategy"),
+            std::string::npos);
+  EXPECT_FALSE(why("not json", base).empty());
+  EXPECT_FALSE(why(app_json, "{").empty());
+}
+
+TEST(setup_npm_tree, a_tarball_unpacks_as_npm_does_and_nothing_climbs_out) {
+  test::temp_dir d;
+  auto src = d / "src";
+  sfs::create_directories(src + "/package/bin");
+  test::write_file(src + "/package/index.js", "module.exports = 1;\n");
+  test::write_file(src + "/package/bin/cli.js", "#!/usr/bin/env node\n");
+  ::chmod((src + "/package/bin/cli.js").c_str(), 0755);
+  std::string deep = "package/" + std::string(120, 'd') + "/" + std::string(60, 'e') + ".js";
+  sfs::create_directories(sfs::path(src + "/" + deep).parent_path());
+  test::write_file(src + "/" + deep, "long\n");
+  sfs::create_symlink("/etc/passwd", src + "/package/link");
+  sfs::create_hard_link(src + "/package/index.js", src + "/package/hard");
+  test::write_file(src + "/package/escape", "out\n");
+  test::run_checked({"tar", "-czf", d / "p.tgz", "-P", "--format=pax", "--transform",
+                     "s,^package/escape,package/../../escape,", "package"},
+                    src);
+  auto out = d / "out";
+  sfs::create_directories(out);
+  int tgz = ::open((d / "p.tgz").c_str(), O_RDONLY | O_CLOEXEC);
+  int dir = ::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(tgz, 0);
+  setup::unpacked used;
+  auto st = setup::unpack_npm_tarball(tgz, dir, 1 << 20, 100, used);
+  ASSERT_TRUE(st) << st.err().message;
+  EXPECT_EQ(used.files, 3u);  // index.js, bin/cli.js, the long path
+  EXPECT_EQ(*fs::read_file(out + "/index.js"), "module.exports = 1;\n");
+  EXPECT_EQ(*fs::read_file(out + "/" + deep.substr(8)), "long\n");
+  struct stat fst {};
+  ASSERT_EQ(::stat((out + "/index.js").c_str(), &fst), 0);
+  EXPECT_EQ(fst.st_mode & 0777, 0444u);
+  ASSERT_EQ(::stat((out + "/bin/cli.js").c_str(), &fst), 0);
+  EXPECT_EQ(fst.st_mode & 0777, 0555u);
+  EXPECT_FALSE(sfs::exists(sfs::symlink_status(out + "/link")));
+  EXPECT_FALSE(sfs::exists(out + "/hard"));
+  EXPECT_FALSE(sfs::exists(d / "escape"));
+  EXPECT_FALSE(sfs::exists(out + "/escape"));
+
+  // Limits hold, and what is not a gzip'd tarball, or ends early, is an error.
+  auto out2 = d / "out2";
+  sfs::create_directories(out2);
+  int dir2 = ::open(out2.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  setup::unpacked none;
+  EXPECT_FALSE(setup::unpack_npm_tarball(tgz, dir2, 1 << 20, 1, none));
+  setup::unpacked none2;
+  EXPECT_FALSE(setup::unpack_npm_tarball(tgz, dir2, 10, 100, none2));
+  test::write_file(d / "junk.tgz", "this is not gzip");
+  int junk = ::open((d / "junk.tgz").c_str(), O_RDONLY | O_CLOEXEC);
+  setup::unpacked none3;
+  auto bad = setup::unpack_npm_tarball(junk, dir2, 1 << 20, 100, none3);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("gzip"), std::string::npos) << bad.err().message;
+  auto whole = *fs::read_file(d / "p.tgz");
+  test::write_file(d / "cut.tgz", whole.substr(0, whole.size() / 2));
+  int cut = ::open((d / "cut.tgz").c_str(), O_RDONLY | O_CLOEXEC);
+  setup::unpacked none4;
+  EXPECT_FALSE(setup::unpack_npm_tarball(cut, dir2, 1 << 20, 100, none4));
+  for (int fd : {tgz, dir, dir2, junk, cut}) ::close(fd);
+}
+
+TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores_it) {
+  test::temp_dir d;
+  auto root = d / "store", home = d / "home";
+  // Two packages' tarballs, promoted into the store as a session's npm would leave them.
+  auto pack = [&](const std::string& name, const std::string& files_dir) {
+    test::run_checked({"tar", "-czf", d / (name + ".tgz"), "package"}, files_dir);
+    return *fs::read_file(d / (name + ".tgz"));
+  };
+  sfs::create_directories(d / "a/package/bin");
+  test::write_file(d / "a/package/index.js", "exports.a = 1;\n");
+  test::write_file(d / "a/package/bin/a.js", "#!/usr/bin/env node\n");
+  sfs::create_directories(d / "b/package");
+  test::write_file(d / "b/package/index.js", "exports.b = 2;\n");
+  auto ta = pack("a", d / "a"), tb = pack("b", d / "b");
+  setup::cache_store store(root, 1 << 30, -1, -1);
+  ASSERT_TRUE(store.open());
+  put_content(home, sha512_hex(ta), ta);
+  put_content(home, sha512_hex(tb), tb);
+  json::value rep = json::value::make_object();
+  store.promote(home, rep);
+  ASSERT_EQ(rep.find("npm")->get_int("added"), 2);
+  auto lock =
+      std::string(R"({"lockfileVersion": 3, "packages": {"": {"dependencies": {"a": "1"}},)") +
+      R"( "node_modules/a": {"integrity": "sha512-)" + b64_of_hex(sha512_hex(ta)) +
+      R"(", "bin": {"a": "bin/a.js"}}, "node_modules/a/node_modules/@s/b": {"integrity": "sha512-)" +
+      b64_of_hex(sha512_hex(tb)) + R"("}}})";
+  auto t = setup::plan_npm_tree(R"({"dependencies": {"a": "1"}})", lock, {});
+  ASSERT_EQ(t.ineligible, "");
+
+  auto ws = d / "ws";
+  sfs::create_directories(ws);
+  EXPECT_EQ(store.restore_npm_tree(t, ws).state, "absent");
+  auto built = store.build_npm_tree(t);
+  ASSERT_EQ(built.state, "built") << built.reason;
+  EXPECT_EQ(built.packages, 2u);
+  EXPECT_EQ(built.files, 3u);
+  EXPECT_EQ(store.build_npm_tree(t).state, "present");
+
+  auto used = store.restore_npm_tree(t, ws);
+  ASSERT_EQ(used.state, "restored") << used.reason;
+  EXPECT_EQ(*fs::read_file(ws + "/node_modules/a/index.js"), "exports.a = 1;\n");
+  EXPECT_EQ(*fs::read_file(ws + "/node_modules/a/node_modules/@s/b/index.js"), "exports.b = 2;\n");
+  EXPECT_EQ(sfs::read_symlink(ws + "/node_modules/.bin/a").string(), "../a/bin/a.js");
+  EXPECT_EQ(::access((ws + "/node_modules/.bin/a").c_str(), X_OK), 0);
+  // A workspace that has a node_modules already is left to npm.
+  EXPECT_EQ(store.restore_npm_tree(t, ws).state, "ineligible");
+  auto ws2 = d / "ws2";
+  sfs::create_directories(ws2);
+  sfs::create_directories(d / "elsewhere");
+  sfs::create_symlink(d / "elsewhere", ws2 + "/node_modules");
+  EXPECT_EQ(store.restore_npm_tree(t, ws2).state, "ineligible");
+  EXPECT_TRUE(sfs::is_empty(d / "elsewhere"));
+
+  // A tree that lost a file's content (a crash before the disk had it) is dropped, not used.
+  auto stored = root + "/npm-tree/" + t.key + "/node_modules/a/index.js";
+  ::chmod(stored.c_str(), 0644);
+  ::truncate(stored.c_str(), 0);
+  auto ws4 = d / "ws4";
+  sfs::create_directories(ws4);
+  auto damaged = store.restore_npm_tree(t, ws4);
+  EXPECT_EQ(damaged.state, "failed");
+  EXPECT_NE(damaged.reason.find("damaged"), std::string::npos) << damaged.reason;
+  EXPECT_FALSE(sfs::exists(sfs::symlink_status(ws4 + "/node_modules")));
+  EXPECT_EQ(store.restore_npm_tree(t, ws4).state, "absent");
+  ASSERT_EQ(store.build_npm_tree(t).state, "built");
+
+  auto u = store.usage();
+  ASSERT_EQ(u.size(), 2u);
+  EXPECT_EQ(u[1].ecosystem, "npm-tree");
+  EXPECT_EQ(u[1].entries, 1u);
+  EXPECT_GT(u[1].bytes, 0u);
+
+  // A tarball the store lacks: nothing is built, nothing half-built is left.
+  auto missing = t;
+  missing.packages[1].hex = sha512_hex("never stored");
+  missing.key = std::string(64, 'f');
+  auto f = store.build_npm_tree(missing);
+  EXPECT_EQ(f.state, "failed");
+  EXPECT_NE(f.reason.find("no tarball"), std::string::npos) << f.reason;
+  for (const auto& e : sfs::directory_iterator(root + "/npm-tree"))
+    EXPECT_EQ(e.path().filename().string(), t.key);
+
+  auto p = store.prune(0);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->entries, 3u);  // two tarballs and the tree
+  EXPECT_EQ(store.usage()[1].entries, 0u);
+  EXPECT_EQ(store.restore_npm_tree(t, d / "ws3").state, "absent");
 }

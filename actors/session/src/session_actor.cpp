@@ -634,8 +634,8 @@ void launch(actor_t* self, const action& a) {
   cmd.network = net == "host";
   std::shared_ptr<wsops::setup_job> setup_job;
   if (spec->kind == step_kind::setup) {
-    setup_job =
-        std::make_shared<wsops::setup_job>(wsops::plan_setup(rt, s.id, spec->run, cmd.network));
+    setup_job = std::make_shared<wsops::setup_job>(
+        wsops::plan_setup(rt, s.id, spec->run, spec->env, cmd.network));
     cmd.argv = setup_job->argv;
   }
   const auto& state = s.m->state();
@@ -721,8 +721,11 @@ void launch(actor_t* self, const action& a) {
   // waited for the command, not in a workspace job of its own (one hop less per step).
   bool quota_here = !state.has_repo() && rt.cfg.workspace.quota_bytes > 0;
   rt.launcher->post([runner = rt.runner, cmd = std::move(cmd), on_output, proc = r.proc, me,
-                     step = a.step, att = a.attempt, quota_here, rtp = s.rt, id = s.id] {
-    if (proc->setup) wsops::begin_setup(*rtp, *proc->setup);
+                     step = a.step, att = a.attempt, quota_here, rtp = s.rt, id = s.id]() mutable {
+    if (proc->setup) {
+      wsops::begin_setup(*rtp, *proc->setup);
+      cmd.argv = proc->setup->argv;  // without npm ci when the node restored its tree
+    }
     auto started = runner->start(cmd, on_output);
     {
       std::lock_guard lock(proc->mu);

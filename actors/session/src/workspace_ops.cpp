@@ -351,8 +351,11 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
 }
 
 setup_job plan_setup(const runtime& rt, const std::string& id, const std::vector<std::string>& run,
-                     bool network) {
+                     const std::map<std::string, std::string>& env, bool network) {
   setup_job job;
+  job.run = run;
+  job.npm_config = rt.cfg.sandbox.env;
+  for (const auto& [k, v] : env) job.npm_config.push_back(k + "=" + v);
   job.workspace = workdir(rt, id);
   job.home = homedir(rt, id);
   job.network = network;
@@ -385,12 +388,58 @@ void begin_setup(const runtime& rt, setup_job& job) {
     ::chmod(job.home.c_str(), 0700);
   }
   job.cache = rt.cache->seed(job.workspace, job.home);
+  for (std::size_t i = 0; i < job.plan.steps.size(); ++i) {
+    const auto& st = job.plan.steps[i];
+    if (st.manager == "npm" && st.command.rfind("npm ci", 0) == 0)
+      job.npm_step = static_cast<int>(i);
+  }
+  if (job.npm_step < 0) return;
+  auto& npm = job.plan.steps[static_cast<std::size_t>(job.npm_step)];
+  // Files of the workspace and the home are the session's: read without following links.
+  auto config = job.npm_config;
+  for (const auto* dir : {&job.workspace, &job.home})
+    if (auto text = setup::read_workspace_file(*dir, ".npmrc", 1 << 20)) {
+      std::size_t at = 0;
+      while (at < text->size()) {
+        auto nl = text->find('\n', at);
+        if (nl == std::string::npos) nl = text->size();
+        config.push_back(text->substr(at, nl - at));
+        at = nl + 1;
+      }
+    }
+  auto pkg = setup::read_workspace_file(job.workspace, "package.json", 16 << 20);
+  auto lock = setup::read_workspace_file(job.workspace, npm.why, 256 << 20);
+  job.tree = pkg && lock ? setup::plan_npm_tree(*pkg, *lock, config)
+                         : setup::npm_tree{{}, "package.json or " + npm.why + " is unreadable", {}};
+  job.tree_use = rt.cache->restore_npm_tree(job.tree, job.workspace);
+  if (job.tree_use.state != "restored") return;
+  npm.restored = "restored node_modules from the node's cache (" +
+                 std::to_string(job.tree_use.packages) + " packages, tree " +
+                 job.tree.key.substr(0, 12) + ") instead of " + npm.command;
+  job.argv = setup::script(job.plan, job.run);
 }
 
 void end_setup(const runtime& rt, setup_job& job) {
   if (rt.cache) rt.cache->promote(job.home, job.cache);
   job.ran = setup::read_report(job.home);
   setup::clear_report(job.home);
+  if (job.npm_step < 0 || !rt.cache) return;
+  auto i = static_cast<std::size_t>(job.npm_step);
+  if (job.tree_use.state == "restored") {
+    job.ran.push_back({i, 0, job.tree_use.ms});
+    std::sort(job.ran.begin(), job.ran.end(),
+              [](const setup::ran& a, const setup::ran& b) { return a.index < b.index; });
+  } else if (job.tree_use.state == "absent") {
+    // npm ci installed what the lockfile pins: the next session gets the tree, built by the
+    // node from the tarballs it verified, never from what this session's npm left.
+    for (const auto& r : job.ran)
+      if (r.index == i && r.exit_code == 0) job.tree_use = rt.cache->build_npm_tree(job.tree);
+  }
+  if (!job.tree_use.state.empty() && job.cache.is_object()) {
+    json::value n = job.cache.find("npm") ? *job.cache.find("npm") : json::value::make_object();
+    n.set("tree", job.tree_use.to_json());
+    job.cache.set("npm", std::move(n));
+  }
 }
 
 void describe_setup(const setup_job& job, exit_result& x) {

@@ -134,6 +134,11 @@ std::vector<std::string> script(const plan& p, const std::vector<std::string>& r
   bool any = false;
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const auto& st = p.steps[i];
+    if (!st.restored.empty()) {
+      any = true;
+      s += "echo " + quoted("+ " + st.restored) + "\n";
+      continue;
+    }
     if (st.command.empty()) continue;
     any = true;
     bool expl = st.ecosystem == "explicit";
@@ -206,6 +211,7 @@ json::value details(const plan& p, const std::vector<ran>& r) {
     x.set("manager", st.manager);
     x.set("command", st.command);
     x.set("why", st.why);
+    if (!st.restored.empty()) x.set("restored", st.restored);
     planned_v.push(std::move(x));
   }
   json::value ran_v = json::value::make_array();
@@ -213,7 +219,8 @@ json::value details(const plan& p, const std::vector<ran>& r) {
     if (e.index >= p.steps.size()) continue;
     json::value x = json::value::make_object();
     x.set("ecosystem", p.steps[e.index].ecosystem);
-    x.set("command", p.steps[e.index].command);
+    const auto& st = p.steps[e.index];
+    x.set("command", st.restored.empty() ? st.command : st.restored);
     x.set("exit_code", e.exit_code);
     x.set("duration_ms", e.duration_ms);
     ran_v.push(std::move(x));

@@ -9,6 +9,7 @@
 #include "berth/lease/provider.hpp"
 #include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
+#include "berth/setup/cache.hpp"
 #include "berth/setup/plan.hpp"
 
 #include <atomic>
@@ -77,23 +78,32 @@ struct outcome {
 /// A setup step in flight: its plan, and what the dependency cache did for it.
 struct setup_job {
   setup::plan plan;
+  std::vector<std::string> run;   ///< the step's explicit command (empty: detected)
   std::vector<std::string> argv;  ///< the script that runs the plan in the sandbox
   std::string workspace, home;    ///< host paths
   bool network = false;
+  std::vector<std::string> npm_config;  ///< npm settings in effect ("name=value", env and config)
   json::value cache;            ///< the cache report (seed, then promote); null without a cache
   std::vector<setup::ran> ran;  ///< how each planned command ended (the script's report)
+  int npm_step = -1;            ///< the plan's `npm ci`, when it has one
+  setup::npm_tree tree;         ///< the installed tree that npm ci makes, when the node can
+  setup::tree_use tree_use;     ///< what the store's trees did for this step
 };
 
-/// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect) and keep
-/// what it creates out of commits. Reads a few files: cheap enough for the actor.
+/// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect; `env`:
+/// the step's own environment) and keep what it creates out of commits. Reads a few files:
+/// cheap enough for the actor.
 [[nodiscard]] setup_job plan_setup(const runtime& rt, const std::string& id,
-                                   const std::vector<std::string>& run, bool network);
+                                   const std::vector<std::string>& run,
+                                   const std::map<std::string, std::string>& env, bool network);
 
 /// Before the setup command starts (a blocking thread): seed the session's package-manager
-/// caches from the node's store and clear an earlier attempt's report.
+/// caches from the node's store, restore the installed npm tree when the store has it (then
+/// `argv` no longer runs npm ci), and clear an earlier attempt's report.
 void begin_setup(const runtime& rt, setup_job& job);
 
-/// After it ended (a blocking thread): add what it fetched to the store, read its report.
+/// After it ended (a blocking thread): add what it fetched to the store, read its report, and
+/// after a successful npm ci build the installed tree for the next session.
 void end_setup(const runtime& rt, setup_job& job);
 
 /// The journal's details of the ended step in `x` (detected, plan, ran, cache) and, when a

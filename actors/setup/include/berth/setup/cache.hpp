@@ -13,8 +13,10 @@
 
 #include "berth/base/error.hpp"
 #include "berth/base/json.hpp"
+#include "berth/setup/npm_tree.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,18 @@ struct cache_usage {
   std::uint64_t bytes = 0;
   std::int64_t oldest_ms = 0;  ///< least recently used entry (0: none)
   std::int64_t newest_ms = 0;
+};
+
+/// What a setup step did with the store's installed npm trees (the journal's `cache.npm.tree`).
+struct tree_use {
+  std::string state;   ///< "restored", "built", "present", "absent", "ineligible", "failed"
+  std::string reason;  ///< why ineligible or failed
+  std::string key;
+  std::uint64_t packages = 0;
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;
+  std::int64_t ms = 0;  ///< how long restoring or building took
+  [[nodiscard]] json::value to_json() const;
 };
 
 /// What prune removed.
@@ -55,6 +69,18 @@ class cache_store {
   /// gains "added" and "added_bytes" per ecosystem.
   void promote(const std::string& home, json::value& report) const;
 
+  /// Before a setup step that would run `npm ci`: put the installed tree of `t` that the store
+  /// holds at <workspace>/node_modules (a workspace that has one already is left alone). Files
+  /// are hard links to the store's root-owned, read-only files when the sandbox user is another
+  /// user, copies otherwise; directories and bin targets belong to the sandbox user. On
+  /// "restored" npm need not run; on anything else nothing was left behind.
+  [[nodiscard]] tree_use restore_npm_tree(const npm_tree& t, const std::string& workspace) const;
+
+  /// After `npm ci` succeeded: build the installed tree of `t` from the store's verified
+  /// tarballs (nothing of the session's is used), unless the store has it. "built", "present",
+  /// or "failed" with the reason (a tarball the store lacks, one that does not unpack).
+  [[nodiscard]] tree_use build_npm_tree(const npm_tree& t) const;
+
   /// Every ecosystem's entries and bytes.
   [[nodiscard]] std::vector<cache_usage> usage() const;
 
@@ -78,5 +104,14 @@ struct pin {
   std::string hex;
 };
 [[nodiscard]] std::vector<pin> npm_pins(std::string_view lockfile);
+
+/// A regular file of at most `cap` bytes directly in `dir` (a session's workspace or home),
+/// opened without following a symlink; nullopt otherwise.
+[[nodiscard]] std::optional<std::string> read_workspace_file(const std::string& dir,
+                                                             const std::string& name,
+                                                             std::size_t cap);
+
+/// The digests of one integrity string ("sha512-<base64> sha1-<base64>"), as npm_pins.
+[[nodiscard]] std::vector<pin> integrity_pins(std::string_view integrity);
 
 }  // namespace berth::setup

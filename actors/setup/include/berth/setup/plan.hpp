@@ -19,6 +19,7 @@ struct planned {
   std::string manager;    ///< the program that must exist in the sandbox ("npm", "pip", ...)
   std::string command;    ///< a shell command, run in the workspace ("" : nothing to fetch)
   std::string why;        ///< the file that decided it ("package-lock.json", ...)
+  std::string restored;   ///< what the node did instead (a restored tree): the script skips it
 };
 
 /// A workspace's setup: what it declares and what runs, in order.

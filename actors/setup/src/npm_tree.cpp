@@ -1,0 +1,470 @@
+#include "berth/setup/npm_tree.hpp"
+
+#include "files.hpp"
+
+#include "berth/base/json.hpp"
+#include "berth/setup/cache.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace berth::setup {
+
+using namespace detail;
+
+namespace {
+
+std::string trim(std::string_view s) {
+  auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// npm settings under which `npm ci` installs something else than every package of the
+// lockfile with its bins (names as npm spells them, '_' read as '-').
+const std::set<std::string, std::less<>> tree_changing = {"omit",
+                                                          "include",
+                                                          "production",
+                                                          "only",
+                                                          "also",
+                                                          "dev",
+                                                          "optional",
+                                                          "install-strategy",
+                                                          "legacy-bundling",
+                                                          "global-style",
+                                                          "install-links",
+                                                          "bin-links",
+                                                          "workspace",
+                                                          "workspaces",
+                                                          "include-workspace-root",
+                                                          "os",
+                                                          "cpu",
+                                                          "libc",
+                                                          "global",
+                                                          "prefix",
+                                                          "link",
+                                                          "package-lock",
+                                                          "before"};
+
+// Why `config` changes what npm ci installs, or "".
+std::string config_conflict(const std::vector<std::string>& config) {
+  for (const auto& entry : config) {
+    auto line = trim(entry);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    auto eq = line.find('=');
+    auto name = trim(std::string_view(line).substr(0, eq));
+    auto value = eq == std::string::npos ? std::string("true") : trim(line.substr(eq + 1));
+    if (name == "NODE_ENV") {
+      if (lower(value) == "production")
+        return "NODE_ENV=production: npm ci leaves devDependencies out";
+      continue;
+    }
+    auto key = lower(name);
+    if (key.rfind("npm_config_", 0) == 0) key = key.substr(11);
+    std::replace(key.begin(), key.end(), '_', '-');
+    if (tree_changing.count(key)) return "the npm setting `" + key + "` is in effect";
+  }
+  return {};
+}
+
+// A path segment npm could have written: a package name's part.
+bool good_segment(std::string_view s) {
+  return !s.empty() && s != "." && s != ".." && s.size() <= 214 &&
+         s.find_first_of(std::string_view("\\\0", 2)) == std::string_view::npos;
+}
+
+std::vector<std::string> split(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at <= path.size()) {
+    auto slash = path.find('/', at);
+    if (slash == std::string_view::npos) slash = path.size();
+    out.emplace_back(path.substr(at, slash - at));
+    at = slash + 1;
+  }
+  return out;
+}
+
+// "node_modules/a/node_modules/@s/b" -> {"node_modules/a/node_modules", "@s/b"}, or nullopt
+// when the path is not a chain of node_modules/<name>.
+std::optional<std::pair<std::string, std::string>> node_modules_path(std::string_view path) {
+  auto parts = split(path);
+  std::size_t i = 0;
+  std::string dir, name;
+  while (i < parts.size()) {
+    if (parts[i] != "node_modules" || i + 1 >= parts.size()) return std::nullopt;
+    std::string nm = dir.empty() ? "node_modules" : dir + "/" + name + "/node_modules";
+    std::string n = parts[i + 1];
+    if (!good_segment(n)) return std::nullopt;
+    i += 2;
+    if (n[0] == '@') {
+      if (i >= parts.size() || !good_segment(parts[i])) return std::nullopt;
+      n += "/" + parts[i++];
+    }
+    dir = std::move(nm);
+    name = std::move(n);
+  }
+  if (name.empty()) return std::nullopt;
+  return std::make_pair(dir, name);
+}
+
+// A bin target as npm resolves it inside its package ("./bin/x.js" -> "bin/x.js"), or "".
+std::string bin_target(std::string_view t) {
+  std::string out;
+  for (const auto& seg : split(t)) {
+    if (seg.empty() || seg == ".") continue;
+    if (!good_segment(seg)) return {};
+    out += (out.empty() ? "" : "/") + seg;
+  }
+  return out;
+}
+
+std::map<std::string, std::string> string_map(const json::value* v) {
+  std::map<std::string, std::string> out;
+  if (!v || !v->is_object()) return out;
+  for (const auto& [k, x] : v->as_object()) out[k] = x.is_string() ? x.as_string() : x.dump();
+  return out;
+}
+
+}  // namespace
+
+npm_tree plan_npm_tree(std::string_view package_json, std::string_view lockfile,
+                       const std::vector<std::string>& config) {
+  npm_tree t;
+  auto no = [&](std::string why) {
+    t.ineligible = std::move(why);
+    t.packages.clear();
+    t.key.clear();
+    return t;
+  };
+  if (auto why = config_conflict(config); !why.empty()) return no(why);
+  auto pkg = json::parse(package_json);
+  if (!pkg || !pkg->is_object()) return no("package.json is not a JSON object");
+  if (const auto* scripts = pkg->find("scripts"); scripts && scripts->is_object())
+    for (const char* s : {"preinstall", "install", "postinstall", "prepublish", "preprepare",
+                          "prepare", "postprepare"})
+      if (scripts->find(s))
+        return no(std::string("package.json has a `") + s + "` script, which npm ci runs");
+  for (const char* f : {"workspaces", "bundleDependencies", "bundledDependencies"})
+    if (pkg->find(f)) return no(std::string("package.json declares `") + f + "`");
+
+  auto lock = json::parse(lockfile);
+  if (!lock || !lock->is_object()) return no("the lockfile is not a JSON object");
+  auto version = lock->get_int("lockfileVersion", 0);
+  if (version != 2 && version != 3)
+    return no("lockfileVersion " + std::to_string(version) +
+              ": only versions 2 and 3 list the installed tree");
+  const auto* packages = lock->find("packages");
+  if (!packages || !packages->is_object()) return no("the lockfile has no `packages`");
+  const json::value* root = packages->find("");
+  for (const char* f :
+       {"dependencies", "devDependencies", "optionalDependencies", "peerDependencies"})
+    if (string_map(root ? root->find(f) : nullptr) != string_map(pkg->find(f)))
+      return no(std::string("the lockfile is out of sync with package.json (") + f + ")");
+
+  std::set<std::pair<std::string, std::string>> bins_seen;
+  std::set<std::string, std::less<>> paths_seen;
+  std::string canon = "berth-npm-tree-1\n";
+  for (const auto& [path, e] : packages->as_object()) {
+    if (path.empty()) continue;
+    auto where = node_modules_path(path);
+    if (!where) return no("`" + path + "` is not a node_modules path");
+    if (!e.is_object()) return no("`" + path + "` is not an object");
+    if (!paths_seen.insert(path).second) return no("`" + path + "` is listed twice");
+    for (const char* flag : {"link", "inBundle", "hasInstallScript", "extraneous"})
+      if (e.get_bool(flag, false))
+        return no("`" + path + "` is " +
+                  (std::string(flag) == "hasInstallScript" ? std::string("built by install scripts")
+                                                           : "marked " + std::string(flag)));
+    for (const char* cond : {"os", "cpu", "libc"})
+      if (e.find(cond)) return no("`" + path + "` is platform-specific (" + cond + ")");
+    if (const auto* r = e.find("resolved")) {
+      auto url = r->is_string() ? r->as_string() : std::string();
+      if (url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0)
+        return no("`" + path + "` is not a registry tarball (" + url + ")");
+    }
+    const auto* integ = e.find("integrity");
+    if (!integ || !integ->is_string()) return no("`" + path + "` has no integrity");
+    npm_tree::package p;
+    p.path = path;
+    int best = 0;
+    for (const auto& pin : integrity_pins(integ->as_string())) {
+      int rank = pin.algorithm == "sha512"   ? 3
+                 : pin.algorithm == "sha384" ? 2
+                 : pin.algorithm == "sha256" ? 1
+                                             : 0;
+      if (rank > best) {
+        best = rank;
+        p.algorithm = pin.algorithm;
+        p.hex = pin.hex;
+      }
+    }
+    if (!best) return no("`" + path + "` is pinned by no sha256 or stronger digest");
+    if (const auto* bin = e.find("bin")) {
+      if (!bin->is_object()) return no("`" + path + "` has a `bin` that is not an object");
+      for (const auto& [name, target] : bin->as_object()) {
+        auto to = target.is_string() ? bin_target(target.as_string()) : std::string();
+        if (!good_segment(name) || name.find('/') != std::string::npos || to.empty())
+          return no("`" + path + "` has a bin npm would not link (" + name + ")");
+        if (!bins_seen.insert({where->first, name}).second)
+          return no("two packages link the bin `" + name + "` in " + where->first);
+        p.bins.emplace_back(name, to);
+      }
+      std::sort(p.bins.begin(), p.bins.end());
+    }
+    t.packages.push_back(std::move(p));
+  }
+  if (t.packages.empty()) return no("the lockfile installs no packages");
+  std::sort(t.packages.begin(), t.packages.end(),
+            [](const auto& a, const auto& b) { return a.path < b.path; });
+  for (const auto& p : t.packages) {
+    canon += p.path + "\t" + p.algorithm + "-" + p.hex;
+    for (const auto& [n, to] : p.bins) canon += "\t" + n + "=" + to;
+    canon += "\n";
+  }
+  t.key = sha256_hex(canon);
+  return t;
+}
+
+namespace {
+
+// A gzip stream read in exact amounts.
+class gz_reader {
+ public:
+  explicit gz_reader(int fd) : fd_(fd), in_(1 << 16) {
+    ok_ = ::inflateInit2(&z_, 15 + 32) == Z_OK;  // +32: gzip or zlib header
+  }
+  gz_reader(const gz_reader&) = delete;
+  gz_reader& operator=(const gz_reader&) = delete;
+  ~gz_reader() {
+    if (ok_) ::inflateEnd(&z_);
+  }
+
+  // Exactly n bytes into `out`; an error message otherwise.
+  std::string read(unsigned char* out, std::size_t n) {
+    if (!ok_) return "zlib could not start";
+    z_.next_out = out;
+    z_.avail_out = static_cast<uInt>(n);
+    while (z_.avail_out > 0) {
+      if (z_.avail_in == 0) {
+        auto got = ::pread(fd_, in_.data(), in_.size(), off_);
+        if (got < 0) return std::strerror(errno);
+        if (got == 0) return "the tarball ends early";
+        off_ += got;
+        z_.next_in = in_.data();
+        z_.avail_in = static_cast<uInt>(got);
+      }
+      int rc = ::inflate(&z_, Z_NO_FLUSH);
+      if (rc == Z_STREAM_END) {
+        (void)::inflateReset(&z_);  // a second gzip member may follow
+        continue;
+      }
+      if (rc != Z_OK && rc != Z_BUF_ERROR)
+        return std::string("not a gzip'd tarball (") + (z_.msg ? z_.msg : "zlib error") + ")";
+    }
+    return {};
+  }
+
+  std::string skip(std::uint64_t n) {
+    std::array<unsigned char, 1 << 14> buf{};
+    while (n > 0) {
+      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(n, buf.size()));
+      if (auto e = read(buf.data(), k); !e.empty()) return e;
+      n -= k;
+    }
+    return {};
+  }
+
+ private:
+  int fd_;
+  std::vector<unsigned char> in_;
+  z_stream z_{};
+  bool ok_ = false;
+  off_t off_ = 0;
+};
+
+// A tar number: octal (NUL/space padded) or base-256 when the high bit is set.
+std::optional<std::uint64_t> tar_number(const unsigned char* f, std::size_t n) {
+  if (f[0] & 0x80) {
+    std::uint64_t v = f[0] & 0x7f;
+    for (std::size_t i = 1; i < n; ++i) {
+      if (v >> 56) return std::nullopt;
+      v = (v << 8) | f[i];
+    }
+    return v;
+  }
+  std::size_t i = 0;
+  while (i < n && (f[i] == ' ' || f[i] == 0)) ++i;
+  std::uint64_t v = 0;
+  bool any = false;
+  for (; i < n && f[i] >= '0' && f[i] <= '7'; ++i) {
+    if (v >> 60) return std::nullopt;
+    v = v * 8 + (f[i] - '0');
+    any = true;
+  }
+  if (i < n && f[i] != ' ' && f[i] != 0) return std::nullopt;
+  return any ? std::optional<std::uint64_t>(v) : std::optional<std::uint64_t>(0);
+}
+
+std::string field(const unsigned char* f, std::size_t n) {
+  return std::string(reinterpret_cast<const char*>(f),
+                     ::strnlen(reinterpret_cast<const char*>(f), n));
+}
+
+// "path" and "size" of a pax extended header's records ("<len> <key>=<value>\n").
+constexpr std::uint64_t no_size = ~std::uint64_t{0};
+
+void pax_records(std::string_view data, std::string& path, std::uint64_t& size) {
+  while (!data.empty()) {
+    auto sp = data.find(' ');
+    if (sp == std::string_view::npos) return;
+    std::size_t len = 0;
+    for (char c : data.substr(0, sp)) {
+      if (c < '0' || c > '9') return;
+      len = len * 10 + static_cast<std::size_t>(c - '0');
+      if (len > data.size()) return;
+    }
+    if (len <= sp + 1 || len > data.size()) return;
+    auto rec = data.substr(sp + 1, len - sp - 2);  // without the trailing newline
+    data = data.substr(len);
+    auto eq = rec.find('=');
+    if (eq == std::string_view::npos) continue;
+    auto key = rec.substr(0, eq);
+    auto value = rec.substr(eq + 1);
+    if (key == "path") path = std::string(value);
+    if (key == "size") {
+      std::uint64_t v = 0;
+      bool good = !value.empty();
+      for (char c : value) good = good && c >= '0' && c <= '9' && !((v = v * 10 + (c - '0')) >> 62);
+      if (good) size = v;
+    }
+  }
+}
+
+}  // namespace
+
+status unpack_npm_tarball(int tarball, int dir, std::uint64_t max_bytes, std::uint64_t max_files,
+                          unpacked& budget) {
+  auto bad = [](const std::string& why) { return error{errc::invalid_argument, why}; };
+  gz_reader gz(tarball);
+  std::array<unsigned char, 512> h{};
+  std::string next_path;
+  std::uint64_t next_size = no_size;  // a pax header's size for the next entry
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    if (auto e = gz.read(h.data(), h.size()); !e.empty()) return bad(e);
+    if (std::all_of(h.begin(), h.end(), [](unsigned char c) { return c == 0; })) break;
+    auto sum = tar_number(h.data() + 148, 8);
+    std::uint64_t usum = 0;
+    std::int64_t ssum = 0;
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      unsigned char c = (i >= 148 && i < 156) ? ' ' : h[i];
+      usum += c;
+      ssum += static_cast<signed char>(c);
+    }
+    if (!sum || (*sum != usum && static_cast<std::int64_t>(*sum) != ssum))
+      return bad("a tar header's checksum does not match");
+    auto size = tar_number(h.data() + 124, 12);
+    if (!size) return bad("a tar header has a bad size");
+    char type = static_cast<char>(h[156]);
+    bool meta = type == 'x' || type == 'L' || type == 'g' || type == 'K';
+    std::uint64_t n = !meta && next_size != no_size ? next_size : *size;
+    auto pad = (512 - n % 512) % 512;
+    if (type == 'x' || type == 'L') {
+      if (n > (1u << 20)) return bad("a tar extended header is larger than 1 MiB");
+      std::string data(n, '\0');
+      if (auto e = gz.read(reinterpret_cast<unsigned char*>(data.data()), n); !e.empty())
+        return bad(e);
+      if (auto e = gz.skip(pad); !e.empty()) return bad(e);
+      if (type == 'x')
+        pax_records(data, next_path, next_size);
+      else
+        next_path = std::string(data.c_str());
+      continue;
+    }
+    std::string name = next_path;
+    if (name.empty()) {
+      name = field(h.data(), 100);
+      if (std::memcmp(h.data() + 257, "ustar", 5) == 0) {
+        auto prefix = field(h.data() + 345, 155);
+        if (!prefix.empty()) name = prefix + "/" + name;
+      }
+    }
+    next_path.clear();
+    next_size = no_size;
+    // npm strips the first component ("package/") and skips what would climb out.
+    std::vector<std::string> parts;
+    bool climbs = false;
+    bool first = true;
+    for (auto& seg : split(name)) {
+      if (first) {
+        first = false;
+        continue;
+      }
+      if (seg.empty() || seg == ".") continue;
+      if (seg == "..") climbs = true;
+      parts.push_back(std::move(seg));
+    }
+    bool file = type == '0' || type == '\0' || type == '7';
+    bool directory = type == '5';
+    if (climbs || parts.empty() || (!file && !directory)) {
+      // Links, devices, global headers, the package/ directory itself: nothing to write.
+      if (auto e = gz.skip(n + pad); !e.empty()) return bad(e);
+      continue;
+    }
+    if (directory) {
+      if (!open_dirs(dir, parts, true, -1, -1)) return bad("cannot make " + name);
+      if (auto e = gz.skip(n + pad); !e.empty()) return bad(e);
+      continue;
+    }
+    if (budget.files + 1 > max_files)
+      return bad("more than " + std::to_string(max_files) + " files");
+    if (budget.bytes + n > max_bytes)
+      return bad("more than " + std::to_string(max_bytes) + " bytes unpacked");
+    auto leaf = parts.back();
+    parts.pop_back();
+    auto parent = open_dirs(dir, parts, true, -1, -1);
+    if (!parent) return bad("cannot make the directory of " + name);
+    fd_t out(::openat(parent.fd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      0600));
+    if (!out && errno == EEXIST && ::unlinkat(parent.fd, leaf.c_str(), 0) == 0)
+      out = fd_t(::openat(parent.fd, leaf.c_str(),
+                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!out) return bad("cannot write " + name + ": " + std::strerror(errno));
+    for (std::uint64_t left = n; left > 0;) {
+      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+      if (auto e = gz.read(reinterpret_cast<unsigned char*>(buf.data()), k); !e.empty())
+        return bad(e);
+      for (std::size_t w = 0; w < k;) {
+        auto got = ::write(out.fd, buf.data() + w, k - w);
+        if (got <= 0) return bad("cannot write " + name + ": " + std::strerror(errno));
+        w += static_cast<std::size_t>(got);
+      }
+      left -= k;
+    }
+    if (auto e = gz.skip(pad); !e.empty()) return bad(e);
+    auto mode = tar_number(h.data() + 100, 8).value_or(0644);
+    if (::fchmod(out.fd, (mode & 0111) ? 0555 : 0444) != 0)
+      return bad("cannot set the mode of " + name);
+    budget.files++;
+    budget.bytes += n;
+  }
+  return {};
+}
+
+}  // namespace berth::setup
