@@ -7,7 +7,7 @@ BERTH_PACKAGES=(
   g++ cmake ninja-build ccache pkg-config git
   libcaf-dev libnats-dev nats-server libgit2-dev librocksdb-dev libsimdjson-dev libspdlog-dev
   libgtest-dev libgmock-dev libboost-dev libtomlplusplus-dev libcli11-dev libssl-dev zlib1g-dev
-  libseccomp-dev bubblewrap lighttpd
+  libseccomp-dev bubblewrap lighttpd python3-venv
 )
 
 berth_missing_packages() {

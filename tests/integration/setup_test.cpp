@@ -64,6 +64,13 @@ struct setup_fixture : ::testing::Test {
   }
 
   std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
+  // The setup step's end (finished or failed): its details; null when it has not ended.
+  json::value setup_end(const std::string& id) {
+    auto evs = test::journal(*node, id);
+    auto f = of_type(evs, "step.finished", "setup");
+    if (f.empty()) f = of_type(evs, "step.failed", "setup");
+    return f.empty() ? json::value() : f.back();
+  }
   bool ends(const std::string& id, const std::string& want,
             std::chrono::seconds t = std::chrono::seconds(120)) {
     return test::eventually(
@@ -371,6 +378,34 @@ TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_ca
   auto v = list.json();
   ASSERT_TRUE(v) << list.out;
   EXPECT_NE(list.out.find("\"npm\""), std::string::npos) << list.out;
+  const auto* eco = v->find("ecosystems");
+  ASSERT_NE(eco, nullptr) << list.out;
+  EXPECT_EQ(eco->find("npm")->get_int("entries"), 2) << list.out;
+  EXPECT_EQ(eco->find("npm-tree")->get_int("entries"), 1) << list.out;
+  auto text = cli({"cache", "list"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("npm-tree"), std::string::npos) << text.out;
+
+  // Pruning by hand while the node runs: bad input is refused and names the flag; keeping 0
+  // bytes empties the store, and the next session fetches again and succeeds.
+  auto bad = cli({"cache", "prune", "--keep-bytes", "-1"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("--keep-bytes"), std::string::npos) << bad.err;
+  auto missing = cli({"cache", "list", "--dir", dir / "no-such-store"});
+  EXPECT_NE(missing.code, 0);
+  EXPECT_NE(missing.err.find("no-such-store"), std::string::npos) << missing.err;
+  auto pruned = cli({"cache", "prune", "--keep-bytes", "0", "-o", "json"});
+  ASSERT_EQ(pruned.code, 0) << pruned.err;
+  auto pv = pruned.json();
+  ASSERT_TRUE(pv) << pruned.out;
+  EXPECT_EQ(pv->get_int("entries"), 3) << pruned.out;  // two tarballs and the tree
+  auto empty = cli({"cache", "list", "-o", "json"}).json();
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->find("ecosystems")->find("npm")->get_int("entries", -1), 0);
+  EXPECT_EQ(empty->find("ecosystems")->find("npm-tree")->get_int("entries", -1), 0);
+  auto third = start(git.url("app"), install_and_test);
+  ASSERT_TRUE(ends(third, "succeeded")) << test::session_field(*node, third, "reason");
+  EXPECT_EQ(reg.tarballs(), 4u) << "after the prune, the tarballs are fetched again";
 }
 
 TEST_F(setup_fixture, a_restored_tree_is_the_sessions_to_use_and_never_to_change) {
@@ -423,27 +458,115 @@ rm -f $f && echo 'exports.add = () => 42;' > $f && echo REPLACED-OWN
   EXPECT_EQ(reg.tarballs(), 2u);
 }
 
-TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
-  start_node();
-  // Python with a local wheel directory: pip installs without an index.
-  auto wheels = dir / "wheel";
-  sfs::create_directories(wheels);
+namespace {
+
+// A pure-Python wheel tinylib 1.0 whose answer() returns `answer`: its bytes.
+std::string tiny_wheel(const std::string& dir, int answer) {
+  sfs::create_directories(dir);
   test::run_checked(
       {"python3", "-c",
        "import zipfile, sys\n"
        "z = zipfile.ZipFile(sys.argv[1] + '/tinylib-1.0-py3-none-any.whl', 'w')\n"
-       "z.writestr('tinylib/__init__.py', 'def answer():\\n    return 42\\n')\n"
+       "z.writestr('tinylib/__init__.py', 'def answer():\\n    return ' + sys.argv[2] + '\\n')\n"
        "z.writestr('tinylib-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: tinylib\\n"
        "Version: 1.0\\n')\n"
        "z.writestr('tinylib-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\n"
        "Root-Is-Purelib: true\\nTag: py3-none-any\\n')\n"
        "z.writestr('tinylib-1.0.dist-info/RECORD', '')\n"
        "z.close()\n",
-       wheels});
-  auto whl = fs::read_file(wheels + "/tinylib-1.0-py3-none-any.whl");
-  ASSERT_TRUE(whl);
+       dir, std::to_string(answer)});
+  return *fs::read_file(dir + "/tinylib-1.0-py3-none-any.whl");
+}
+
+std::string sha256_of(const std::string& path) {
+  auto out = test::run_checked({"sha256sum", path});
+  return out.substr(0, 64);
+}
+
+}  // namespace
+
+TEST_F(setup_fixture, a_hash_pinned_python_project_is_served_from_the_store) {
+  start_node();
+  auto whl = tiny_wheel(dir / "wheel", 42);
+  auto hash = sha256_of(dir / "wheel/tinylib-1.0-py3-none-any.whl");
+  const std::string pinned = "tinylib==1.0 \\\n    --hash=sha256:" + hash + "\n";
+  // The first project brings the wheel (as an index would); the second only pins its hash.
+  git.repo("first", {{"requirements.txt", "--no-index\n--find-links wheels\n" + pinned},
+                     {"wheels/tinylib-1.0-py3-none-any.whl", whl}});
+  git.repo("second", {{"requirements.txt", "--no-index\n" + pinned}});
+  const std::string use = std::string("[[steps]]\nid = \"setup\"\nkind = \"setup\"\n") +
+                          "\n[[steps]]\nid = \"use\"\nrun = [\".venv/bin/python\", \"-c\", "
+                          "\"import tinylib; print('answer', tinylib.answer())\"]\n";
+  auto first = start(git.url("first"), use);
+  ASSERT_TRUE(ends(first, "succeeded")) << test::session_field(*node, first, "reason") << "\n"
+                                        << logs(first, "setup");
+  EXPECT_NE(logs(first, "use").find("answer 42"), std::string::npos);
+  auto f = setup_end(first);
+  auto cmd = f.find("plan")->as_array()[0].get_string("command");
+  EXPECT_NE(cmd.find("pip download --dest"), std::string::npos) << cmd;
+  const auto* pip = f.find("cache")->find("pip");
+  ASSERT_NE(pip, nullptr) << f.dump();
+  EXPECT_EQ(pip->get_int("pinned"), 1);
+  EXPECT_EQ(pip->get_int("seeded"), 0);
+  EXPECT_FALSE(pip->get_bool("complete", true));
+  EXPECT_EQ(pip->get_int("added"), 1) << pip->dump();
+
+  // The second has no wheel and no index: the store serves it, pip installs offline.
+  auto second = start(git.url("second"), use);
+  ASSERT_TRUE(ends(second, "succeeded")) << test::session_field(*node, second, "reason") << "\n"
+                                         << logs(second, "setup");
+  EXPECT_NE(logs(second, "use").find("answer 42"), std::string::npos);
+  auto s2 = setup_end(second);
+  auto cmd2 = s2.find("plan")->as_array()[0].get_string("command");
+  EXPECT_EQ(cmd2.find("pip download"), std::string::npos) << cmd2;
+  EXPECT_NE(cmd2.find("--no-index --find-links"), std::string::npos) << cmd2;
+  EXPECT_EQ(s2.find("cache")->find("pip")->get_int("seeded"), 1);
+  EXPECT_TRUE(s2.find("cache")->find("pip")->get_bool("complete"));
+
+  // Hostile: a step plants another wheel under the same name where the store's would go; pip
+  // refuses it (hash mismatch), the store refuses it too, and the next session is unharmed.
+  auto evil = tiny_wheel(dir / "evil", 666);
+  std::string b64;
+  {
+    auto enc = test::run_checked({"base64", "-w0", dir / "evil/tinylib-1.0-py3-none-any.whl"});
+    b64 = enc;
+  }
+  auto planted =
+      start(git.url("second"),
+            R"x(
+[[steps]]
+id = "plant"
+run = ["sh", "-c", "mkdir -p $HOME/.cache/berth/wheels && echo )x" +
+                b64 +
+                R"x( | base64 -d > $HOME/.cache/berth/wheels/tinylib-1.0-py3-none-any.whl"]
+
+[[steps]]
+id = "setup"
+kind = "setup"
+needs = ["plant"]
+)x");
+  ASSERT_TRUE(ends(planted, "failed")) << status(planted) << logs(planted, "setup");
+  EXPECT_NE(test::session_field(*node, planted, "reason").find("exited with code"),
+            std::string::npos)
+      << test::session_field(*node, planted, "reason");
+  auto p3 = setup_end(planted);
+  EXPECT_EQ(p3.find("cache")->find("pip")->get_int("added"), 0) << p3.dump();
+  EXPECT_EQ(p3.find("cache")->find("pip")->get_int("refused"), 1) << p3.dump();
+  auto stored = test::run_checked(
+      {"sh", "-c", "cat " + node->data_dir() + "/cache/pip/sha256/*/* | sha256sum"});
+  EXPECT_EQ(stored.substr(0, 64), hash);
+  auto again = start(git.url("second"), use);
+  ASSERT_TRUE(ends(again, "succeeded")) << test::session_field(*node, again, "reason");
+  EXPECT_NE(logs(again, "use").find("answer 42"), std::string::npos);
+  (void)evil;
+}
+
+TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
+  start_node();
+  // Python with a local wheel directory: pip installs without an index.
+  auto whl = tiny_wheel(dir / "wheel", 42);
   git.repo("py", {{"requirements.txt", "--no-index\n--find-links wheels\ntinylib==1.0\n"},
-                  {"wheels/tinylib-1.0-py3-none-any.whl", *whl}});
+                  {"wheels/tinylib-1.0-py3-none-any.whl", whl}});
   git.repo("go",
            {{"go.mod", "module example.com/app\n\ngo 1.19\n\nrequire example.com/lib v1.0.0\n"},
             {"main.go", "package main\n\nfunc main() {}\n"},
@@ -471,16 +594,10 @@ TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
   auto native = start(git.url("native"), setup_only);
   auto plain = start(git.url("plain"), setup_only);
 
-  auto finished = [&](const std::string& id) {
-    auto evs = test::journal(*node, id);
-    auto f = of_type(evs, "step.finished", "setup");
-    if (f.empty()) f = of_type(evs, "step.failed", "setup");
-    return f.empty() ? json::value() : f.back();
-  };
   ASSERT_TRUE(ends(py, "succeeded")) << test::session_field(*node, py, "reason") << "\n"
                                      << logs(py, "setup");
   EXPECT_NE(logs(py, "use").find("42"), std::string::npos);
-  auto p = finished(py);
+  auto p = setup_end(py);
   EXPECT_EQ(p.find("detected")->dump(), R"(["python"])");
   auto pcmd = p.find("plan")->as_array()[0].get_string("command");
   EXPECT_TRUE(pcmd == "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" ||
@@ -490,7 +607,7 @@ TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
   EXPECT_EQ(p.find("ran")->as_array()[0].get_int("exit_code", -1), 0);
 
   ASSERT_TRUE(ends(go, "succeeded")) << test::session_field(*node, go, "reason");
-  auto g = finished(go);
+  auto g = setup_end(go);
   EXPECT_EQ(g.find("detected")->dump(), R"(["go"])");
   EXPECT_EQ(g.find("plan")->as_array()[0].get_string("command"), "");
   EXPECT_EQ(g.find("plan")->as_array()[0].get_string("why"), "vendor/modules.txt");
@@ -498,7 +615,7 @@ TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
 
   // Rust: the vendored crate is fetched offline; without cargo in the sandbox the step says so.
   ASSERT_TRUE(ends(rust, "failed") || status(rust) == "succeeded") << status(rust);
-  auto r = finished(rust);
+  auto r = setup_end(rust);
   EXPECT_EQ(r.find("detected")->dump(), R"(["rust"])");
   EXPECT_EQ(r.find("plan")->as_array()[0].get_string("command"), "cargo fetch --locked --offline");
   if (status(rust) == "failed") {
@@ -510,12 +627,12 @@ TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
   }
 
   ASSERT_TRUE(ends(native, "succeeded")) << test::session_field(*node, native, "reason");
-  auto n = finished(native);
+  auto n = setup_end(native);
   EXPECT_EQ(n.find("detected")->dump(), R"(["cmake","make"])");
   EXPECT_TRUE(n.find("ran")->as_array().empty());
 
   ASSERT_TRUE(ends(plain, "succeeded")) << test::session_field(*node, plain, "reason");
-  auto e = finished(plain);
+  auto e = setup_end(plain);
   EXPECT_EQ(e.find("detected")->dump(), "[]");
   EXPECT_NE(logs(plain, "setup").find("nothing to set up"), std::string::npos);
 }

@@ -197,7 +197,7 @@ TEST(setup_cache, only_content_that_hashes_to_its_name_is_shared_and_the_cap_hol
   EXPECT_TRUE(sfs::is_empty(d / "elsewhere"));
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 2u);  // npm tarballs, and npm-tree (none yet)
+  ASSERT_EQ(u.size(), 3u);  // npm tarballs, npm-tree and pip (none yet)
   EXPECT_EQ(u[0].ecosystem, "npm");
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 0u);
@@ -428,7 +428,7 @@ TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores
   ASSERT_EQ(store.build_npm_tree(t).state, "built");
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 2u);
+  ASSERT_EQ(u.size(), 3u);
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 1u);
   EXPECT_GT(u[1].bytes, 0u);
@@ -448,4 +448,80 @@ TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores
   EXPECT_EQ(p->entries, 3u);  // two tarballs and the tree
   EXPECT_EQ(store.usage()[1].entries, 0u);
   EXPECT_EQ(store.restore_npm_tree(t, d / "ws3").state, "absent");
+}
+
+TEST(setup_pip, only_self_contained_hash_pinned_requirements_are_shared) {
+  auto h1 = std::string(64, 'a'), h2 = std::string(64, 'b');
+  auto p = setup::parse_pip_pins(
+      "--index-url https://pypi.internal/simple\n"
+      "# a comment\n"
+      "requests==2.31.0 \\\n    --hash=sha256:" +
+      h1 + " \\\n    --hash sha256:" + h2 +
+      "  # via app\n"
+      "idna==3.6 --hash=sha256:" +
+      std::string(64, 'C') + "\n");
+  ASSERT_EQ(p.unshareable, "");
+  ASSERT_EQ(p.requirements.size(), 2u);
+  EXPECT_EQ(p.requirements[0], (std::vector<std::string>{h1, h2}));
+  EXPECT_EQ(p.requirements[1], (std::vector<std::string>{std::string(64, 'c')}));
+  auto why = [](const std::string& text) { return setup::parse_pip_pins(text).unshareable; };
+  EXPECT_NE(why("requests==2.31.0\n").find("pins no hashes"), std::string::npos);
+  EXPECT_NE(why("a==1 --hash=sha256:" + h1 + "\nb==2\n").find("no --hash"), std::string::npos);
+  EXPECT_NE(why("a==1 --hash=sha512:" + std::string(128, 'a') + "\n").find("sha256"),
+            std::string::npos);
+  EXPECT_NE(why("-r base.txt\na==1 --hash=sha256:" + h1 + "\n").find("-r"), std::string::npos);
+  EXPECT_NE(why("-e .\n").find("-e"), std::string::npos);
+  EXPECT_NE(why("./local.whl --hash=sha256:" + h1 + "\n").find("path or URL"), std::string::npos);
+  EXPECT_NE(why("a @ https://x/a.whl --hash=sha256:" + h1 + "\n").find("path or URL"),
+            std::string::npos);
+}
+
+TEST(setup_pip, the_store_takes_only_what_the_requirements_pin_and_serves_it_back) {
+  test::temp_dir d;
+  auto root = d / "store", home = d / "home";
+  setup::cache_store store(root, 1 << 20, -1, -1);
+  ASSERT_TRUE(store.open());
+  auto wheels = home + "/.cache/berth/wheels";
+  sfs::create_directories(wheels);
+  std::string good = "a wheel's bytes", other = "some other wheel";
+  test::write_file(wheels + "/tinylib-1.0-py3-none-any.whl", good);
+  test::write_file(wheels + "/other-1.0-py3-none-any.whl", other);  // not pinned
+  test::write_file(wheels + "/notes.txt", "not a distribution");
+  sfs::create_symlink("/etc/passwd", wheels + "/passwd-1.0-py3-none-any.whl");
+  auto sha = [](const std::string& data) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr);
+    static const char* x = "0123456789abcdef";
+    std::string hex;
+    for (unsigned i = 0; i < len; ++i) (hex += x[out[i] >> 4]) += x[out[i] & 15];
+    return hex;
+  };
+  auto pins = setup::parse_pip_pins("tinylib==1.0 --hash=sha256:" + sha(good) + "\n");
+  ASSERT_EQ(pins.unshareable, "");
+  json::value rep = json::value::make_object();
+  store.promote_pip(pins, home, rep);
+  EXPECT_EQ(rep.get_int("added"), 1) << rep.dump();
+  EXPECT_EQ(rep.get_int("refused"), 2) << rep.dump();  // other-1.0 and notes.txt; the link skipped
+  EXPECT_EQ(*fs::read_file(root + "/pip/sha256/" + sha(good).substr(0, 2) + "/" + sha(good) +
+                           "--tinylib-1.0-py3-none-any.whl"),
+            good);
+
+  auto home2 = d / "home2";
+  sfs::create_directories(home2);
+  auto seeded = store.seed_pip(pins, home2);
+  EXPECT_EQ(seeded.get_int("seeded"), 1);
+  EXPECT_TRUE(seeded.get_bool("complete"));
+  EXPECT_EQ(*fs::read_file(home2 + "/.cache/berth/wheels/tinylib-1.0-py3-none-any.whl"), good);
+  // Another project pinning other content under the same name gets nothing.
+  auto other_pins = setup::parse_pip_pins("tinylib==1.0 --hash=sha256:" + sha(other) + "\n");
+  auto home3 = d / "home3";
+  sfs::create_directories(home3);
+  auto none = store.seed_pip(other_pins, home3);
+  EXPECT_EQ(none.get_int("seeded"), 0);
+  EXPECT_FALSE(none.get_bool("complete"));
+  auto u = store.usage();
+  ASSERT_EQ(u.size(), 3u);
+  EXPECT_EQ(u[2].ecosystem, "pip");
+  EXPECT_EQ(u[2].entries, 1u);
 }

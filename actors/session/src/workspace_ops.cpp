@@ -6,6 +6,7 @@
 #include "berth/base/time.hpp"
 #include "berth/lease/forge.hpp"
 #include "berth/setup/cache.hpp"
+#include "berth/setup/environment.hpp"
 #include "berth/workspace/git.hpp"
 
 #include <sys/stat.h>
@@ -375,6 +376,36 @@ setup_job plan_setup(const runtime& rt, const std::string& id, const std::vector
   return job;
 }
 
+namespace {
+
+// A hash-pinned requirements.txt: the store's wheels into the session's wheel directory, and
+// pip told to install from there — offline when the store had a file for every requirement,
+// else after `pip download` fetched the rest there (where promote finds them).
+void seed_pip(const runtime& rt, setup_job& job) {
+  auto req = setup::read_workspace_file(job.workspace, "requirements.txt", 16 << 20);
+  job.pip =
+      req ? setup::parse_pip_pins(*req) : setup::pip_pins{{}, "requirements.txt is unreadable"};
+  if (!job.pip.unshareable.empty()) {
+    json::value n = json::value::make_object();
+    n.set("shared", false);
+    n.set("reason", job.pip.unshareable);
+    job.cache.set("pip", std::move(n));
+    return;
+  }
+  auto report = rt.cache->seed_pip(job.pip, job.home);
+  const std::string wheels = "\"$HOME/" + std::string(setup::pip_wheel_dir) + "\"";
+  auto install = ".venv/bin/pip install --no-index --find-links " + wheels + " -r requirements.txt";
+  auto& st = job.plan.steps[static_cast<std::size_t>(job.pip_step)];
+  st.command = "python3 -m venv .venv && " + (report.get_bool("complete")
+                                                  ? install
+                                                  : ".venv/bin/pip download --dest " + wheels +
+                                                        " -r requirements.txt && " + install);
+  job.cache.set("pip", std::move(report));
+  job.argv = setup::script(job.plan, job.run);
+}
+
+}  // namespace
+
 void begin_setup(const runtime& rt, setup_job& job) {
   setup::clear_report(job.home);
   if (!rt.cache) return;
@@ -392,7 +423,9 @@ void begin_setup(const runtime& rt, setup_job& job) {
     const auto& st = job.plan.steps[i];
     if (st.manager == "npm" && st.command.rfind("npm ci", 0) == 0)
       job.npm_step = static_cast<int>(i);
+    if (st.manager == "python3" && st.why == "requirements.txt") job.pip_step = static_cast<int>(i);
   }
+  if (job.pip_step >= 0) seed_pip(rt, job);
   if (job.npm_step < 0) return;
   auto& npm = job.plan.steps[static_cast<std::size_t>(job.npm_step)];
   // Files of the workspace and the home are the session's: read without following links.
@@ -423,6 +456,11 @@ void end_setup(const runtime& rt, setup_job& job) {
   if (rt.cache) rt.cache->promote(job.home, job.cache);
   job.ran = setup::read_report(job.home);
   setup::clear_report(job.home);
+  if (rt.cache && job.pip_step >= 0 && job.pip.unshareable.empty() && job.cache.find("pip")) {
+    auto n = *job.cache.find("pip");
+    rt.cache->promote_pip(job.pip, job.home, n);
+    job.cache.set("pip", std::move(n));
+  }
   if (job.npm_step < 0 || !rt.cache) return;
   auto i = static_cast<std::size_t>(job.npm_step);
   if (job.tree_use.state == "restored") {

@@ -193,6 +193,13 @@ void remove_at(int dir, const std::string& name) {
   (void)::unlinkat(dir, name.c_str(), AT_REMOVEDIR);
 }
 
+std::string trim_blanks(std::string_view s) {
+  auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
 std::string sha256_hex(std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned len = 0;

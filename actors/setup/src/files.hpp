@@ -60,6 +60,8 @@ bool copy_into(int from, int dir, const std::string& name, mode_t mode, int uid,
 /// Remove `name` below `dir` and everything under it, never following a symlink (a process
 /// that swaps a directory for a link meanwhile gets the link removed, nothing elsewhere).
 void remove_at(int dir, const std::string& name);
+/// `s` without leading and trailing blanks (spaces, tabs, CR).
+std::string trim_blanks(std::string_view s);
 /// Hex sha256 of `data`.
 std::string sha256_hex(std::string_view data);
 /// Entries of a directory (names only, no dot entries).

@@ -1,8 +1,10 @@
 #include "berth/setup/npm_tree.hpp"
 
-#include "files.hpp"
+#include "store.hpp"
 
+#include "berth/base/fs.hpp"
 #include "berth/base/json.hpp"
+#include "berth/base/time.hpp"
 #include "berth/setup/cache.hpp"
 
 #include <fcntl.h>
@@ -11,24 +13,22 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
 namespace berth::setup {
+namespace sfs = std::filesystem;
 
 using namespace detail;
 
 namespace {
-
-std::string trim(std::string_view s) {
-  auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return {};
-  auto e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -64,11 +64,11 @@ const std::set<std::string, std::less<>> tree_changing = {"omit",
 // Why `config` changes what npm ci installs, or "".
 std::string config_conflict(const std::vector<std::string>& config) {
   for (const auto& entry : config) {
-    auto line = trim(entry);
+    auto line = trim_blanks(entry);
     if (line.empty() || line[0] == '#' || line[0] == ';') continue;
     auto eq = line.find('=');
-    auto name = trim(std::string_view(line).substr(0, eq));
-    auto value = eq == std::string::npos ? std::string("true") : trim(line.substr(eq + 1));
+    auto name = trim_blanks(std::string_view(line).substr(0, eq));
+    auto value = eq == std::string::npos ? std::string("true") : trim_blanks(line.substr(eq + 1));
     if (name == "NODE_ENV") {
       if (lower(value) == "production")
         return "NODE_ENV=production: npm ci leaves devDependencies out";
@@ -465,6 +465,253 @@ status unpack_npm_tarball(int tarball, int dir, std::uint64_t max_bytes, std::ui
     budget.bytes += n;
   }
   return {};
+}
+
+// --- the store's installed trees ---
+
+json::value tree_use::to_json() const {
+  json::value v = json::value::make_object();
+  v.set("state", state);
+  if (!reason.empty()) v.set("reason", reason);
+  if (!key.empty()) v.set("key", key.substr(0, 16));
+  if (packages) v.set("packages", static_cast<std::int64_t>(packages));
+  if (files) v.set("files", static_cast<std::int64_t>(files));
+  if (bytes) v.set("bytes", static_cast<std::int64_t>(bytes));
+  if (state == "restored" || state == "built") v.set("ms", ms);
+  return v;
+}
+
+namespace {
+
+struct tree_copy {
+  bool link;
+  int uid, gid;
+  std::uint64_t files = 0, bytes = 0;
+  std::string failed;
+
+  // Everything below `from` (the store's) into `to` (the workspace's, opened by the node).
+  bool copy(int from, int to, const std::string& where) {
+    for (const auto& name : names_in(from)) {
+      struct stat st {};
+      if (::fstatat(from, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return fail(where + name);
+      if (S_ISDIR(st.st_mode)) {
+        if (::mkdirat(to, name.c_str(), 0755) != 0) return fail(where + name);
+        fd_t src(::openat(from, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        fd_t dst(::openat(to, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!src || !dst) return fail(where + name);
+        if (uid >= 0) (void)::fchown(dst.fd, static_cast<uid_t>(uid), static_cast<gid_t>(gid));
+        if (!copy(src.fd, dst.fd, where + name + "/")) return false;
+      } else if (S_ISLNK(st.st_mode)) {
+        std::string target(4096, '\0');
+        auto n = ::readlinkat(from, name.c_str(), target.data(), target.size());
+        if (n <= 0) return fail(where + name);
+        target.resize(static_cast<std::size_t>(n));
+        if (::symlinkat(target.c_str(), to, name.c_str()) != 0) return fail(where + name);
+        if (uid >= 0)
+          (void)::fchownat(to, name.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid),
+                           AT_SYMLINK_NOFOLLOW);
+      } else if (S_ISREG(st.st_mode)) {
+        bool exec = (st.st_mode & 0111) != 0;
+        // Executables are the session's own copies: npm may chmod a bin it links again.
+        bool done = link && !exec && ::linkat(from, name.c_str(), to, name.c_str(), 0) == 0;
+        if (!done) {
+          fd_t in(::openat(from, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+          done = in && copy_into(in.fd, to, name, exec ? 0755 : 0644, uid, gid, false);
+        }
+        if (!done) return fail(where + name);
+        files++;
+        bytes += static_cast<std::uint64_t>(st.st_size);
+      }
+    }
+    return true;
+  }
+
+  bool fail(const std::string& what) {
+    failed = what + ": " + std::strerror(errno);
+    return false;
+  }
+};
+
+std::int64_t ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
+      .count();
+}
+
+// A tree_use for `t`: state "ineligible" with the reason, or no state yet.
+tree_use use_of(const npm_tree& t) {
+  tree_use u;
+  u.key = t.key;
+  if (!t.ineligible.empty()) {
+    u.state = "ineligible";
+    u.reason = t.ineligible;
+  }
+  return u;
+}
+
+}  // namespace
+
+tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& workspace) const {
+  auto t0 = std::chrono::steady_clock::now();
+  auto u = use_of(t);
+  if (!u.state.empty()) return u;
+  auto dir = root_ + "/" + npm_tree_dir + "/" + t.key;
+  struct stat st {};
+  auto rec = tree_record(dir, &st);
+  fd_t src(
+      ::open((dir + "/node_modules").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!rec || !src) {
+    u.state = "absent";
+    return u;
+  }
+  auto ws = open_root(workspace);
+  if (!ws) {
+    u.state = "failed";
+    u.reason = workspace + ": " + std::strerror(errno);
+    return u;
+  }
+  // A repository that ships node_modules, or a step that made one: npm ci decides.
+  if (::mkdirat(ws.fd, "node_modules", 0755) != 0) {
+    u.state = "ineligible";
+    u.reason = errno == EEXIST ? "the workspace has a node_modules already"
+                               : std::string("node_modules: ") + std::strerror(errno);
+    return u;
+  }
+  fd_t dst(::openat(ws.fd, "node_modules", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  tree_copy c{::geteuid() == 0 && uid_ > 0, uid_, gid_ >= 0 ? gid_ : uid_};
+  if (dst && uid_ >= 0) (void)::fchown(dst.fd, static_cast<uid_t>(uid_), static_cast<gid_t>(c.gid));
+  if (!dst || !c.copy(src.fd, dst.fd, "node_modules/")) {
+    if (c.failed.empty()) c.failed = std::string("node_modules: ") + std::strerror(errno);
+    remove_at(ws.fd, "node_modules");
+    u.state = "failed";
+    u.reason = "restoring " + c.failed;
+    return u;
+  }
+  if (c.files != static_cast<std::uint64_t>(rec->get_int("files")) ||
+      c.bytes != static_cast<std::uint64_t>(rec->get_int("bytes"))) {
+    // Not what was built (files lost in a crash): dropped, and npm ci runs.
+    remove_at(ws.fd, "node_modules");
+    store_lock guard(root_);
+    (void)remove_entry({dir, 0, 0, npm_tree_dir, true});
+    u.state = "failed";
+    u.reason = "the stored tree is damaged (" + std::to_string(c.files) + " files, " +
+               std::to_string(c.bytes) + " bytes; built with " +
+               std::to_string(rec->get_int("files")) + " and " +
+               std::to_string(rec->get_int("bytes")) + "): removed";
+    return u;
+  }
+  // Used now: the least recently used trees are evicted first.
+  (void)::utimensat(AT_FDCWD, (dir + "/" + tree_complete).c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
+  u.state = "restored";
+  u.packages = static_cast<std::uint64_t>(rec->get_int("packages"));
+  u.files = c.files;
+  u.bytes = c.bytes;
+  u.ms = ms_since(t0);
+  return u;
+}
+
+tree_use cache_store::build_npm_tree(const npm_tree& t) const {
+  auto t0 = std::chrono::steady_clock::now();
+  auto u = use_of(t);
+  if (!u.state.empty()) return u;
+  auto base = root_ + "/" + npm_tree_dir;
+  auto final_dir = base + "/" + t.key;
+  struct stat st {};
+  if (tree_record(final_dir, &st)) {
+    u.state = "present";
+    return u;
+  }
+  static std::atomic<std::uint64_t> builds{0};
+  auto tmp = base + "/.tmp-" + t.key.substr(0, 16) + "-" + std::to_string(::getpid()) + "-" +
+             std::to_string(builds++);
+  auto failed = [&](std::string why) {
+    fs::remove_tree(tmp);  // the node's own directory: no session can reach it
+    u.state = "failed";
+    u.reason = std::move(why);
+    return u;
+  };
+  std::error_code ec;
+  sfs::create_directories(tmp + "/node_modules", ec);
+  if (ec) return failed(tmp + ": " + ec.message());
+  auto top = open_root(tmp);
+  if (!top) return failed(tmp + ": " + std::strerror(errno));
+  unpacked used;
+  for (const auto& p : t.packages) {
+    auto src = root_ + "/" + npm + "/" + p.algorithm + "/" + p.hex.substr(0, 2) + "/" + p.hex;
+    fd_t in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!in) return failed("the store has no tarball for " + p.path);
+    std::vector<std::string> parts;
+    for (auto part : sfs::path(p.path)) parts.push_back(part.string());
+    auto into = open_dirs(top.fd, parts, true, -1, -1);
+    if (!into) return failed("cannot make " + p.path);
+    if (auto st2 = unpack_npm_tarball(in.fd, into.fd, max_tree_bytes, max_tree_files, used); !st2)
+      return failed(p.path + ": " + st2.err().message);
+  }
+  // The bins, linked as npm links them: <node_modules>/.bin/<name> -> ../<package>/<target>.
+  for (const auto& p : t.packages) {
+    if (p.bins.empty()) continue;
+    auto path = sfs::path(p.path);
+    auto name = path.filename().string();
+    auto nm = path.parent_path();
+    if (!name.empty() && nm.filename().string().rfind('@', 0) == 0) {
+      name = nm.filename().string() + "/" + name;
+      nm = nm.parent_path();
+    }
+    std::vector<std::string> bin_dir;
+    for (auto part : nm) bin_dir.push_back(part.string());
+    bin_dir.emplace_back(".bin");
+    auto bins = open_dirs(top.fd, bin_dir, true, -1, -1);
+    if (!bins) return failed("cannot make " + nm.string() + "/.bin");
+    for (const auto& [bin, target] : p.bins) {
+      auto file = tmp + "/" + p.path + "/" + target;
+      struct stat fst {};
+      if (::lstat(file.c_str(), &fst) != 0 || !S_ISREG(fst.st_mode)) continue;  // as npm: none
+      ::chmod(file.c_str(), 0555);
+      ::unlinkat(bins.fd, bin.c_str(), 0);
+      if (::symlinkat(("../" + name + "/" + target).c_str(), bins.fd, bin.c_str()) != 0)
+        return failed("cannot link the bin " + bin + " of " + p.path);
+    }
+  }
+  // What restore must find again: regular files as they are on disk (a tarball may list one
+  // file twice).
+  std::uint64_t files = 0, bytes = 0;
+  std::function<void(int)> count = [&](int d) {
+    for (const auto& name : names_in(d)) {
+      struct stat fst {};
+      if (::fstatat(d, name.c_str(), &fst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (S_ISREG(fst.st_mode)) {
+        files++;
+        bytes += static_cast<std::uint64_t>(fst.st_size);
+      } else if (S_ISDIR(fst.st_mode)) {
+        fd_t sub(::openat(d, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (sub) count(sub.fd);
+      }
+    }
+  };
+  if (auto nm = open_dirs(top.fd, {"node_modules"}, false, -1, -1)) count(nm.fd);
+  json::value rec = json::value::make_object();
+  rec.set("key", t.key);
+  rec.set("packages", static_cast<std::int64_t>(t.packages.size()));
+  rec.set("files", static_cast<std::int64_t>(files));
+  rec.set("bytes", static_cast<std::int64_t>(bytes));
+  rec.set("built", now_unix_ms());
+  // Not synced (that would flush the whole filesystem on every first setup): a crash may leave
+  // files empty, which restore detects by the count and bytes recorded here, and drops.
+  if (auto w = fs::write_file_atomic(tmp + "/" + tree_complete, rec.dump()); !w)
+    return failed(w.err().message);
+  store_lock guard(root_);
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+    fs::remove_tree(tmp);  // another session built it first
+    u.state = "present";
+    return u;
+  }
+  (void)evict(root_, max_bytes_);
+  u.state = "built";
+  u.packages = t.packages.size();
+  u.files = files;
+  u.bytes = bytes;
+  u.ms = ms_since(t0);
+  return u;
 }
 
 }  // namespace berth::setup

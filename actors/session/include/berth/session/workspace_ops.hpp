@@ -88,6 +88,8 @@ struct setup_job {
   int npm_step = -1;            ///< the plan's `npm ci`, when it has one
   setup::npm_tree tree;         ///< the installed tree that npm ci makes, when the node can
   setup::tree_use tree_use;     ///< what the store's trees did for this step
+  int pip_step = -1;            ///< the plan's pip install of a requirements.txt, when it has one
+  setup::pip_pins pip;          ///< what that requirements.txt pins
 };
 
 /// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect; `env`:

@@ -22,6 +22,17 @@
 
 namespace berth::setup {
 
+/// The sha256 digests a requirements.txt pins (pip's hash-checking mode), one set per
+/// requirement: what the store may serve a session, and accept from it.
+struct pip_pins {
+  std::vector<std::vector<std::string>> requirements;  ///< lowercase hex, per requirement
+  std::string unshareable;  ///< why the store cannot serve this file ("": it can)
+};
+
+/// Parse requirements.txt text. Unshareable when it pins nothing, when a requirement has no
+/// sha256 --hash, or when it names other files, editables, paths or URLs (-r, -c, -e, ./x).
+[[nodiscard]] pip_pins parse_pip_pins(std::string_view requirements);
+
 /// One ecosystem's share of the store.
 struct cache_usage {
   std::string ecosystem;
@@ -80,6 +91,15 @@ class cache_store {
   /// tarballs (nothing of the session's is used), unless the store has it. "built", "present",
   /// or "failed" with the reason (a tarball the store lacks, one that does not unpack).
   [[nodiscard]] tree_use build_npm_tree(const npm_tree& t) const;
+
+  /// Before a setup step of a hash-pinned requirements.txt: link the files the store holds for
+  /// `pins` into the session's wheel directory (<home>/.cache/berth/wheels). Report: {"pinned":
+  /// requirements, "seeded": files, "seeded_bytes", "complete": every requirement has a file}.
+  [[nodiscard]] json::value seed_pip(const pip_pins& pins, const std::string& home) const;
+
+  /// After it: add the files of the session's wheel directory whose sha256 `pins` names (the
+  /// node hashes them); others are refused and counted. `report` gains added/added_bytes.
+  void promote_pip(const pip_pins& pins, const std::string& home, json::value& report) const;
 
   /// Every ecosystem's entries and bytes.
   [[nodiscard]] std::vector<cache_usage> usage() const;
