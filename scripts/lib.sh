@@ -7,12 +7,16 @@ BERTH_PACKAGES=(
   g++ cmake ninja-build ccache pkg-config git
   libcaf-dev libnats-dev nats-server libgit2-dev librocksdb-dev libsimdjson-dev libspdlog-dev
   libgtest-dev libgmock-dev libboost-dev libtomlplusplus-dev libcli11-dev libssl-dev zlib1g-dev
-  libseccomp-dev bubblewrap lighttpd python3-venv
+  libseccomp-dev bubblewrap lighttpd
 )
+
+# What only the tests need: the tool chains the setup tests run in the sandbox (Python venvs,
+# the go command); installed by scripts/test, not by scripts/quickstart.
+BERTH_TEST_PACKAGES=(python3-venv golang-go)
 
 berth_missing_packages() {
   local missing=()
-  for p in "${BERTH_PACKAGES[@]}"; do
+  for p in "$@"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$p")
     fi
@@ -21,10 +25,11 @@ berth_missing_packages() {
 }
 
 berth_install_packages() {
-  local missing
-  missing=$(berth_missing_packages)
+  local missing wanted=("${BERTH_PACKAGES[@]}")
+  if [ "${1:-}" = "--with-tests" ]; then wanted+=("${BERTH_TEST_PACKAGES[@]}"); fi
+  missing=$(berth_missing_packages "${wanted[@]}")
   if [ -z "$missing" ]; then
-    echo "==> all ${#BERTH_PACKAGES[@]} Debian packages are installed"
+    echo "==> all ${#wanted[@]} Debian packages are installed"
     return 0
   fi
   if [ "$(id -u)" != "0" ]; then

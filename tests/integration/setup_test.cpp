@@ -9,6 +9,7 @@
 #include "berth/base/fs.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -559,6 +560,93 @@ needs = ["plant"]
   ASSERT_TRUE(ends(again, "succeeded")) << test::session_field(*node, again, "reason");
   EXPECT_NE(logs(again, "use").find("answer 42"), std::string::npos);
   (void)evil;
+}
+
+TEST_F(setup_fixture, go_modules_pinned_by_go_sum_are_served_from_the_store) {
+  if (::access("/usr/bin/go", X_OK) != 0) GTEST_SKIP() << "golang-go is not installed";
+  // A module proxy (the GOPROXY protocol is static files) served by the test's lighttpd.
+  git.repo("placeholder", {{"README.md", "x\n"}});
+  auto proxy = sfs::path(git.repo_dir("placeholder")).parent_path().string() + "/goproxy";
+  auto v = proxy + "/example.com/lib/@v";
+  sfs::create_directories(v);
+  const std::string lib_mod = "module example.com/lib\n\ngo 1.19\n";
+  test::write_file(v + "/v1.0.0.mod", lib_mod);
+  test::write_file(v + "/v1.0.0.info", R"({"Version":"v1.0.0"})");
+  test::write_file(v + "/list", "v1.0.0\n");
+  test::write_go_module_zip(v + "/v1.0.0.zip", lib_mod);
+  // go.sum as the go command writes it (from the proxy directory, no network).
+  auto app = dir / "goapp";
+  sfs::create_directories(app);
+  std::map<std::string, std::string> files = {
+      {"go.mod", "module example.com/app\n\ngo 1.19\n\nrequire example.com/lib v1.0.0\n"},
+      {"main.go",
+       "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/lib\"\n)\n\n"
+       "func main() { fmt.Println(\"answer\", lib.Answer()) }\n"}};
+  for (const auto& [f, text] : files) test::write_file(app + "/" + f, text);
+  test::run_checked({"env", "GOPROXY=file://" + proxy, "GOSUMDB=off", "GOFLAGS=-mod=mod",
+                     "HOME=" + dir / "gohome", "GOPATH=" + dir / "gohome/go",
+                     "GOCACHE=" + dir / "gohome/cache", "go", "mod", "tidy"},
+                    app);
+  files["go.sum"] = *fs::read_file(app + "/go.sum");
+  ASSERT_NE(files["go.sum"].find("example.com/lib v1.0.0 h1:"), std::string::npos);
+  git.repo("goapp", files);
+
+  auto base = git.url("goapp").substr(0, git.url("goapp").find("/git/"));
+  start_node("[sandbox]\nenv = [\"GOPROXY=" + base + "/goproxy\", \"GOSUMDB=off\"]\n");
+  auto run_with = [](const std::string& network) {
+    return "[[steps]]\nid = \"setup\"\nkind = \"setup\"\nnetwork = \"" + network +
+           "\"\n\n[[steps]]\nid = \"run\"\nneeds = [\"setup\"]\nrun = [\"go\", \"run\", \".\"]\n";
+  };
+  auto first = start(git.url("goapp"), run_with("host"));
+  ASSERT_TRUE(ends(first, "succeeded")) << test::session_field(*node, first, "reason") << "\n"
+                                        << logs(first, "setup");
+  EXPECT_NE(logs(first, "run").find("answer 42"), std::string::npos) << logs(first, "run");
+  auto f = setup_end(first);
+  EXPECT_EQ(f.find("plan")->as_array()[0].get_string("command"), "go mod download");
+  const auto* go = f.find("cache")->find("go");
+  ASSERT_NE(go, nullptr) << f.dump();
+  EXPECT_EQ(go->get_int("pinned"), 1);
+  EXPECT_EQ(go->get_int("seeded"), 0);
+  // The zip and the go.mod: the node's h1 hashes are the ones the go command wrote in go.sum.
+  EXPECT_EQ(go->get_int("added"), 2) << go->dump();
+  EXPECT_EQ(go->get_int("refused"), 0) << go->dump();
+
+  // Without any network the next session's modules come from the store.
+  auto second = start(git.url("goapp"), run_with("none"));
+  ASSERT_TRUE(ends(second, "succeeded")) << test::session_field(*node, second, "reason") << "\n"
+                                         << logs(second, "setup");
+  EXPECT_NE(logs(second, "run").find("answer 42"), std::string::npos) << logs(second, "run");
+  auto s2 = setup_end(second);
+  EXPECT_EQ(s2.find("cache")->find("go")->get_int("seeded"), 1) << s2.dump();
+  EXPECT_TRUE(s2.find("cache")->find("go")->get_bool("complete"));
+
+  // Hostile: a zip planted in the session's module cache: go refuses it, nothing of it reaches
+  // the store (a zip the store lacks is hashed and refused: unit tests).
+  auto store_before = test::run_checked(
+      {"sh", "-c",
+       "cd " + node->data_dir() + "/cache/go && find . -type f | sort | xargs sha256sum"});
+  auto planted = start(git.url("goapp"), R"x(
+[[steps]]
+id = "plant"
+run = ["sh", "-c", "d=$HOME/go/pkg/mod/cache/download/example.com/lib/@v; mkdir -p $d && echo 'not a zip' > $d/v1.0.0.zip"]
+
+[[steps]]
+id = "setup"
+kind = "setup"
+needs = ["plant"]
+)x");
+  EXPECT_TRUE(
+      test::eventually([&] { return !setup_end(planted).is_null(); }, std::chrono::seconds(120)));
+  auto p3 = setup_end(planted);
+  EXPECT_EQ(p3.find("cache")->find("go")->get_int("added"), 0) << p3.dump();
+  EXPECT_EQ(p3.get_int("exit_code", 0), 1) << p3.dump();  // go refused the planted zip too
+  EXPECT_EQ(test::run_checked({"sh", "-c",
+                               "cd " + node->data_dir() +
+                                   "/cache/go && find . -type f | sort | xargs sha256sum"}),
+            store_before);
+  auto again = start(git.url("goapp"), run_with("none"));
+  ASSERT_TRUE(ends(again, "succeeded")) << test::session_field(*node, again, "reason");
+  EXPECT_NE(logs(again, "run").find("answer 42"), std::string::npos);
 }
 
 TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {

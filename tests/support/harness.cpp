@@ -113,6 +113,17 @@ void nats_server::pause(bool paused) {
 
 // --- git_server ----------------------------------------------------------------------------------
 
+void write_go_module_zip(const std::string& path, const std::string& go_mod) {
+  run_checked({"python3", "-c",
+               "import zipfile, sys\n"
+               "z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\n"
+               "z.writestr('example.com/lib@v1.0.0/go.mod', sys.argv[2])\n"
+               "z.writestr('example.com/lib@v1.0.0/lib.go', "
+               "'package lib\\n\\nfunc Answer() int { return 42 }\\n')\n"
+               "z.close()\n",
+               path, go_mod});
+}
+
 std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");

@@ -104,6 +104,10 @@ class npm_registry {
   int port_ = -1;
 };
 
+/// Write the module zip of example.com/lib v1.0.0 (its go.mod `go_mod` and a lib.go whose
+/// Answer() returns 42) to `path`, as a Go module proxy serves it (python3's zipfile).
+void write_go_module_zip(const std::string& path, const std::string& go_mod);
+
 /// Run a command to completion (test set-up: git, ...); throws with its output on failure.
 std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd = {});
 

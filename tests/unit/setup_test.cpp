@@ -197,7 +197,7 @@ TEST(setup_cache, only_content_that_hashes_to_its_name_is_shared_and_the_cap_hol
   EXPECT_TRUE(sfs::is_empty(d / "elsewhere"));
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 3u);  // npm tarballs, npm-tree and pip (none yet)
+  ASSERT_EQ(u.size(), 4u);  // npm tarballs, npm-tree, pip and go (none yet)
   EXPECT_EQ(u[0].ecosystem, "npm");
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 0u);
@@ -428,7 +428,7 @@ TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores
   ASSERT_EQ(store.build_npm_tree(t).state, "built");
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 3u);
+  ASSERT_EQ(u.size(), 4u);
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 1u);
   EXPECT_GT(u[1].bytes, 0u);
@@ -521,7 +521,113 @@ TEST(setup_pip, the_store_takes_only_what_the_requirements_pin_and_serves_it_bac
   EXPECT_EQ(none.get_int("seeded"), 0);
   EXPECT_FALSE(none.get_bool("complete"));
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 3u);
+  ASSERT_EQ(u.size(), 4u);
   EXPECT_EQ(u[2].ecosystem, "pip");
   EXPECT_EQ(u[2].entries, 1u);
+}
+
+TEST(setup_go, go_sum_pins_and_hashes_are_the_go_commands) {
+  // go.sum as go 1.19 wrote it for the module below (`go mod tidy` from a file:// proxy).
+  auto pins = setup::parse_go_sum(
+      "example.com/lib v1.0.0 h1:LsNSceuuGdiV1KnQpkI5hu587JaJyt1TUVVUIcKEmq4=\n"
+      "example.com/lib v1.0.0/go.mod h1:HwqbfeMRqJtcNhqUwzjhPwsEB0Cr5U3U5sCLg7xgNyo=\n"
+      "github.com/BurntSushi/toml v1.2.0/go.mod h1:CxXYINrC8qIiEnFrOxCa7Jy5BFHlXnUU2pbicEuybxQ=\n"
+      "example.com/../../etc v1.0.0 h1:LsNSceuuGdiV1KnQpkI5hu587JaJyt1TUVVUIcKEmq4=\n"
+      "example.com/x v1.0.0/../.. h1:LsNSceuuGdiV1KnQpkI5hu587JaJyt1TUVVUIcKEmq4=\n"
+      "example.com/y v1.0.0 h1:notbase64!\n"
+      "garbage\n");
+  ASSERT_EQ(pins.size(), 2u);
+  EXPECT_EQ(pins[0].module, "example.com/lib");
+  EXPECT_EQ(pins[0].zip_hex.size(), 64u);
+  EXPECT_EQ(pins[0].mod_hex.size(), 64u);
+  EXPECT_EQ(pins[1].module, "github.com/BurntSushi/toml");
+  EXPECT_TRUE(pins[1].zip_hex.empty());
+
+  test::temp_dir d;
+  const std::string mod = "module example.com/lib\n\ngo 1.19\n";
+  test::write_file(d / "v1.0.0.mod", mod);
+  auto zip = [&](const std::string& name, const std::string& extra) {
+    test::run_checked({"python3", "-c",
+                       "import zipfile, sys\n"
+                       "z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\n"
+                       "z.writestr('example.com/lib@v1.0.0/go.mod', sys.argv[2])\n"
+                       "z.writestr('example.com/lib@v1.0.0/lib.go', "
+                       "'package lib\\n\\nfunc Answer() int { return 42 }\\n')\n" +
+                           extra + "z.close()\n",
+                       d / name, mod});
+    return ::open((d / name).c_str(), O_RDONLY | O_CLOEXEC);
+  };
+  int good = zip("good.zip", "");
+  auto h = setup::go_zip_hash(good);
+  ASSERT_TRUE(h) << h.err().message;
+  EXPECT_EQ(*h, pins[0].zip_hex);
+  int m = ::open((d / "v1.0.0.mod").c_str(), O_RDONLY | O_CLOEXEC);
+  auto mh = setup::go_mod_hash(m);
+  ASSERT_TRUE(mh);
+  EXPECT_EQ(*mh, pins[0].mod_hex);
+  // One more file, a stored (uncompressed) one: another hash.
+  int more = zip("more.zip",
+                 "z.writestr(zipfile.ZipInfo('example.com/lib@v1.0.0/x.go'), 'x', "
+                 "zipfile.ZIP_STORED)\n");
+  auto h2 = setup::go_zip_hash(more);
+  ASSERT_TRUE(h2) << h2.err().message;
+  EXPECT_NE(*h2, *h);
+  // What is not a plain module zip is refused with a reason: garbage, a cut zip, a bad CRC.
+  test::write_file(d / "junk.zip", std::string(100, 'j'));
+  int junk = ::open((d / "junk.zip").c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_FALSE(setup::go_zip_hash(junk));
+  auto bytes = *fs::read_file(d / "good.zip");
+  test::write_file(d / "cut.zip", bytes.substr(0, bytes.size() - 30));
+  int cut = ::open((d / "cut.zip").c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_FALSE(setup::go_zip_hash(cut));
+  auto flipped = bytes;
+  flipped[62] = static_cast<char>(flipped[62] ^ 0x55);  // the first member's data (after 30 + 29)
+  test::write_file(d / "flip.zip", flipped);
+  int flip = ::open((d / "flip.zip").c_str(), O_RDONLY | O_CLOEXEC);
+  auto fh = setup::go_zip_hash(flip);
+  ASSERT_FALSE(fh);  // the member no longer inflates to its CRC
+  EXPECT_FALSE(fh.err().message.empty());
+  for (int fd : {good, m, more, junk, cut, flip}) ::close(fd);
+}
+
+TEST(setup_go, the_store_takes_only_what_go_sum_pins_and_lays_it_out_as_a_proxy) {
+  test::temp_dir d;
+  auto root = d / "store", home = d / "home";
+  setup::cache_store store(root, 1 << 20, -1, -1);
+  ASSERT_TRUE(store.open());
+  const std::string mod = "module example.com/lib\n\ngo 1.19\n";
+  auto cache = home + "/go/pkg/mod/cache/download/example.com/lib/@v";
+  sfs::create_directories(cache);
+  test::write_file(cache + "/v1.0.0.mod", mod);
+  test::write_go_module_zip(cache + "/v1.0.0.zip", mod);
+  // Another module whose zip is not what go.sum says (its name's hash pins other content).
+  auto other = home + "/go/pkg/mod/cache/download/example.com/!upper/@v";
+  sfs::create_directories(other);
+  test::write_file(other + "/v2.0.0.zip", "not that module");
+  auto pins = setup::parse_go_sum(
+      "example.com/lib v1.0.0 h1:LsNSceuuGdiV1KnQpkI5hu587JaJyt1TUVVUIcKEmq4=\n"
+      "example.com/lib v1.0.0/go.mod h1:HwqbfeMRqJtcNhqUwzjhPwsEB0Cr5U3U5sCLg7xgNyo=\n"
+      "example.com/Upper v2.0.0 h1:LsNSceuuGdiV1KnQpkI5hu587JaJyt1TUVVUIcKEmq4X\n"
+      "example.com/Upper v2.0.0 h1:HwqbfeMRqJtcNhqUwzjhPwsEB0Cr5U3U5sCLg7xgNyo=\n");
+  ASSERT_EQ(pins.size(), 2u);
+  json::value rep = json::value::make_object();
+  store.promote_go(pins, home, rep);
+  EXPECT_EQ(rep.get_int("added"), 2) << rep.dump();
+  EXPECT_EQ(rep.get_int("refused"), 1) << rep.dump();
+
+  auto home2 = d / "home2";
+  sfs::create_directories(home2);
+  auto seeded = store.seed_go(pins, home2);
+  EXPECT_EQ(seeded.get_int("pinned"), 2);
+  EXPECT_EQ(seeded.get_int("seeded"), 1) << seeded.dump();
+  EXPECT_FALSE(seeded.get_bool("complete"));
+  auto px = home2 + "/.cache/berth/goproxy/example.com/lib/@v/";
+  EXPECT_EQ(*fs::read_file(px + "v1.0.0.mod"), mod);
+  EXPECT_EQ(*fs::read_file(px + "v1.0.0.info"), R"({"Version":"v1.0.0"})");
+  EXPECT_TRUE(sfs::exists(px + "v1.0.0.zip"));
+  EXPECT_FALSE(sfs::exists(home2 + "/.cache/berth/goproxy/example.com/!upper"));
+  auto u = store.usage();
+  ASSERT_EQ(u.size(), 4u);
+  EXPECT_EQ(u[3].ecosystem, "go");
+  EXPECT_EQ(u[3].entries, 2u);
 }

@@ -419,13 +419,20 @@ void begin_setup(const runtime& rt, setup_job& job) {
     ::chmod(job.home.c_str(), 0700);
   }
   job.cache = rt.cache->seed(job.workspace, job.home);
+  int go_step = -1;
   for (std::size_t i = 0; i < job.plan.steps.size(); ++i) {
     const auto& st = job.plan.steps[i];
     if (st.manager == "npm" && st.command.rfind("npm ci", 0) == 0)
       job.npm_step = static_cast<int>(i);
     if (st.manager == "python3" && st.why == "requirements.txt") job.pip_step = static_cast<int>(i);
+    if (st.ecosystem == "go" && st.why == "go.sum") go_step = static_cast<int>(i);
   }
   if (job.pip_step >= 0) seed_pip(rt, job);
+  if (go_step >= 0)
+    if (auto sum = setup::read_workspace_file(job.workspace, "go.sum", 64 << 20)) {
+      job.go = setup::parse_go_sum(*sum);
+      job.cache.set("go", rt.cache->seed_go(job.go, job.home));
+    }
   if (job.npm_step < 0) return;
   auto& npm = job.plan.steps[static_cast<std::size_t>(job.npm_step)];
   // Files of the workspace and the home are the session's: read without following links.
@@ -460,6 +467,11 @@ void end_setup(const runtime& rt, setup_job& job) {
     auto n = *job.cache.find("pip");
     rt.cache->promote_pip(job.pip, job.home, n);
     job.cache.set("pip", std::move(n));
+  }
+  if (rt.cache && !job.go.empty() && job.cache.find("go")) {
+    auto n = *job.cache.find("go");
+    rt.cache->promote_go(job.go, job.home, n);
+    job.cache.set("go", std::move(n));
   }
   if (job.npm_step < 0 || !rt.cache) return;
   auto i = static_cast<std::size_t>(job.npm_step);

@@ -106,7 +106,7 @@ cache_store::cache_store(std::string root, std::uint64_t max_bytes, int uid, int
 
 status cache_store::open() const {
   std::error_code ec;
-  for (const char* eco : {npm, pip, npm_tree_dir})
+  for (const char* eco : {npm, pip, go, npm_tree_dir})
     if (!ec) sfs::create_directories(root_ + "/" + eco, ec);
   if (ec) return error{errc::io_error, "cache: " + root_ + ": " + ec.message()};
   ::chmod(root_.c_str(), 0700);
@@ -208,7 +208,7 @@ void cache_store::promote(const std::string& home, json::value& report) const {
 
 std::vector<cache_usage> cache_store::usage() const {
   std::map<std::string, cache_usage> by;
-  for (const char* eco : {npm, npm_tree_dir, pip}) by[eco].ecosystem = eco;
+  for (const char* eco : {npm, npm_tree_dir, pip, go}) by[eco].ecosystem = eco;
   for (const auto& e : all_entries(root_)) {
     auto& u = by[e.ecosystem];
     u.ecosystem = e.ecosystem;
@@ -218,8 +218,8 @@ std::vector<cache_usage> cache_store::usage() const {
     u.oldest_ms = u.oldest_ms == 0 ? ms : std::min(u.oldest_ms, ms);
     u.newest_ms = std::max(u.newest_ms, ms);
   }
-  std::vector<cache_usage> out;
-  for (auto& [k, v] : by) out.push_back(v);
+  std::vector<cache_usage> out;  // in the order the docs list them
+  for (const char* eco : {npm, npm_tree_dir, pip, go}) out.push_back(by[eco]);
   return out;
 }
 

@@ -32,6 +32,13 @@ std::map<std::string, std::string> base_environment(const sandbox::layout& where
     if (eq == std::string::npos || eq == 0) continue;  // the config refused it already
     env[e.substr(0, eq)] = e.substr(eq + 1);
   }
+  // The node's Go modules for this session first (what its go.sum pins, seeded by setup); a
+  // module not there falls through to the configured proxy, or Go's default.
+  auto proxy = env.find("GOPROXY");
+  env["GOPROXY"] =
+      "file://" + h + "/" + go_proxy_dir + "," +
+      (proxy != env.end() && !proxy->second.empty() ? proxy->second
+                                                    : "https://proxy.golang.org,direct");
   return env;
 }
 

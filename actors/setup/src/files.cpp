@@ -193,6 +193,18 @@ void remove_at(int dir, const std::string& name) {
   (void)::unlinkat(dir, name.c_str(), AT_REMOVEDIR);
 }
 
+std::vector<std::string> split_slash(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at <= path.size()) {
+    auto slash = path.find('/', at);
+    if (slash == std::string_view::npos) slash = path.size();
+    out.emplace_back(path.substr(at, slash - at));
+    at = slash + 1;
+  }
+  return out;
+}
+
 std::string trim_blanks(std::string_view s) {
   auto b = s.find_first_not_of(" \t\r");
   if (b == std::string_view::npos) return {};

@@ -60,6 +60,8 @@ bool copy_into(int from, int dir, const std::string& name, mode_t mode, int uid,
 /// Remove `name` below `dir` and everything under it, never following a symlink (a process
 /// that swaps a directory for a link meanwhile gets the link removed, nothing elsewhere).
 void remove_at(int dir, const std::string& name);
+/// The parts of a slash-separated path, empty ones included ("a//b" -> {"a", "", "b"}).
+std::vector<std::string> split_slash(std::string_view path);
 /// `s` without leading and trailing blanks (spaces, tabs, CR).
 std::string trim_blanks(std::string_view s);
 /// Hex sha256 of `data`.

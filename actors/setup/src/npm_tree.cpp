@@ -88,22 +88,10 @@ bool good_segment(std::string_view s) {
          s.find_first_of(std::string_view("\\\0", 2)) == std::string_view::npos;
 }
 
-std::vector<std::string> split(std::string_view path) {
-  std::vector<std::string> out;
-  std::size_t at = 0;
-  while (at <= path.size()) {
-    auto slash = path.find('/', at);
-    if (slash == std::string_view::npos) slash = path.size();
-    out.emplace_back(path.substr(at, slash - at));
-    at = slash + 1;
-  }
-  return out;
-}
-
 // "node_modules/a/node_modules/@s/b" -> {"node_modules/a/node_modules", "@s/b"}, or nullopt
 // when the path is not a chain of node_modules/<name>.
 std::optional<std::pair<std::string, std::string>> node_modules_path(std::string_view path) {
-  auto parts = split(path);
+  auto parts = split_slash(path);
   std::size_t i = 0;
   std::string dir, name;
   while (i < parts.size()) {
@@ -126,7 +114,7 @@ std::optional<std::pair<std::string, std::string>> node_modules_path(std::string
 // A bin target as npm resolves it inside its package ("./bin/x.js" -> "bin/x.js"), or "".
 std::string bin_target(std::string_view t) {
   std::string out;
-  for (const auto& seg : split(t)) {
+  for (const auto& seg : split_slash(t)) {
     if (seg.empty() || seg == ".") continue;
     if (!good_segment(seg)) return {};
     out += (out.empty() ? "" : "/") + seg;
@@ -411,7 +399,7 @@ status unpack_npm_tarball(int tarball, int dir, std::uint64_t max_bytes, std::ui
     std::vector<std::string> parts;
     bool climbs = false;
     bool first = true;
-    for (auto& seg : split(name)) {
+    for (auto& seg : split_slash(name)) {
       if (first) {
         first = false;
         continue;

@@ -33,19 +33,6 @@ bool distribution_name(std::string_view n) {
   return ends(".whl") || ends(".tar.gz") || ends(".zip");
 }
 
-std::vector<std::string> wheel_dirs() {
-  std::vector<std::string> parts;
-  std::string rel = pip_wheel_dir;
-  std::size_t at = 0;
-  while (at < rel.size()) {
-    auto slash = rel.find('/', at);
-    if (slash == std::string::npos) slash = rel.size();
-    parts.push_back(rel.substr(at, slash - at));
-    at = slash + 1;
-  }
-  return parts;
-}
-
 }  // namespace
 
 pip_pins parse_pip_pins(std::string_view text) {
@@ -126,7 +113,7 @@ json::value cache_store::seed_pip(const pip_pins& pins, const std::string& home)
   json::value n = json::value::make_object();
   n.set("pinned", static_cast<std::int64_t>(pins.requirements.size()));
   auto hm = open_root(home);
-  auto dir = hm ? open_dirs(hm.fd, wheel_dirs(), true, uid_, gid_) : fd_t();
+  auto dir = hm ? open_dirs(hm.fd, split_slash(pip_wheel_dir), true, uid_, gid_) : fd_t();
   std::uint64_t seeded = 0, bytes = 0;
   std::size_t satisfied = 0;
   bool link = ::geteuid() == 0 && uid_ > 0;
@@ -159,7 +146,7 @@ json::value cache_store::seed_pip(const pip_pins& pins, const std::string& home)
 void cache_store::promote_pip(const pip_pins& pins, const std::string& home,
                               json::value& report) const {
   auto hm = open_root(home);
-  auto dir = hm ? open_dirs(hm.fd, wheel_dirs(), false, -1, -1) : fd_t();
+  auto dir = hm ? open_dirs(hm.fd, split_slash(pip_wheel_dir), false, -1, -1) : fd_t();
   if (!dir) return;
   std::set<std::string, std::less<>> pinned;
   for (const auto& r : pins.requirements) pinned.insert(r.begin(), r.end());

@@ -5,6 +5,7 @@
 //   <root>/.lock                            flock: promote, evict and prune one at a time
 //   <root>/npm/<algo>/<hh>/<hex>            npm tarballs, named by their integrity digest
 //   <root>/pip/sha256/<hh>/<hex>--<file>    wheels and sdists, named by their sha256
+//   <root>/go/h1/<hh>/<hex>.{zip,mod}       Go module zips and go.mod files, by their h1 hash
 //   <root>/npm-tree/<key>/{node_modules,.complete}   installed trees the node built
 //
 // Every file is root-owned and read-only; the root is 0700, never mounted into a sandbox.
@@ -27,9 +28,10 @@ namespace berth::setup::detail {
 
 inline constexpr const char* npm = "npm";
 inline constexpr const char* pip = "pip";
+inline constexpr const char* go = "go";
 inline constexpr const char* npm_tree_dir = "npm-tree";
-inline constexpr const char* file_ecosystems[] = {npm, pip};  ///< stores of single files
-inline constexpr const char* tree_complete = ".complete";     ///< a tree's record, written last
+inline constexpr const char* file_ecosystems[] = {npm, pip, go};  ///< stores of single files
+inline constexpr const char* tree_complete = ".complete";         ///< a tree's record, written last
 inline constexpr std::uint64_t max_tree_bytes = 8ULL << 30;
 inline constexpr std::uint64_t max_tree_files = 2000000;
 inline constexpr std::uint64_t max_entry_bytes = 1ULL << 30;  ///< larger files are never shared

@@ -83,13 +83,14 @@ struct setup_job {
   std::string workspace, home;    ///< host paths
   bool network = false;
   std::vector<std::string> npm_config;  ///< npm settings in effect ("name=value", env and config)
-  json::value cache;            ///< the cache report (seed, then promote); null without a cache
-  std::vector<setup::ran> ran;  ///< how each planned command ended (the script's report)
-  int npm_step = -1;            ///< the plan's `npm ci`, when it has one
-  setup::npm_tree tree;         ///< the installed tree that npm ci makes, when the node can
-  setup::tree_use tree_use;     ///< what the store's trees did for this step
-  int pip_step = -1;            ///< the plan's pip install of a requirements.txt, when it has one
-  setup::pip_pins pip;          ///< what that requirements.txt pins
+  json::value cache;              ///< the cache report (seed, then promote); null without a cache
+  std::vector<setup::ran> ran;    ///< how each planned command ended (the script's report)
+  int npm_step = -1;              ///< the plan's `npm ci`, when it has one
+  setup::npm_tree tree;           ///< the installed tree that npm ci makes, when the node can
+  setup::tree_use tree_use;       ///< what the store's trees did for this step
+  int pip_step = -1;              ///< the plan's pip install of a requirements.txt, when it has one
+  setup::pip_pins pip;            ///< what that requirements.txt pins
+  std::vector<setup::go_pin> go;  ///< what go.sum pins, when the plan runs go mod download
 };
 
 /// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect; `env`:

@@ -33,6 +33,24 @@ struct pip_pins {
 /// sha256 --hash, or when it names other files, editables, paths or URLs (-r, -c, -e, ./x).
 [[nodiscard]] pip_pins parse_pip_pins(std::string_view requirements);
 
+/// One module version of a go.sum: the h1 hashes (as hex) of its zip and of its go.mod ("" when
+/// go.sum lists only one of them).
+struct go_pin {
+  std::string module, version;
+  std::string zip_hex, mod_hex;
+};
+
+/// The h1 pins of go.sum text; lines that do not parse, or whose module path or version could
+/// name a path outside a proxy directory, are skipped.
+[[nodiscard]] std::vector<go_pin> parse_go_sum(std::string_view text);
+
+/// Go's h1 hash of the module zip open at `fd` (dirhash Hash1: sha256 of "<sha256>  <name>\n"
+/// per member, sorted by name), as hex. Errors for what is not a plain module zip (zip64,
+/// encryption, other compression, CRC or size mismatches, > 500 MiB, duplicate names).
+[[nodiscard]] result<std::string> go_zip_hash(int fd);
+/// Go's h1 hash of a go.mod file's content, as hex.
+[[nodiscard]] result<std::string> go_mod_hash(int fd);
+
 /// One ecosystem's share of the store.
 struct cache_usage {
   std::string ecosystem;
@@ -100,6 +118,17 @@ class cache_store {
   /// After it: add the files of the session's wheel directory whose sha256 `pins` names (the
   /// node hashes them); others are refused and counted. `report` gains added/added_bytes.
   void promote_pip(const pip_pins& pins, const std::string& home, json::value& report) const;
+
+  /// Before a setup step of a Go module: the zips and go.mod files the store holds for `pins`,
+  /// laid out as a GOPROXY in the session's home (<home>/.cache/berth/goproxy, which every
+  /// command's GOPROXY lists first). Report: {"pinned", "seeded", "seeded_mods",
+  /// "seeded_bytes", "complete"}.
+  [[nodiscard]] json::value seed_go(const std::vector<go_pin>& pins, const std::string& home) const;
+
+  /// After it: add the zips and go.mod files of the session's module cache whose h1 hash (the
+  /// node computes it) is the one go.sum pins; others are refused and counted.
+  void promote_go(const std::vector<go_pin>& pins, const std::string& home,
+                  json::value& report) const;
 
   /// Every ecosystem's entries and bytes.
   [[nodiscard]] std::vector<cache_usage> usage() const;
