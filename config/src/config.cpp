@@ -347,10 +347,11 @@ const std::vector<key_spec>& schema() {
        0,
        0,
        {},
-       "Share downloaded npm packages between the sessions of this node: a content-addressed "
-       "store that setup steps are seeded from by the digests their own lockfile pins, and "
-       "that takes only what hashes to its name (docs/workflows.md, \"Dependency caches\"). "
-       "pip, cargo and Go caches stay per session.",
+       "Share downloaded dependencies between the sessions of this node: a content-addressed "
+       "store of npm tarballs, installed npm trees built from them, wheels of hash-pinned "
+       "requirements and Go modules, that setup steps are seeded from by the digests their "
+       "own lockfile, requirements.txt or go.sum pins, and that takes only what hashes to "
+       "them (docs/workflows.md, \"Dependency caches\"). Cargo's cache stays per session.",
        [](config& c, const raw& r) { c.cache.enabled = as<bool>(r); }},
       {"cache",
        "dir",
