@@ -11,8 +11,8 @@ BERTH_PACKAGES=(
 )
 
 # What only the tests need: the tool chains the setup tests run in the sandbox (Python venvs,
-# the go command); installed by scripts/test, not by scripts/quickstart.
-BERTH_TEST_PACKAGES=(python3-venv golang-go)
+# the go command, cargo); installed by scripts/test, not by scripts/quickstart.
+BERTH_TEST_PACKAGES=(python3-venv golang-go cargo)
 
 berth_missing_packages() {
   local missing=()

@@ -349,9 +349,9 @@ const std::vector<key_spec>& schema() {
        {},
        "Share downloaded dependencies between the sessions of this node: a content-addressed "
        "store of npm tarballs, installed npm trees built from them, wheels of hash-pinned "
-       "requirements and Go modules, that setup steps are seeded from by the digests their "
-       "own lockfile, requirements.txt or go.sum pins, and that takes only what hashes to "
-       "them (docs/workflows.md, \"Dependency caches\"). Cargo's cache stays per session.",
+       "requirements, Go modules and crates, that setup steps are seeded from by the digests "
+       "their own package-lock.json, requirements.txt, go.sum or Cargo.lock pins, and that "
+       "takes only what hashes to them (docs/workflows.md, \"Dependency caches\").",
        [](config& c, const raw& r) { c.cache.enabled = as<bool>(r); }},
       {"cache",
        "dir",

@@ -21,10 +21,10 @@ namespace sfs = std::filesystem;
 
 namespace {
 
-std::string sha512_hex(const std::string& data) {
+std::string digest_hex(const std::string& data, const EVP_MD* md) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned len = 0;
-  EVP_Digest(data.data(), data.size(), out, &len, EVP_sha512(), nullptr);
+  EVP_Digest(data.data(), data.size(), out, &len, md, nullptr);
   static const char* d = "0123456789abcdef";
   std::string hex;
   for (unsigned i = 0; i < len; ++i) {
@@ -32,6 +32,13 @@ std::string sha512_hex(const std::string& data) {
     hex += d[out[i] & 15];
   }
   return hex;
+}
+
+std::string sha512_hex(const std::string& data) {
+  return digest_hex(data, EVP_sha512());
+}
+std::string sha256_hex(const std::string& data) {
+  return digest_hex(data, EVP_sha256());
 }
 
 std::string b64_of_hex(const std::string& hex) {
@@ -197,7 +204,7 @@ TEST(setup_cache, only_content_that_hashes_to_its_name_is_shared_and_the_cap_hol
   EXPECT_TRUE(sfs::is_empty(d / "elsewhere"));
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 4u);  // npm tarballs, npm-tree, pip and go (none yet)
+  ASSERT_EQ(u.size(), 5u);  // npm tarballs, npm-tree, pip, go and cargo (none yet)
   EXPECT_EQ(u[0].ecosystem, "npm");
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 0u);
@@ -428,7 +435,7 @@ TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores
   ASSERT_EQ(store.build_npm_tree(t).state, "built");
 
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 4u);
+  ASSERT_EQ(u.size(), 5u);
   EXPECT_EQ(u[1].ecosystem, "npm-tree");
   EXPECT_EQ(u[1].entries, 1u);
   EXPECT_GT(u[1].bytes, 0u);
@@ -488,15 +495,7 @@ TEST(setup_pip, the_store_takes_only_what_the_requirements_pin_and_serves_it_bac
   test::write_file(wheels + "/other-1.0-py3-none-any.whl", other);  // not pinned
   test::write_file(wheels + "/notes.txt", "not a distribution");
   sfs::create_symlink("/etc/passwd", wheels + "/passwd-1.0-py3-none-any.whl");
-  auto sha = [](const std::string& data) {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr);
-    static const char* x = "0123456789abcdef";
-    std::string hex;
-    for (unsigned i = 0; i < len; ++i) (hex += x[out[i] >> 4]) += x[out[i] & 15];
-    return hex;
-  };
+  auto sha = sha256_hex;
   auto pins = setup::parse_pip_pins("tinylib==1.0 --hash=sha256:" + sha(good) + "\n");
   ASSERT_EQ(pins.unshareable, "");
   json::value rep = json::value::make_object();
@@ -521,7 +520,7 @@ TEST(setup_pip, the_store_takes_only_what_the_requirements_pin_and_serves_it_bac
   EXPECT_EQ(none.get_int("seeded"), 0);
   EXPECT_FALSE(none.get_bool("complete"));
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 4u);
+  ASSERT_EQ(u.size(), 5u);
   EXPECT_EQ(u[2].ecosystem, "pip");
   EXPECT_EQ(u[2].entries, 1u);
 }
@@ -627,7 +626,52 @@ TEST(setup_go, the_store_takes_only_what_go_sum_pins_and_lays_it_out_as_a_proxy)
   EXPECT_TRUE(sfs::exists(px + "v1.0.0.zip"));
   EXPECT_FALSE(sfs::exists(home2 + "/.cache/berth/goproxy/example.com/!upper"));
   auto u = store.usage();
-  ASSERT_EQ(u.size(), 4u);
+  ASSERT_EQ(u.size(), 5u);
   EXPECT_EQ(u[3].ecosystem, "go");
   EXPECT_EQ(u[3].entries, 2u);
+}
+
+TEST(setup_cargo, the_store_takes_crates_cargo_lock_pins_and_learns_where_cargo_keeps_them) {
+  auto sha = sha256_hex;
+  const std::string crate = "a crate's bytes";
+  auto pins = setup::parse_cargo_lock(
+      "version = 3\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n"
+      "dependencies = [\n \"tinycrate\",\n]\n\n"
+      "[[package]]\nname = \"tinycrate\"\nversion = \"1.0.0\"\n"
+      "source = \"registry+https://github.com/rust-lang/crates.io-index\"\n"
+      "checksum = \"" +
+      sha(crate) + "\"\n\n[[package]]\nname = \"../evil\"\nversion = \"1.0.0\"\nchecksum = \"" +
+      sha("x") + "\"\n");
+  ASSERT_EQ(pins.size(), 1u);  // app has no checksum; ../evil is no crate name
+  EXPECT_EQ(pins[0].name, "tinycrate");
+  EXPECT_EQ(pins[0].hex, sha(crate));
+
+  test::temp_dir d;
+  auto root = d / "store", home = d / "home";
+  setup::cache_store store(root, 1 << 20, -1, -1);
+  ASSERT_TRUE(store.open());
+  auto reg = home + "/.cargo/registry/cache/127.0.0.1-0123456789abcdef";
+  auto evil = home + "/.cargo/registry/cache/evil-0000000000000000";
+  sfs::create_directories(reg);
+  sfs::create_directories(evil);
+  test::write_file(reg + "/tinycrate-1.0.0.crate", crate);
+  test::write_file(evil + "/tinycrate-1.0.0.crate", "not that crate");
+  json::value rep = json::value::make_object();
+  store.promote_cargo(pins, home, rep);
+  EXPECT_EQ(rep.get_int("added"), 1) << rep.dump();
+  EXPECT_EQ(rep.get_int("refused"), 1) << rep.dump();
+  EXPECT_EQ(*fs::read_file(root + "/cargo/registries"), "127.0.0.1-0123456789abcdef\n");
+
+  auto home2 = d / "home2";
+  sfs::create_directories(home2);
+  auto seeded = store.seed_cargo(pins, home2);
+  EXPECT_EQ(seeded.get_int("seeded"), 1) << seeded.dump();
+  EXPECT_EQ(seeded.get_int("registries"), 1);
+  EXPECT_EQ(*fs::read_file(
+                home2 + "/.cargo/registry/cache/127.0.0.1-0123456789abcdef/tinycrate-1.0.0.crate"),
+            crate);
+  auto u = store.usage();
+  ASSERT_EQ(u.size(), 5u);
+  EXPECT_EQ(u[4].ecosystem, "cargo");
+  EXPECT_EQ(u[4].entries, 1u);
 }

@@ -419,19 +419,25 @@ void begin_setup(const runtime& rt, setup_job& job) {
     ::chmod(job.home.c_str(), 0700);
   }
   job.cache = rt.cache->seed(job.workspace, job.home);
-  int go_step = -1;
+  int go_step = -1, rust_step = -1;
   for (std::size_t i = 0; i < job.plan.steps.size(); ++i) {
     const auto& st = job.plan.steps[i];
     if (st.manager == "npm" && st.command.rfind("npm ci", 0) == 0)
       job.npm_step = static_cast<int>(i);
     if (st.manager == "python3" && st.why == "requirements.txt") job.pip_step = static_cast<int>(i);
     if (st.ecosystem == "go" && st.why == "go.sum") go_step = static_cast<int>(i);
+    if (st.ecosystem == "rust" && st.why == "Cargo.lock") rust_step = static_cast<int>(i);
   }
   if (job.pip_step >= 0) seed_pip(rt, job);
   if (go_step >= 0)
     if (auto sum = setup::read_workspace_file(job.workspace, "go.sum", 64 << 20)) {
       job.go = setup::parse_go_sum(*sum);
       job.cache.set("go", rt.cache->seed_go(job.go, job.home));
+    }
+  if (rust_step >= 0)
+    if (auto lock = setup::read_workspace_file(job.workspace, "Cargo.lock", 64 << 20)) {
+      job.crates = setup::parse_cargo_lock(*lock);
+      job.cache.set("cargo", rt.cache->seed_cargo(job.crates, job.home));
     }
   if (job.npm_step < 0) return;
   auto& npm = job.plan.steps[static_cast<std::size_t>(job.npm_step)];
@@ -472,6 +478,11 @@ void end_setup(const runtime& rt, setup_job& job) {
     auto n = *job.cache.find("go");
     rt.cache->promote_go(job.go, job.home, n);
     job.cache.set("go", std::move(n));
+  }
+  if (rt.cache && !job.crates.empty() && job.cache.find("cargo")) {
+    auto n = *job.cache.find("cargo");
+    rt.cache->promote_cargo(job.crates, job.home, n);
+    job.cache.set("cargo", std::move(n));
   }
   if (job.npm_step < 0 || !rt.cache) return;
   auto i = static_cast<std::size_t>(job.npm_step);

@@ -106,7 +106,7 @@ cache_store::cache_store(std::string root, std::uint64_t max_bytes, int uid, int
 
 status cache_store::open() const {
   std::error_code ec;
-  for (const char* eco : {npm, pip, go, npm_tree_dir})
+  for (const char* eco : {npm, pip, go, cargo, npm_tree_dir})
     if (!ec) sfs::create_directories(root_ + "/" + eco, ec);
   if (ec) return error{errc::io_error, "cache: " + root_ + ": " + ec.message()};
   ::chmod(root_.c_str(), 0700);
@@ -197,18 +197,14 @@ void cache_store::promote(const std::string& home, json::value& report) const {
       }
     }
   }
-  auto gone = evict(root_, max_bytes_);
   json::value n = report.find(npm) ? *report.find(npm) : json::value::make_object();
-  n.set("added", static_cast<std::int64_t>(added));
-  n.set("added_bytes", static_cast<std::int64_t>(bytes));
-  if (refused) n.set("refused", static_cast<std::int64_t>(refused));
-  if (gone.entries) n.set("evicted", static_cast<std::int64_t>(gone.entries));
+  finish_promotion(root_, max_bytes_, n, added, bytes, refused);
   report.set(npm, std::move(n));
 }
 
 std::vector<cache_usage> cache_store::usage() const {
   std::map<std::string, cache_usage> by;
-  for (const char* eco : {npm, npm_tree_dir, pip, go}) by[eco].ecosystem = eco;
+  for (const char* eco : {npm, npm_tree_dir, pip, go, cargo}) by[eco].ecosystem = eco;
   for (const auto& e : all_entries(root_)) {
     auto& u = by[e.ecosystem];
     u.ecosystem = e.ecosystem;
@@ -219,7 +215,7 @@ std::vector<cache_usage> cache_store::usage() const {
     u.newest_ms = std::max(u.newest_ms, ms);
   }
   std::vector<cache_usage> out;  // in the order the docs list them
-  for (const char* eco : {npm, npm_tree_dir, pip, go}) out.push_back(by[eco]);
+  for (const char* eco : {npm, npm_tree_dir, pip, go, cargo}) out.push_back(by[eco]);
   return out;
 }
 

@@ -324,11 +324,8 @@ void cache_store::promote_go(const std::vector<go_pin>& pins, const std::string&
       bytes += static_cast<std::uint64_t>(st.st_size);
     }
   }
-  auto gone = evict(root_, max_bytes_);
-  report.set("added", added);
-  report.set("added_bytes", static_cast<std::int64_t>(bytes));
-  if (refused) report.set("refused", refused);
-  if (gone.entries) report.set("evicted", static_cast<std::int64_t>(gone.entries));
+  finish_promotion(root_, max_bytes_, report, static_cast<std::uint64_t>(added), bytes,
+                   static_cast<std::uint64_t>(refused));
 }
 
 }  // namespace berth::setup

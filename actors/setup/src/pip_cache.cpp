@@ -173,11 +173,8 @@ void cache_store::promote_pip(const pip_pins& pins, const std::string& home,
     added++;
     bytes += static_cast<std::uint64_t>(st.st_size);
   }
-  auto gone = evict(root_, max_bytes_);
-  report.set("added", static_cast<std::int64_t>(added));
-  report.set("added_bytes", static_cast<std::int64_t>(bytes));
-  if (refused) report.set("refused", static_cast<std::int64_t>(refused));
-  if (gone.entries) report.set("evicted", static_cast<std::int64_t>(gone.entries));
+  finish_promotion(root_, max_bytes_, report, static_cast<std::uint64_t>(added), bytes,
+                   static_cast<std::uint64_t>(refused));
 }
 
 }  // namespace berth::setup

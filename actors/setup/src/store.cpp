@@ -84,6 +84,15 @@ pruned evict(const std::string& root, std::uint64_t keep) {
   return p;
 }
 
+void finish_promotion(const std::string& root, std::uint64_t cap, json::value& report,
+                      std::uint64_t added, std::uint64_t bytes, std::uint64_t refused) {
+  auto gone = evict(root, cap);
+  report.set("added", static_cast<std::int64_t>(added));
+  report.set("added_bytes", static_cast<std::int64_t>(bytes));
+  if (refused) report.set("refused", static_cast<std::int64_t>(refused));
+  if (gone.entries) report.set("evicted", static_cast<std::int64_t>(gone.entries));
+}
+
 bool share_file(int in, int dir, const std::string& name, bool link, int uid, int gid) {
   bool done = false;
   if (link) done = ::linkat(in, "", dir, name.c_str(), AT_EMPTY_PATH) == 0 || errno == EEXIST;

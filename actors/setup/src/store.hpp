@@ -6,6 +6,8 @@
 //   <root>/npm/<algo>/<hh>/<hex>            npm tarballs, named by their integrity digest
 //   <root>/pip/sha256/<hh>/<hex>--<file>    wheels and sdists, named by their sha256
 //   <root>/go/h1/<hh>/<hex>.{zip,mod}       Go module zips and go.mod files, by their h1 hash
+//   <root>/cargo/sha256/<hh>/<hex>.crate    crates, by Cargo.lock's checksum
+//   <root>/cargo/registries                 cargo's registry cache directory names, learned
 //   <root>/npm-tree/<key>/{node_modules,.complete}   installed trees the node built
 //
 // Every file is root-owned and read-only; the root is 0700, never mounted into a sandbox.
@@ -29,9 +31,10 @@ namespace berth::setup::detail {
 inline constexpr const char* npm = "npm";
 inline constexpr const char* pip = "pip";
 inline constexpr const char* go = "go";
+inline constexpr const char* cargo = "cargo";
 inline constexpr const char* npm_tree_dir = "npm-tree";
-inline constexpr const char* file_ecosystems[] = {npm, pip, go};  ///< stores of single files
-inline constexpr const char* tree_complete = ".complete";         ///< a tree's record, written last
+inline constexpr const char* file_ecosystems[] = {npm, pip, go, cargo};  ///< stores of single files
+inline constexpr const char* tree_complete = ".complete";  ///< a tree's record, written last
 inline constexpr std::uint64_t max_tree_bytes = 8ULL << 30;
 inline constexpr std::uint64_t max_tree_files = 2000000;
 inline constexpr std::uint64_t max_entry_bytes = 1ULL << 30;  ///< larger files are never shared
@@ -63,6 +66,11 @@ std::vector<entry> all_entries(const std::string& root);
 bool remove_entry(const entry& e);
 /// Remove least recently used entries until the store holds at most `keep` bytes.
 pruned evict(const std::string& root, std::uint64_t keep);
+
+/// What one promotion did, into its report: evict past `cap`, then "added", "added_bytes",
+/// and "refused" / "evicted" when not zero.
+void finish_promotion(const std::string& root, std::uint64_t cap, json::value& report,
+                      std::uint64_t added, std::uint64_t bytes, std::uint64_t refused);
 
 /// Give a session the store's file open at `in` as `dir`/`name`: a hard link when `link` (the
 /// sandbox user cannot write a root-owned 0444 file), a copy owned by uid/gid otherwise. Marks

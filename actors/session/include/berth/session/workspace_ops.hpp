@@ -91,6 +91,7 @@ struct setup_job {
   int pip_step = -1;              ///< the plan's pip install of a requirements.txt, when it has one
   setup::pip_pins pip;            ///< what that requirements.txt pins
   std::vector<setup::go_pin> go;  ///< what go.sum pins, when the plan runs go mod download
+  std::vector<setup::crate_pin> crates;  ///< what Cargo.lock pins, when the plan runs cargo fetch
 };
 
 /// Plan a setup step of session `id` (`run`: its explicit command, or empty to detect; `env`:

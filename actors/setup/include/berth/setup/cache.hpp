@@ -51,6 +51,15 @@ struct go_pin {
 /// Go's h1 hash of a go.mod file's content, as hex.
 [[nodiscard]] result<std::string> go_mod_hash(int fd);
 
+/// One crate of a Cargo.lock: name, version and the sha256 (hex) of its .crate file.
+struct crate_pin {
+  std::string name, version, hex;
+};
+
+/// The checksummed packages of Cargo.lock text (version 2 and 3 lockfiles); packages without
+/// a checksum (path and git dependencies) and malformed names are skipped.
+[[nodiscard]] std::vector<crate_pin> parse_cargo_lock(std::string_view text);
+
 /// One ecosystem's share of the store.
 struct cache_usage {
   std::string ecosystem;
@@ -129,6 +138,18 @@ class cache_store {
   /// node computes it) is the one go.sum pins; others are refused and counted.
   void promote_go(const std::vector<go_pin>& pins, const std::string& home,
                   json::value& report) const;
+
+  /// Before a setup step of a locked Rust project: link the .crate files the store holds for
+  /// `pins` into each registry cache directory the store has learned
+  /// (<home>/.cargo/registry/cache/<dir>/<name>-<version>.crate). Report: {"pinned",
+  /// "seeded", "seeded_bytes", "registries"}.
+  [[nodiscard]] json::value seed_cargo(const std::vector<crate_pin>& pins,
+                                       const std::string& home) const;
+
+  /// After it: add the session's cached .crate files whose sha256 (the node computes it) is
+  /// the one Cargo.lock pins, and remember the directories they were in; others are refused.
+  void promote_cargo(const std::vector<crate_pin>& pins, const std::string& home,
+                     json::value& report) const;
 
   /// Every ecosystem's entries and bytes.
   [[nodiscard]] std::vector<cache_usage> usage() const;
