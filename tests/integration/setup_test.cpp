@@ -65,6 +65,16 @@ struct setup_fixture : ::testing::Test {
   }
 
   std::string status(const std::string& id) { return test::session_field(*node, id, "status"); }
+  // Whether the node's background builder has finished the installed npm trees (waits).
+  bool trees_built(std::size_t n) {
+    return test::eventually([&] {
+      std::size_t done = 0;
+      std::error_code ec;
+      for (const auto& e : sfs::directory_iterator(node->data_dir() + "/cache/npm-tree", ec))
+        if (sfs::exists(e.path() / ".complete")) done++;
+      return done >= n;
+    });
+  }
   // The setup step's end (finished or failed): its details; null when it has not ended.
   json::value setup_end(const std::string& id) {
     auto evs = test::journal(*node, id);
@@ -334,10 +344,11 @@ TEST_F(setup_fixture, a_node_project_installs_from_the_registry_then_from_the_ca
   EXPECT_EQ(cache->find("npm")->get_int("pinned"), 2);
   EXPECT_EQ(cache->find("npm")->get_int("seeded"), 0);
   EXPECT_EQ(cache->find("npm")->get_int("added"), 2);
-  // After npm ci, the node built the installed tree from the two tarballs it verified.
+  // After npm ci, the node builds the installed tree from the two tarballs it verified (in
+  // the background: the next session's restore waits for it).
   const auto* tree = cache->find("npm")->find("tree");
   ASSERT_NE(tree, nullptr) << cache->dump();
-  EXPECT_EQ(tree->get_string("state"), "built") << cache->dump();
+  EXPECT_EQ(tree->get_string("state"), "building") << cache->dump();
   EXPECT_EQ(tree->get_int("packages"), 2);
 
   // Only the agent's change is on the branch: no node_modules, no npm state, no lockfile churn.
@@ -421,6 +432,7 @@ TEST_F(setup_fixture, a_restored_tree_is_the_sessions_to_use_and_never_to_change
   EXPECT_NE(logs(first, "bin").find("sum 5"), std::string::npos) << logs(first, "bin");
   bool match = false;
   auto cache_root = node->data_dir() + "/cache";
+  ASSERT_TRUE(trees_built(1));
   auto before = store_digests(cache_root, &match);
   ASSERT_NE(before.find("/npm-tree/"), std::string::npos) << before;
 
@@ -765,12 +777,13 @@ TEST_F(setup_fixture, setup_detects_each_ecosystem_and_says_what_it_ran) {
   git.repo("rust", {{"Cargo.toml",
                      "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n"
                      "[dependencies]\ntinycrate = \"1\"\n"},
-                    {"Cargo.lock", "version = 3\n\n[[package]]\nname = \"app\"\nversion = "
-                                   "\"0.1.0\"\ndependencies = [\n \"tinycrate\",\n]\n\n"
-                                   "[[package]]\nname = \"tinycrate\"\nversion = \"1.0.0\"\n"
-                                   "source = \"registry+https://github.com/rust-lang/"
-                                   "crates.io-index\"\nchecksum = \"" +
-                                       std::string(64, 'a') + "\"\n"},
+                    {"Cargo.lock",
+                     "version = 3\n\n[[package]]\nname = \"app\"\nversion = "
+                     "\"0.1.0\"\ndependencies = [\n \"tinycrate\",\n]\n\n"
+                     "[[package]]\nname = \"tinycrate\"\nversion = \"1.0.0\"\n"
+                     "source = \"registry+https://github.com/rust-lang/"
+                     "crates.io-index\"\nchecksum = \"" +
+                         std::string(64, 'a') + "\"\n"},
                     {".cargo/config.toml",
                      "[source.crates-io]\nreplace-with = \"vendored-sources\"\n\n"
                      "[source.vendored-sources]\ndirectory = \"vendor\"\n"},
@@ -844,6 +857,7 @@ TEST_F(setup_fixture, hostile_install_scripts_are_refused_and_the_cache_is_unhar
   ASSERT_TRUE(ends(warm, "succeeded")) << test::session_field(*node, warm, "reason");
   auto cache_root = node->data_dir() + "/cache";
   bool match = false;
+  ASSERT_TRUE(trees_built(1));  // built in the background after the warm-up session
   auto before = store_digests(cache_root, &match);
   ASSERT_TRUE(match);
   ASSERT_NE(before.find("/sha512/"), std::string::npos) << before;

@@ -450,6 +450,26 @@ TEST(setup_npm_tree, the_store_builds_a_tree_from_verified_tarballs_and_restores
   for (const auto& e : sfs::directory_iterator(root + "/npm-tree"))
     EXPECT_EQ(e.path().filename().string(), t.key);
 
+  // In the background: a restore right after waits for the build; a store that goes away
+  // mid-build leaves nothing half-built.
+  ASSERT_TRUE(store.prune(1ULL << 30));
+  for (const auto& e : sfs::directory_iterator(root + "/npm-tree")) sfs::remove_all(e.path());
+  EXPECT_EQ(store.build_npm_tree_later(t).state, "building");
+  auto ws5 = d / "ws5";
+  sfs::create_directories(ws5);
+  EXPECT_EQ(store.restore_npm_tree(t, ws5).state, "restored");
+  EXPECT_EQ(store.build_npm_tree_later(t).state, "present");
+  {
+    setup::cache_store other(root, 1 << 30, -1, -1);
+    for (const auto& e : sfs::directory_iterator(root + "/npm-tree")) sfs::remove_all(e.path());
+    EXPECT_EQ(other.build_npm_tree_later(t).state, "building");
+  }
+  for (const auto& e : sfs::directory_iterator(root + "/npm-tree"))
+    EXPECT_EQ(e.path().filename().string(), t.key) << "left behind: " << e.path();
+  if (!sfs::exists(root + "/npm-tree/" + t.key + "/.complete")) {
+    ASSERT_EQ(store.build_npm_tree(t).state, "built");
+  }
+
   auto p = store.prune(0);
   ASSERT_TRUE(p);
   EXPECT_EQ(p->entries, 3u);  // two tarballs and the tree

@@ -494,7 +494,7 @@ void end_setup(const runtime& rt, setup_job& job) {
     // npm ci installed what the lockfile pins: the next session gets the tree, built by the
     // node from the tarballs it verified, never from what this session's npm left.
     for (const auto& r : job.ran)
-      if (r.index == i && r.exit_code == 0) job.tree_use = rt.cache->build_npm_tree(job.tree);
+      if (r.index == i && r.exit_code == 0) job.tree_use = rt.cache->build_npm_tree_later(job.tree);
   }
   if (!job.tree_use.state.empty() && job.cache.is_object()) {
     json::value n = job.cache.find("npm") ? *job.cache.find("npm") : json::value::make_object();

@@ -17,11 +17,14 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 
 namespace berth::setup {
 namespace sfs = std::filesystem;
@@ -539,10 +542,79 @@ tree_use use_of(const npm_tree& t) {
 
 }  // namespace
 
+// --- building trees in the background ---
+
+cache_store::~cache_store() {
+  std::unique_ptr<tree_worker> w;
+  {
+    std::lock_guard lock(worker_mu_);
+    w = std::move(worker_);
+  }
+  if (!w) return;
+  {
+    std::lock_guard lock(w->mu);
+    w->stop = true;
+    w->queue.clear();
+  }
+  w->cv.notify_all();
+  if (w->thread.joinable()) w->thread.join();
+}
+
+tree_use cache_store::build_npm_tree_later(const npm_tree& t) const {
+  auto u = use_of(t);
+  if (!u.state.empty()) return u;
+  struct stat st {};
+  if (tree_record(root_ + "/" + npm_tree_dir + "/" + t.key, &st)) {
+    u.state = "present";
+    return u;
+  }
+  tree_worker* w = nullptr;
+  {
+    std::lock_guard lock(worker_mu_);
+    auto& slot = worker_;
+    if (!slot) {
+      slot = std::make_unique<tree_worker>();
+      auto* raw = slot.get();
+      raw->thread = std::thread([this, raw] {
+        std::unique_lock lock(raw->mu);
+        for (;;) {
+          raw->cv.wait(lock, [&] { return raw->stop || !raw->queue.empty(); });
+          if (raw->stop) return;
+          auto next = std::move(raw->queue.front());
+          raw->queue.pop_front();
+          lock.unlock();
+          (void)build_npm_tree(next, &raw->stop);
+          lock.lock();
+          raw->pending.erase(next.key);
+          raw->cv.notify_all();
+        }
+      });
+    }
+    w = slot.get();
+  }
+  {
+    std::lock_guard lock(w->mu);
+    if (w->pending.insert(t.key).second) w->queue.push_back(t);
+  }
+  w->cv.notify_all();
+  u.state = "building";
+  u.packages = t.packages.size();
+  return u;
+}
+
 tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& workspace) const {
   auto t0 = std::chrono::steady_clock::now();
   auto u = use_of(t);
   if (!u.state.empty()) return u;
+  {
+    // A build of this tree in progress (the previous session's): worth waiting for.
+    std::unique_lock guard(worker_mu_);
+    if (auto* w = worker_.get()) {
+      guard.unlock();
+      std::unique_lock lock(w->mu);
+      w->cv.wait_for(lock, tree_wait, [&] { return w->stop || !w->pending.count(t.key); });
+    }
+  }
   auto dir = root_ + "/" + npm_tree_dir + "/" + t.key;
   struct stat st {};
   auto rec = tree_record(dir, &st);
@@ -598,7 +670,7 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
   return u;
 }
 
-tree_use cache_store::build_npm_tree(const npm_tree& t) const {
+tree_use cache_store::build_npm_tree(const npm_tree& t, const std::atomic<bool>* cancel) const {
   auto t0 = std::chrono::steady_clock::now();
   auto u = use_of(t);
   if (!u.state.empty()) return u;
@@ -625,6 +697,7 @@ tree_use cache_store::build_npm_tree(const npm_tree& t) const {
   if (!top) return failed(tmp + ": " + std::strerror(errno));
   unpacked used;
   for (const auto& p : t.packages) {
+    if (cancel && cancel->load()) return failed("cancelled: the node is stopping");
     auto src = root_ + "/" + npm + "/" + p.algorithm + "/" + p.hex.substr(0, 2) + "/" + p.hex;
     fd_t in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!in) return failed("the store has no tarball for " + p.path);

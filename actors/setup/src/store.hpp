@@ -21,10 +21,28 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <set>
+#include <thread>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace berth::setup {
+
+/// The store's background builder of installed npm trees (one thread, one build per key).
+struct cache_store::tree_worker {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<npm_tree> queue;
+  std::set<std::string, std::less<>> pending;  ///< keys queued or being built
+  std::atomic<bool> stop{false};
+  std::thread thread;
+};
+
+}  // namespace berth::setup
 
 namespace berth::setup::detail {
 

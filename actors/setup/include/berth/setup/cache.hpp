@@ -15,7 +15,11 @@
 #include "berth/base/json.hpp"
 #include "berth/setup/npm_tree.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -93,6 +97,11 @@ class cache_store {
   /// store under; `uid`/`gid`: the sandbox user that owns what is created in a session's home
   /// (-1: the node's own user, and entries are copied, never linked).
   cache_store(std::string root, std::uint64_t max_bytes, int uid, int gid);
+  /// Stops the background tree builder: a build in progress is cancelled (nothing half-built
+  /// is kept), queued ones are dropped.
+  ~cache_store();
+  cache_store(const cache_store&) = delete;
+  cache_store& operator=(const cache_store&) = delete;
 
   /// Create the store's directories. Errors name the path.
   [[nodiscard]] status open() const;
@@ -114,10 +123,19 @@ class cache_store {
   /// "restored" npm need not run; on anything else nothing was left behind.
   [[nodiscard]] tree_use restore_npm_tree(const npm_tree& t, const std::string& workspace) const;
 
-  /// After `npm ci` succeeded: build the installed tree of `t` from the store's verified
-  /// tarballs (nothing of the session's is used), unless the store has it. "built", "present",
-  /// or "failed" with the reason (a tarball the store lacks, one that does not unpack).
-  [[nodiscard]] tree_use build_npm_tree(const npm_tree& t) const;
+  /// Build the installed tree of `t` from the store's verified tarballs (nothing of a session's
+  /// is used), unless the store has it: "built", "present", or "failed" with the reason (a
+  /// tarball the store lacks, one that does not unpack, `cancel` set).
+  [[nodiscard]] tree_use build_npm_tree(const npm_tree& t,
+                                        const std::atomic<bool>* cancel = nullptr) const;
+
+  /// After `npm ci` succeeded: build the tree on the store's own thread, off the setup step's
+  /// time (a restore of the same key waits for it, up to `tree_wait`). Returns the journal's
+  /// "building" (or "present", "ineligible").
+  [[nodiscard]] tree_use build_npm_tree_later(const npm_tree& t) const;
+
+  /// How long a restore waits for a build of its tree that is in progress.
+  static constexpr std::chrono::seconds tree_wait{30};
 
   /// Before a setup step of a hash-pinned requirements.txt: link the files the store holds for
   /// `pins` into the session's wheel directory (<home>/.cache/berth/wheels). Report: {"pinned":
@@ -161,9 +179,12 @@ class cache_store {
   [[nodiscard]] const std::string& root() const { return root_; }
 
  private:
+  struct tree_worker;
   std::string root_;
   std::uint64_t max_bytes_;
   int uid_, gid_;
+  mutable std::unique_ptr<tree_worker> worker_;  ///< the background builder, made on first use
+  mutable std::mutex worker_mu_;
 };
 
 /// The pins of an npm lockfile (package-lock.json or npm-shrinkwrap.json text): each
