@@ -30,6 +30,7 @@ class api_client {
   /// Request berth.api.v1.<verb>; an {"error": ...} reply becomes an error value.
   result<json::value> call(const std::string& verb, const json::value& body);
   bus::client& bus() { return *bus_; }
+  std::shared_ptr<bus::client> bus_shared() const { return bus_; }
   const bus::subjects& names() const { return names_; }
   millis timeout() const { return timeout_; }
 
@@ -57,6 +58,14 @@ int cmd_cache(const globals& g, const std::string& verb, const std::string& dir,
 /// `berth bench SCENARIO`: stopped with exit code 4 and a message after `time_limit` (empty:
 /// the scenario's default).
 int run_bench(const globals& g, const std::string& scenario, int n, const std::string& time_limit);
+
+/// `berth token create|list|revoke` on the tokens file `file` (empty: the local node's).
+int cmd_token(const globals& g, const std::string& verb, const std::string& name,
+              const std::string& scope, const std::string& file);
+/// `berth gateway`: serve the gateway in front of the cluster --server points at, until
+/// SIGTERM/SIGINT; prints its URL.
+int cmd_gateway(const globals& g, const std::string& config_file, const std::string& listen,
+                const std::string& tokens_file);
 
 /// The path of this executable.
 std::string self_exe();

@@ -13,6 +13,10 @@
 using namespace berth;
 using namespace berth::cli;
 
+namespace berth::cli {
+std::vector<node::companion> node_companions(const config::config& cfg);
+}
+
 namespace {
 
 int cmd_node(const globals& g, const std::string& config_file) {
@@ -30,7 +34,7 @@ int cmd_node(const globals& g, const std::string& config_file) {
     return failure;
   }
   if (!g.data_dir.empty()) cfg.node.data_dir = g.data_dir;
-  return node::run_node(cfg);
+  return node::run_node(cfg, node_companions(cfg));
 }
 
 int cmd_config_check(const std::string& file) {
@@ -170,6 +174,27 @@ int main(int argc, char** argv) {
   print->add_flag("--markdown", markdown,
                   "the configuration reference as Markdown (docs/configuration.md)");
 
+  auto* token_cmd = app.add_subcommand("token", "the gateway's API tokens (stored as hashes)");
+  token_cmd->require_subcommand(1);
+  std::string token_name, token_scope = "read", tokens_file;
+  token_cmd->add_option(
+      "--tokens-file", tokens_file,
+      "the tokens file (default: the local node's, <data dir>/gateway/tokens.json)");
+  auto* token_create = token_cmd->add_subcommand("create", "make a token; it is printed once");
+  token_create->add_option("name", token_name, "who or what uses it (journaled as the caller)")
+      ->required();
+  token_create->add_option("--scope", token_scope, "read, write or admin (default read)");
+  token_cmd->add_subcommand("list", "every token's name, scope and date");
+  auto* token_revoke = token_cmd->add_subcommand("revoke", "remove a token at once");
+  token_revoke->add_option("name", token_name)->required();
+
+  std::string gw_config, gw_listen, gw_tokens;
+  auto* gateway_cmd = app.add_subcommand(
+      "gateway", "serve REST (and the console) for the cluster --server points at");
+  gateway_cmd->add_option("--config", gw_config, "TOML config file ([gateway] is read)");
+  gateway_cmd->add_option("--listen", gw_listen, "host:port (default: [gateway] listen)");
+  gateway_cmd->add_option("--tokens-file", gw_tokens, "the tokens file");
+
   auto* cache_cmd = app.add_subcommand(
       "cache", "the node's dependency cache (shared by its sessions' setup steps)");
   cache_cmd->require_subcommand(1);
@@ -231,6 +256,10 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (*bench) return run_bench(g, scenario, bench_n, bench_limit);
+  if (*token_cmd)
+    return cmd_token(g, *token_create ? "create" : (*token_revoke ? "revoke" : "list"), token_name,
+                     token_scope, tokens_file);
+  if (*gateway_cmd) return cmd_gateway(g, gw_config, gw_listen, gw_tokens);
   if (*cache_cmd) return cmd_cache(g, *cache_prune ? "prune" : "list", cache_dir, keep_bytes);
   if (*start) {
     if (!trailing_command.empty()) {

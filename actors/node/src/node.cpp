@@ -378,7 +378,7 @@ std::string last_node_pointer_path() {
   return base + "/berth/last-node";
 }
 
-int run_node(const config::config& cfg) {
+int run_node(const config::config& cfg, const std::vector<companion>& companions) {
   log::setup(cfg.log.level, cfg.log.format);
   auto lg = logger();
 
@@ -550,6 +550,7 @@ int run_node(const config::config& cfg) {
       caf::anon_send(node, place_atom::value, false);
     });
     std::vector<std::unique_ptr<bus::subscription>> subs;
+    json::value extra_info = json::value::make_object();
     for (auto* sub : {&api_sub, &in_sub, &work_sub})
       if (*sub) subs.push_back(std::move(**sub));
     if (subs.size() != 3) {
@@ -559,6 +560,27 @@ int run_node(const config::config& cfg) {
       caf::anon_send_exit(node, caf::exit_reason::kill);
       exit_code = 1;
     } else {
+      // The companions (the gateway) first: what they report goes into node.json.
+      std::size_t started = 0;
+      for (const auto& c : companions) {
+        auto extra = c.start(rt->bus, dir);
+        if (!extra) {
+          lg->error("{}", extra.err().message);
+          exit_code = 1;
+          break;
+        }
+        started++;
+        if (extra->is_object())
+          for (const auto& [k, v] : extra->as_object()) extra_info.set(k, v);
+      }
+      if (exit_code != 0) {
+        for (std::size_t i = started; i-- > 0;) companions[i].stop();
+        caf::scoped_actor waiter{sys};
+        waiter->send(node, stop_atom::value);
+        waiter->receive([](stopped_atom) {});
+      }
+    }
+    if (subs.size() == 3 && exit_code == 0) {
       json::value info = json::value::make_object();
       info.set("node", rt->node_id);
       info.set("pid", static_cast<std::int64_t>(::getpid()));
@@ -567,6 +589,7 @@ int run_node(const config::config& cfg) {
       info.set("started_at", format_timestamp(rt->started_ms));
       info.set("data_dir", dir);
       if (rt->cache) info.set("cache_dir", rt->cache->root());
+      for (const auto& [k, v] : extra_info.as_object()) info.set(k, v);
       auto node_json = dir + "/node.json";
       if (auto st = fs::write_file_atomic(node_json, info.dump() + "\n", 0600); !st)
         lg->error("{}", st.err().message);
@@ -580,6 +603,7 @@ int run_node(const config::config& cfg) {
       int sig = 0;
       sigwait(&stop_signals, &sig);
       lg->info("received {}; stopping gracefully", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      for (auto it = companions.rbegin(); it != companions.rend(); ++it) it->stop();
       caf::scoped_actor waiter{sys};
       waiter->send(node, stop_atom::value);
       waiter->receive([](stopped_atom) {});

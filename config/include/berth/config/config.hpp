@@ -69,6 +69,16 @@ struct cache_section {
   std::int64_t max_bytes = 0;
 };
 
+/// `[gateway]`: the HTTP/WebSocket edge for browsers and REST clients (gateway/).
+struct gateway_section {
+  std::string listen;                        ///< "host:port" ("": no gateway in the node)
+  std::string tokens_file;                   ///< empty: <data_dir>/gateway/tokens.json
+  std::vector<std::string> allowed_origins;  ///< empty: the gateway's own origin only
+  std::int64_t max_body_bytes = 0;
+  millis header_timeout{0};
+  std::int64_t max_connections = 0;
+};
+
 /// `[workspace]`: session git workspaces.
 struct workspace_section {
   std::string author_name;
@@ -113,6 +123,7 @@ struct config {
   sandbox_section sandbox;
   workspace_section workspace;
   cache_section cache;
+  gateway_section gateway;
   credentials_section credentials;
   log_section log;
 };
