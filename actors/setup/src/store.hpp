@@ -24,10 +24,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <set>
-#include <thread>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace berth::setup {
