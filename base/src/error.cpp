@@ -27,6 +27,8 @@ constexpr errc_info infos[] = {
     {errc::too_large, "too_large", "too large"},
     {errc::permission_denied, "permission_denied", "permission denied"},
     {errc::cancelled, "cancelled", "cancelled"},
+    {errc::unauthorized, "unauthorized", "unauthorized"},
+    {errc::rate_limited, "rate_limited", "rate limited"},
 };
 
 const errc_info* info_of(int c) {

@@ -305,11 +305,13 @@ status ensure_stream(client::impl& i, jsStreamConfig& cfg) {
   return translate(s, jerr, std::string("create stream ") + cfg.Name);
 }
 
-status ensure_bucket(client::impl& i, const std::string& name, int replicas, std::uint8_t history) {
+status ensure_bucket(client::impl& i, const std::string& name, int replicas, std::uint8_t history,
+                     std::int64_t ttl_ns = 0) {
   kvConfig kc;
   kvConfig_Init(&kc);
   kc.Bucket = name.c_str();
   kc.History = history;
+  kc.TTL = ttl_ns;
   kc.Replicas = replicas;
   kc.StorageType = js_FileStorage;
   kvStore* kv = nullptr;
@@ -367,6 +369,8 @@ status client::provision(const subjects& names, const provision_options& po) {
   BERTH_TRY(ensure_bucket(i, names.bucket_owners(), static_cast<int>(po.replicas), 1));
   BERTH_TRY(ensure_bucket(i, names.bucket_nodes(), static_cast<int>(po.replicas), 1));
   BERTH_TRY(ensure_bucket(i, names.bucket_sessions(), static_cast<int>(po.replicas), 1));
+  BERTH_TRY(
+      ensure_bucket(i, names.bucket_diffs(), static_cast<int>(po.replicas), 1, ns(po.log_max_age)));
   return {};
 }
 

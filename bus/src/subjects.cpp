@@ -62,6 +62,18 @@ std::string subjects::bucket_sessions() const {
   return prefix_ + "-sessions";
 }
 
+std::string subjects::bucket_diffs() const {
+  return prefix_ + "-diffs";
+}
+
+std::string subjects::bucket_stream(std::string_view bucket) {
+  return "KV_" + std::string(bucket);
+}
+
+std::string subjects::bucket_keys(std::string_view bucket) {
+  return "$KV." + std::string(bucket) + ".>";
+}
+
 std::string_view subjects::last_token(std::string_view subject) {
   auto dot = subject.rfind('.');
   return dot == std::string_view::npos ? subject : subject.substr(dot + 1);

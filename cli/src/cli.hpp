@@ -43,10 +43,6 @@ class api_client {
 /// Print an error ("berth: <message>") and map it to an exit code.
 int report(const error& e);
 
-/// Read a workflow file (TOML: optional [session], a list of [[steps]]) into a spec object.
-/// Errors carry file:line:column.
-result<json::value> load_workflow(const std::string& path);
-
 /// One line for an event in the live view.
 std::string event_line(const json::value& envelope, std::uint64_t seq, bool color);
 
@@ -64,6 +60,10 @@ int cmd_token(const globals& g, const std::string& verb, const std::string& name
               const std::string& scope, const std::string& file);
 /// `berth gateway`: serve the gateway in front of the cluster --server points at, until
 /// SIGTERM/SIGINT; prints its URL.
+/// `berth console`: a one-time login link for the web console of the local node's gateway (or
+/// --url with --tokens-file), printed and with --open opened.
+int cmd_console(const globals& g, const std::string& name, const std::string& scope,
+                const std::string& url, const std::string& tokens_file, bool open);
 int cmd_gateway(const globals& g, const std::string& config_file, const std::string& listen,
                 const std::string& tokens_file);
 

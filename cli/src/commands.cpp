@@ -6,6 +6,7 @@
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
 #include "berth/node/node.hpp"
+#include "berth/session/workflow.hpp"
 
 #include <unistd.h>
 
@@ -386,7 +387,7 @@ void print_summary(const globals& g, const json::value& v) {
 int cmd_session_start(const globals& g, const start_args& a) {
   json::value spec = json::value::make_object();
   if (!a.workflow.empty()) {
-    auto wf = load_workflow(a.workflow);
+    auto wf = session::load_workflow(a.workflow);
     if (!wf) return report(wf.err());
     spec = std::move(*wf);
   }

@@ -5,6 +5,7 @@
 
 #include "berth/base/fs.hpp"
 #include "berth/base/log.hpp"
+#include "berth/base/process.hpp"
 #include "berth/config/config.hpp"
 #include "berth/gateway/gateway.hpp"
 #include "berth/gateway/tokens.hpp"
@@ -28,6 +29,12 @@ gateway::options options_of(const config::config& cfg, const std::string& data_d
   o.max_body_bytes = static_cast<std::size_t>(cfg.gateway.max_body_bytes);
   o.header_timeout = cfg.gateway.header_timeout;
   o.max_connections = static_cast<std::size_t>(cfg.gateway.max_connections);
+  o.max_streams_per_token = static_cast<std::size_t>(cfg.gateway.max_streams_per_token);
+  o.rate_per_second = static_cast<double>(cfg.gateway.rate_limit);
+  o.rate_burst = static_cast<double>(cfg.gateway.rate_burst);
+  o.max_buffered_bytes = static_cast<std::size_t>(cfg.gateway.max_buffered_bytes);
+  o.console_dir = cfg.gateway.console_dir;
+  o.stall_timeout = cfg.gateway.stall_timeout;
   o.prefix = cfg.cluster.subject_prefix;
   return o;
 }
@@ -121,6 +128,59 @@ int cmd_token(const globals& g, const std::string& verb, const std::string& name
     list.push(std::move(v));
   }
   std::printf("%s\n", list.dump().c_str());
+  return ok;
+}
+
+int cmd_console(const globals& g, const std::string& name, const std::string& scope_text,
+                const std::string& url_given, const std::string& tokens_given, bool open) {
+  auto s = gateway::scope_from_name(scope_text);
+  if (!s)
+    return report(error{errc::invalid_argument,
+                        "--scope: expected read, write or admin, got \"" + scope_text + "\""});
+  auto url = url_given;
+  if (url.empty()) {
+    auto dir = local_data_dir(g);
+    auto text = fs::read_file(dir + "/node.json");
+    if (!text)
+      return report(error{errc::not_found, "no running node in " + dir +
+                                               " (start one with `berth node`, or pass --url "
+                                               "and --tokens-file)"});
+    auto v = json::parse(*text);
+    if (v) url = v->get_string("console_url");
+    if (url.empty())
+      return report(error{errc::not_found, "the node in " + dir +
+                                               " runs no gateway ([gateway] listen is empty); "
+                                               "pass --url of a `berth gateway`"});
+  }
+  if (!url_given.empty() && tokens_given.empty())
+    return report(error{errc::invalid_argument, "--url: needs --tokens-file (that gateway's)"});
+  gateway::token_store store(tokens_file_of(g, tokens_given));
+  auto code = store.create_login(name, *s, std::chrono::minutes(10));
+  if (!code) return report(code.err());
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  // The code rides in the fragment: browsers never send it to a server or a proxy's log.
+  auto link = url + "/#login=" + *code;
+  if (g.output == "text") {
+    std::printf("%s\n", link.c_str());
+    std::fprintf(stderr,
+                 "berth: open this link to log in as \"%s\" (%s); it works once, within 10 "
+                 "minutes\n",
+                 name.c_str(), scope_text.c_str());
+  } else {
+    json::value v = json::value::make_object();
+    v.set("url", link);
+    v.set("name", name);
+    v.set("scope", scope_text);
+    std::printf("%s\n", v.dump().c_str());
+  }
+  std::fflush(stdout);
+  if (open) {
+    auto r = process::find_executable("xdg-open")
+                 ? process::run_capture({"xdg-open", link}, "", std::chrono::seconds(10))
+                 : result<process::captured>(error{errc::not_found, "no xdg-open"});
+    if (!r || r->exit_code != 0)
+      std::fprintf(stderr, "berth: could not open a browser (xdg-open); open the link above\n");
+  }
   return ok;
 }
 

@@ -188,6 +188,18 @@ int main(int argc, char** argv) {
   auto* token_revoke = token_cmd->add_subcommand("revoke", "remove a token at once");
   token_revoke->add_option("name", token_name)->required();
 
+  std::string console_name = "console", console_scope = "admin", console_url, console_tokens;
+  bool console_open = false;
+  auto* console_cmd = app.add_subcommand(
+      "console", "print a one-time login link to the web console (valid 10 minutes)");
+  console_cmd->add_option("--name", console_name,
+                          "who logs in (journaled as the caller; default console)");
+  console_cmd->add_option("--scope", console_scope, "read, write or admin (default admin)");
+  console_cmd->add_option("--url", console_url,
+                          "the gateway's URL (default: the local node's console_url)");
+  console_cmd->add_option("--tokens-file", console_tokens, "that gateway's tokens file");
+  console_cmd->add_flag("--open", console_open, "open the link in a browser (xdg-open)");
+
   std::string gw_config, gw_listen, gw_tokens;
   auto* gateway_cmd = app.add_subcommand(
       "gateway", "serve REST (and the console) for the cluster --server points at");
@@ -260,6 +272,8 @@ int main(int argc, char** argv) {
     return cmd_token(g, *token_create ? "create" : (*token_revoke ? "revoke" : "list"), token_name,
                      token_scope, tokens_file);
   if (*gateway_cmd) return cmd_gateway(g, gw_config, gw_listen, gw_tokens);
+  if (*console_cmd)
+    return cmd_console(g, console_name, console_scope, console_url, console_tokens, console_open);
   if (*cache_cmd) return cmd_cache(g, *cache_prune ? "prune" : "list", cache_dir, keep_bytes);
   if (*start) {
     if (!trailing_command.empty()) {

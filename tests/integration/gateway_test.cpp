@@ -1,83 +1,16 @@
 // The gateway inside `berth node`: REST against a real node and nats-server, tokens from the
-// CLI, and hostile requests refused with their exact status. (SSE, WebSocket and the console
-// come with the next increments of issue 12.)
+// CLI, and hostile requests refused with their exact status. Streams: gateway_stream_test.cpp.
 
-#include "harness.hpp"
-
-#include "berth/base/fs.hpp"
-#include "berth/base/json.hpp"
+#include "gateway_fixture.hpp"
 
 #include <arpa/inet.h>
-#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 using namespace berth;
-
-namespace {
-
-struct http_reply {
-  int status = 0;
-  std::string body;
-};
-
-// One request over loopback by python3's http.client (a client the gateway did not write).
-http_reply http(const std::string& base, const std::string& method, const std::string& path,
-                const std::map<std::string, std::string>& headers = {},
-                const std::string& body = {}) {
-  test::temp_dir scratch;  // the body and headers by file: argv has a size limit
-  test::write_file(scratch / "body", body);
-  std::string hdrs = "{";
-  for (const auto& [k, v] : headers) {
-    test::write_file(scratch / ("h-" + k), v);
-    hdrs += "'" + k + "': open(sys.argv[5] + '/h-" + k + "').read(),";
-  }
-  hdrs += "}";
-  auto out = test::run_checked(
-      {"python3", "-c",
-       "import http.client, sys, urllib.parse\n"
-       "u = urllib.parse.urlparse(sys.argv[1])\n"
-       "c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)\n"
-       "c.request(sys.argv[2], sys.argv[3], body=open(sys.argv[4], 'rb').read() or None, headers=" +
-           hdrs +
-           ")\n"
-           "r = c.getresponse()\n"
-           "sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n",
-       base, method, path, scratch / "body", scratch.path()});
-  http_reply r;
-  auto nl = out.find('\n');
-  r.status = std::stoi(out.substr(0, nl));
-  r.body = out.substr(nl + 1);
-  return r;
-}
-
-struct gateway_fixture : ::testing::Test {
-  test::temp_dir dir;
-  std::unique_ptr<test::node_process> node;
-  std::string url;
-
-  void SetUp() override {
-    node = std::make_unique<test::node_process>(dir / "node");
-    node->start();
-    auto info = json::parse(*fs::read_file(node->data_dir() + "/node.json"));
-    ASSERT_TRUE(info);
-    url = info->get_string("console_url");
-    ASSERT_EQ(url.rfind("http://127.0.0.1:", 0), 0u) << info->dump();
-  }
-  std::string token(const std::string& name, const std::string& scope) {
-    auto r = test::cli(*node, {"token", "create", name, "--scope", scope});
-    EXPECT_EQ(r.code, 0) << r.err;
-    auto t = r.out;
-    while (!t.empty() && t.back() == '\n') t.pop_back();
-    return t;
-  }
-  std::map<std::string, std::string> bearer(const std::string& t) {
-    return {{"Authorization", "Bearer " + t}};
-  }
-};
-
-}  // namespace
+using test::gateway_fixture;
+using test::http;
 
 TEST_F(gateway_fixture, rest_starts_lists_shows_and_cancels_sessions_with_a_token) {
   EXPECT_EQ(http(url, "GET", "/livez").status, 200);

@@ -49,3 +49,20 @@ TEST(time, timestamps_round_trip) {
   EXPECT_EQ(parse_timestamp(format_timestamp(1795320000123)), 1795320000123);
   EXPECT_EQ(parse_timestamp("yesterday"), 0);
 }
+
+TEST(json, strings_are_always_valid_utf8) {
+  // Well-formed UTF-8 passes as it is; anything else becomes U+FFFD, so the text parses again.
+  EXPECT_EQ(json::quote("h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\xa2"),
+            "\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\xa2\"");
+  const std::string bad[] = {"\xff",     "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                             "a\xe2\x82"};
+  for (const auto& b : bad) {
+    auto q = json::quote(b);
+    EXPECT_NE(q.find("\xef\xbf\xbd"), std::string::npos) << q;
+    auto v = json::parse(q);
+    ASSERT_TRUE(v) << q;
+  }
+  json::value v = json::value::make_object();
+  v.set("text", std::string("cut \xe2\x82"));
+  EXPECT_TRUE(json::parse(v.dump()));
+}

@@ -38,6 +38,21 @@ result<std::string> required_id(const json::value& req) {
   return id->as_string();
 }
 
+// Who made the call, as a gateway vouches for it (a token's name): journaled, never checked
+// against anything here.
+result<std::string> caller_of(const json::value& req) {
+  const auto* c = req.find("caller");
+  if (!c || c->is_null()) return std::string();
+  if (!c->is_string() || c->as_string().empty() || c->as_string().size() > 128 ||
+      !std::all_of(c->as_string().begin(), c->as_string().end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' ||
+               ch == '-' || ch == ':' || ch == '@';
+      }))
+    return error{errc::invalid_argument,
+                 "caller: expected 1 to 128 characters of [A-Za-z0-9_.:@-]"};
+  return c->as_string();
+}
+
 // The spec without its id: two starts are "the same" when everything else matches.
 json::value without_id(json::value spec) {
   if (spec.is_object()) {
@@ -81,7 +96,7 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
       error{errc::not_found, "unknown API verb \"" + verb +
                                  "\"; known: session.start, "
                                  "session.get, session.list, session.cancel, session.input, "
-                                 "session.retry, stats"};
+                                 "session.retry, session.diff, stats"};
   if (verb == "session.start")
     r = start(req);
   else if (verb == "session.get")
@@ -96,6 +111,8 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
     r = stats(req);
   else if (verb == "session.retry")
     r = retry(req);
+  else if (verb == "session.diff")
+    r = diff(req);
   if (!r) {
     if (!r.err().is(errc::invalid_argument) && !r.err().is(errc::not_found) &&
         !r.err().is(errc::conflict) && !r.err().is(errc::too_large))
@@ -106,7 +123,9 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
 }
 
 result<json::value> api_service::start(const json::value& req) {
-  BERTH_TRY(only_fields(req, {"spec", "idempotency_key"}));
+  BERTH_TRY(only_fields(req, {"spec", "idempotency_key", "caller"}));
+  auto caller = caller_of(req);
+  if (!caller) return caller.err();
   const auto* spec_json = req.find("spec");
   if (!spec_json) return error{errc::invalid_argument, "spec: is required"};
   session::spec_limits limits;
@@ -156,6 +175,7 @@ result<json::value> api_service::start(const json::value& req) {
   input.set("type", "start");
   input.set("spec", canonical);
   input.set("idempotency_key", key);
+  if (!caller->empty()) input.set("caller", *caller);
   bus::publish_options po;
   po.msg_id = "start:" + key;
   auto ack = rt.bus->publish(rt.names.input(spec->id), input.dump(), po);
@@ -183,6 +203,7 @@ result<json::value> api_service::start(const json::value& req) {
   data.set("spec", canonical);
   data.set("accepted_seq", ack->seq);
   data.set("idempotency_key", key);
+  if (!caller->empty()) data.set("caller", *caller);
   data.set("timeout_ms",
            spec->timeout ? spec->timeout->count() : rt.cfg.session.default_timeout.count());
   accepted.data = std::move(data);
@@ -245,9 +266,13 @@ const char* const phases[] = {"pending",   "running", "waiting",   "retrying",
 }  // namespace
 
 result<json::value> api_service::list(const json::value& req) {
-  BERTH_TRY(only_fields(req, {"status", "limit"}));
-  if (const auto* s = req.find("status"); s && !s->is_string())
-    return error{errc::invalid_argument, "status: expected a string"};
+  BERTH_TRY(only_fields(req, {"status", "limit", "repo", "cursor"}));
+  for (const char* k : {"status", "repo", "cursor"})
+    if (const auto* s = req.find(k); s && !s->is_string())
+      return error{errc::invalid_argument, std::string(k) + ": expected a string"};
+  std::string repo_filter = req.get_string("repo");
+  std::string cursor = req.get_string("cursor");
+  if (!cursor.empty()) BERTH_TRY(validate_id(cursor, "cursor"));
   std::string status_filter = req.get_string("status");
   if (!status_filter.empty() &&
       std::find(std::begin(phases), std::end(phases), status_filter) == std::end(phases))
@@ -265,27 +290,68 @@ result<json::value> api_service::list(const json::value& req) {
   auto entries = rt.bus->kv_entries(rt.names.bucket_sessions());
   if (!entries) return entries.err();
   json::value arr = json::value::make_array();
-  // Newest first: ULIDs sort by creation time.
-  for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
-    if (static_cast<std::int64_t>(arr.as_array().size()) >= limit) break;
+  std::string last_id;
+  bool more = false;
+  // Newest first: ULIDs sort by creation time. A cursor is the last id of the page before.
+  auto it =
+      cursor.empty() ? entries->rbegin() : std::make_reverse_iterator(entries->lower_bound(cursor));
+  for (; it != entries->rend(); ++it) {
     auto row = json::parse(it->second.value);
     if (!row || !row->is_object()) continue;
     if (!status_filter.empty() && row->get_string("status") != status_filter) continue;
+    if (!repo_filter.empty() && row->get_string("repo").find(repo_filter) == std::string::npos)
+      continue;
+    if (static_cast<std::int64_t>(arr.as_array().size()) >= limit) {
+      more = true;
+      break;
+    }
     json::value out = json::value::make_object();
     out.set("id", it->first);
     for (auto& [k, v] : row->as_object()) out.set(k, v);
     arr.push(std::move(out));
+    last_id = it->first;
   }
   json::value v = json::value::make_object();
   v.set("sessions", std::move(arr));
+  if (more) v.set("next_cursor", last_id);
+  return v;
+}
+
+result<json::value> api_service::diff(const json::value& req) {
+  BERTH_TRY(only_fields(req, {"id"}));
+  auto id = required_id(req);
+  if (!id) return id.err();
+  auto& rt = *rt_;
+  auto entry = rt.bus->kv_get(rt.names.bucket_diffs(), *id);
+  if (!entry) return entry.err();
+  if (entry->has_value()) {
+    auto v = json::parse((*entry)->value);
+    if (!v) return error{errc::corrupt, "the changes of session " + *id + " are unreadable"};
+    v->set("checkpoint", true);
+    return std::move(*v);
+  }
+  auto last = rt.bus->last_message(rt.names.stream_ev(), rt.names.journal(*id));
+  if (!last) return last.err();
+  if (!last->has_value()) return error{errc::not_found, "session " + *id + " not found"};
+  // A session with no checkpoint yet (or a scratch workspace): nothing changed that we know of.
+  json::value v = json::value::make_object();
+  v.set("session", *id);
+  v.set("checkpoint", false);
+  v.set("files", json::value::make_array());
+  v.set("additions", 0);
+  v.set("deletions", 0);
+  v.set("patch", "");
+  v.set("truncated", false);
   return v;
 }
 
 result<json::value> api_service::cancel_or_input(const json::value& req, bool cancel) {
   if (cancel)
-    BERTH_TRY(only_fields(req, {"id"}));
+    BERTH_TRY(only_fields(req, {"id", "caller"}));
   else
-    BERTH_TRY(only_fields(req, {"id", "data"}));
+    BERTH_TRY(only_fields(req, {"id", "data", "caller"}));
+  auto caller = caller_of(req);
+  if (!caller) return caller.err();
   auto id = required_id(req);
   if (!id) return id.err();
   auto& rt = *rt_;
@@ -306,6 +372,7 @@ result<json::value> api_service::cancel_or_input(const json::value& req, bool ca
   }
   json::value input = json::value::make_object();
   input.set("type", cancel ? "cancel" : "input");
+  if (!caller->empty()) input.set("caller", *caller);
   if (!cancel) {
     const auto* data = req.find("data");
     if (!data) return error{errc::invalid_argument, "data: is required"};
@@ -369,7 +436,7 @@ result<json::value> api_service::stats(const json::value& req) {
 }
 
 result<json::value> api_service::retry(const json::value& req) {
-  BERTH_TRY(only_fields(req, {"id", "from", "idempotency_key"}));
+  BERTH_TRY(only_fields(req, {"id", "from", "idempotency_key", "caller"}));
   auto id = required_id(req);
   if (!id) return id.err();
   // One fold of the journal gives both the spec and how the session ended.
@@ -403,6 +470,7 @@ result<json::value> api_service::retry(const json::value& req) {
   json::value start_req = json::value::make_object();
   start_req.set("spec", std::move(again));
   if (const auto* k = req.find("idempotency_key")) start_req.set("idempotency_key", *k);
+  if (const auto* c = req.find("caller")) start_req.set("caller", *c);
   auto r = start(start_req);
   if (!r) return r;
   r->set("retry_of", *id);

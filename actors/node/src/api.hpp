@@ -24,6 +24,7 @@ class api_service {
   result<json::value> cancel_or_input(const json::value& req, bool cancel);
   result<json::value> stats(const json::value& req);
   result<json::value> retry(const json::value& req);
+  result<json::value> diff(const json::value& req);
   result<json::value> summary_of(const std::string& id);
 
   std::shared_ptr<session::runtime> rt_;

@@ -135,6 +135,10 @@ json::value session_state::summary() const {
   if (!spec.ref.empty()) v.set("ref", spec.ref);
   if (!spec.goal.empty()) v.set("goal", spec.goal);
   v.set("priority", spec.priority);
+  if (!spec.repo.empty()) v.set("repo", spec.repo);
+  if (auto b = ws.get_string("branch"); !b.empty()) v.set("branch", b);
+  if (auto pr = ws.get_string("pr_url"); !pr.empty()) v.set("pr_url", pr);
+  if (!node.empty()) v.set("node", node);
   if (!reason.empty()) v.set("reason", reason);
   v.set("created_at", format_timestamp(created_ms));
   v.set("updated_at", format_timestamp(updated_ms));
@@ -179,6 +183,10 @@ json::value session_state::queue_entry() const {
   json::value v = json::value::make_object();
   v.set("status", phase());
   v.set("priority", spec.priority);
+  if (!spec.repo.empty()) v.set("repo", spec.repo);
+  if (auto b = ws.get_string("branch"); !b.empty()) v.set("branch", b);
+  if (auto pr = ws.get_string("pr_url"); !pr.empty()) v.set("pr_url", pr);
+  if (!node.empty()) v.set("node", node);
   if (!reason.empty()) v.set("reason", reason);
   if (!failed_step.empty()) v.set("failed_step", failed_step);
   if (!spec.retry_of.empty()) v.set("retry_of", spec.retry_of);
@@ -910,6 +918,8 @@ void machine::input(std::uint64_t seq, const json::value& msg, std::int64_t now_
   if (seq <= state_.last_input_seq) return;  // already applied
   json::value d = json::value::make_object();
   d.set("input_seq", seq);
+  // Who sent it, as the gateway that passed it on vouches (a token's name).
+  if (auto caller = msg.get_string("caller"); !caller.empty()) d.set("caller", caller);
   std::string type = msg.get_string("type");
   if (type == "cancel") {
     d.set("kind", "cancel");

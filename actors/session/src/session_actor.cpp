@@ -137,8 +137,8 @@ struct session_state_actor {
   std::deque<std::function<void()>> ws_queue;
   // The session's entry in the berth-sessions bucket (list, stats): the phase last written,
   // and whether a write is in flight (one at a time, so they land in order).
-  std::string indexed_phase;
-  std::string spec_text;  // the spec, serialized and redacted once (snapshot_text)
+  std::string indexed_key;  // phase, node, branch and PR as last written to the index
+  std::string spec_text;    // the spec, serialized and redacted once (snapshot_text)
   // Each step's snapshot entry, serialized and redacted when the step last changed.
   std::vector<std::pair<step_state, std::string>> step_texts;
   bool index_busy = false;
@@ -383,22 +383,28 @@ void start_commit(actor_t* self) {
   s.rt->commits->submit(std::move(r));
 }
 
-// Write the session's queue entry when its phase changed; after a commit, so the index never
-// runs ahead of the journal.
+// What of a queue entry, when it changes, is written again: phase, node, branch, PR.
+std::string index_key(const json::value& entry) {
+  return entry.get_string("status") + '\x1f' + entry.get_string("node") + '\x1f' +
+         entry.get_string("branch") + '\x1f' + entry.get_string("pr_url");
+}
+
+// Write the session's queue entry when its phase (or node, branch, PR) changed; after a commit,
+// so the index never runs ahead of the journal.
 void update_index(actor_t* self) {
   auto& s = self->state;
   if (!s.m || s.index_busy || s.m->state().status.empty()) return;
   auto entry = s.m->state().queue_entry();
-  auto phase = entry.get_string("status");
-  if (phase == s.indexed_phase) return;
+  auto key = index_key(entry);
+  if (key == s.indexed_key) return;
   s.index_busy = true;
   auto rt = s.rt;
   auto id = s.id;
   caf::actor me = caf::actor_cast<caf::actor>(self);
-  rt->io->post([rt, id, me, phase, body = redact::apply(entry.dump())] {
+  rt->io->post([rt, id, me, key, body = redact::apply(entry.dump())] {
     auto st = rt->bus->kv_put(rt->names.bucket_sessions(), id, body);
     if (!st) logger()->warn("{}: updating its queue entry failed: {}", id, st.err().message);
-    caf::anon_send(me, indexed_atom::value, phase, st.ok());
+    caf::anon_send(me, indexed_atom::value, key, st.ok());
   });
 }
 
@@ -579,9 +585,9 @@ void start_after_change(actor_t* self, const std::string& what,
   auto rt = s.rt;
   ws_job(
       self,
-      [rt, id = s.id, repo = s.m->state().spec.repo, grants = s.grants, what,
-       cancel = s.ws_cancel] {
-        return wsops::after_change(*rt, id, repo, grants, what, cancel.get());
+      [rt, id = s.id, repo = s.m->state().spec.repo, base = s.m->state().ws.get_string("commit"),
+       grants = s.grants, what, cancel = s.ws_cancel] {
+        return wsops::after_change(*rt, id, repo, base, grants, what, cancel.get());
       },
       [exit = std::move(exit), attempt](actor_t* a, wsops::outcome& o) {
         auto& s = a->state;
@@ -841,7 +847,7 @@ void pump(actor_t* self) {
     if (s.running.empty() && s.tools_running.empty() && !s.preparing) {
       if (!s.wrapped) {
         start_wrap_up(self);
-      } else if (s.indexed_phase != s.m->state().status) {
+      } else if (s.indexed_key != index_key(s.m->state().queue_entry())) {
         update_index(self);  // the terminal entry lands before the session lets go
       } else {
         finalize(self);
@@ -1391,11 +1397,11 @@ caf::behavior session_behavior(actor_t* self, std::shared_ptr<runtime> rt, std::
           r.proc->stop(st.rt->cfg.session.kill_grace);
         }
       },
-      [=](indexed_atom, const std::string& phase, bool ok) {
+      [=](indexed_atom, const std::string& key, bool ok) {
         auto& st = self->state;
         st.index_busy = false;
         if (ok) {
-          st.indexed_phase = phase;
+          st.indexed_key = key;
           update_index(self);  // the phase may have moved on meanwhile
           pump(self);
         } else {

@@ -234,9 +234,40 @@ status check_quota(const runtime& rt, const std::string& id) {
                                     std::to_string(quota) + " (workspace.quota_bytes)"};
 }
 
+result<json::value> describe_changes(const std::string& dir, const std::string& id,
+                                     const std::string& base, const std::string& commit,
+                                     const std::string& step) {
+  // 512 KiB of patch keeps the entry under NATS's default 1 MiB message size.
+  auto cs = workspace::diff_commits(dir, base, commit, 512 << 10);
+  if (!cs) return cs.err();
+  json::value v = json::value::make_object();
+  v.set("session", id);
+  v.set("base", base);
+  v.set("commit", commit);
+  v.set("step", step);
+  v.set("at", format_timestamp(now_unix_ms()));
+  json::value files = json::value::make_array();
+  for (const auto& f : cs->files) {
+    json::value j = json::value::make_object();
+    j.set("path", f.path);
+    if (!f.old_path.empty()) j.set("old_path", f.old_path);
+    j.set("status", f.status);
+    j.set("additions", f.additions);
+    j.set("deletions", f.deletions);
+    if (f.binary) j.set("binary", true);
+    files.push(std::move(j));
+  }
+  v.set("files", std::move(files));
+  v.set("additions", cs->additions);
+  v.set("deletions", cs->deletions);
+  v.set("patch", redact::apply(cs->patch));
+  v.set("truncated", cs->truncated);
+  return v;
+}
+
 outcome after_change(runtime& rt, const std::string& id, const std::string& repo,
-                     std::vector<lease::grant> grants, const std::string& step,
-                     const std::atomic<bool>* cancel) {
+                     const std::string& base, std::vector<lease::grant> grants,
+                     const std::string& step, const std::atomic<bool>* cancel) {
   outcome out;
   out.grants = std::move(grants);
   auto dir = workdir(rt, id);
@@ -256,6 +287,13 @@ outcome after_change(runtime& rt, const std::string& id, const std::string& repo
   json::value d = json::value::make_object();
   d.set("commit", **cp);
   d.set("step", step);
+  // What the console's changes tab shows: any gateway reads it from the bucket.
+  if (!base.empty()) {
+    auto changes = describe_changes(dir, id, base, **cp, step);
+    auto put = changes ? rt.bus->kv_put(rt.names.bucket_diffs(), id, changes->dump())
+                       : result<std::uint64_t>(changes.err());
+    if (!put) logger()->warn("{}: recording the changes after {}: {}", id, step, put.err().message);
+  }
   if (current(out.grants)) {
     auto ref = "refs/berth/checkpoints/" + id;
     auto pushed =

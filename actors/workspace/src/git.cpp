@@ -358,6 +358,90 @@ result<std::optional<std::string>> checkpoint(const std::string& dest, const std
                      "berth checkpoint of session " + session, "berth-checkpoint-index", true);
 }
 
+namespace {
+const char* delta_name(git_delta_t d) {
+  switch (d) {
+    case GIT_DELTA_ADDED:
+      return "added";
+    case GIT_DELTA_DELETED:
+      return "deleted";
+    case GIT_DELTA_MODIFIED:
+      return "modified";
+    case GIT_DELTA_RENAMED:
+      return "renamed";
+    case GIT_DELTA_COPIED:
+      return "copied";
+    case GIT_DELTA_TYPECHANGE:
+      return "typechange";
+    default:
+      return "changed";
+  }
+}
+}  // namespace
+
+result<change_set> diff_commits(const std::string& dest, const std::string& from,
+                                const std::string& to, std::size_t max_patch_bytes) {
+  init_library();
+  git_repository* raw = nullptr;
+  int rc = git_repository_open(&raw, dest.c_str());
+  if (rc < 0) return lib_error("repository " + dest, rc);
+  owned<git_repository> repo(raw, git_repository_free);
+  auto tree_of = [&](const std::string& rev) -> result<owned<git_tree>> {
+    git_object* obj = nullptr;
+    int r = git_revparse_single(&obj, repo.get(), (rev + "^{tree}").c_str());
+    if (r < 0) return lib_error("commit " + rev, r);
+    return owned<git_tree>(reinterpret_cast<git_tree*>(obj), git_tree_free);
+  };
+  auto a = tree_of(from);
+  if (!a) return a.err();
+  auto b = tree_of(to);
+  if (!b) return b.err();
+  git_diff_options o = GIT_DIFF_OPTIONS_INIT;
+  git_diff* draw = nullptr;
+  if ((rc = git_diff_tree_to_tree(&draw, repo.get(), a->get(), b->get(), &o)) < 0)
+    return lib_error("diff " + from + ".." + to, rc);
+  owned<git_diff> diff(draw, git_diff_free);
+  git_diff_find_options fo = GIT_DIFF_FIND_OPTIONS_INIT;
+  fo.flags = GIT_DIFF_FIND_RENAMES;
+  git_diff_find_similar(diff.get(), &fo);
+  change_set out;
+  auto n = git_diff_num_deltas(diff.get());
+  for (std::size_t i = 0; i < n; ++i) {
+    git_patch* praw = nullptr;
+    if ((rc = git_patch_from_diff(&praw, diff.get(), i)) < 0) return lib_error("diff", rc);
+    const git_diff_delta* d = git_diff_get_delta(diff.get(), i);
+    change_set::file f;
+    f.path = d->new_file.path ? d->new_file.path : "";
+    if (d->status == GIT_DELTA_DELETED && d->old_file.path) f.path = d->old_file.path;
+    if (d->status == GIT_DELTA_RENAMED && d->old_file.path) f.old_path = d->old_file.path;
+    f.status = delta_name(d->status);
+    f.binary = (d->flags & GIT_DIFF_FLAG_BINARY) != 0;
+    if (!praw) {  // binary: no patch object
+      out.files.push_back(std::move(f));
+      continue;
+    }
+    owned<git_patch> patch(praw, git_patch_free);
+    std::size_t ctx = 0, add = 0, del = 0;
+    git_patch_line_stats(&ctx, &add, &del, patch.get());
+    f.additions = static_cast<std::int64_t>(add);
+    f.deletions = static_cast<std::int64_t>(del);
+    out.additions += f.additions;
+    out.deletions += f.deletions;
+    if (!out.truncated) {
+      git_buf buf = GIT_BUF_INIT;
+      if (git_patch_to_buf(&buf, patch.get()) == 0) {
+        if (out.patch.size() + buf.size > max_patch_bytes)
+          out.truncated = true;
+        else
+          out.patch.append(buf.ptr, buf.size);
+      }
+      git_buf_dispose(&buf);
+    }
+    out.files.push_back(std::move(f));
+  }
+  return out;
+}
+
 status push_refs(const std::string& dest, const std::string& url,
                  const std::vector<std::string>& refspecs, const credential& cred) {
   init_library();

@@ -24,6 +24,8 @@ enum class errc : int {
   too_large = 11,
   permission_denied = 12,
   cancelled = 13,
+  unauthorized = 14,  ///< no credential, or one that is unknown, revoked or expired
+  rate_limited = 15,  ///< over a rate or connection limit; retry later
 };
 
 }  // namespace berth

@@ -31,6 +31,14 @@ class subjects {
   [[nodiscard]] std::string bucket_nodes() const;   ///< berth-nodes
   /// berth-sessions: one entry per session, its queue state (the list and stats index)
   [[nodiscard]] std::string bucket_sessions() const;
+  /// berth-diffs: one entry per session, its changes at the latest checkpoint (the console's
+  /// changes tab, `session.diff`)
+  [[nodiscard]] std::string bucket_diffs() const;
+
+  /// The stream behind a KV bucket (KV_<bucket>) and the subjects of its keys ($KV.<bucket>.>):
+  /// to follow a bucket's changes as an ordered consumer.
+  [[nodiscard]] static std::string bucket_stream(std::string_view bucket);
+  [[nodiscard]] static std::string bucket_keys(std::string_view bucket);
 
   /// The last token of a subject (the session id of berth.in.<id> / berth.ev.<id>).
   [[nodiscard]] static std::string_view last_token(std::string_view subject);

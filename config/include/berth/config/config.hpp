@@ -77,6 +77,12 @@ struct gateway_section {
   std::int64_t max_body_bytes = 0;
   millis header_timeout{0};
   std::int64_t max_connections = 0;
+  std::int64_t max_streams_per_token = 0;  ///< WebSockets + SSE streams per token
+  std::int64_t rate_limit = 0;             ///< requests per second per token
+  std::int64_t rate_burst = 0;
+  std::int64_t max_buffered_bytes = 0;  ///< unsent items per stream before gaps
+  millis stall_timeout{0};              ///< a stream whose client stopped reading: closed
+  std::string console_dir;              ///< empty: the console built into the binary
 };
 
 /// `[workspace]`: session git workspaces.

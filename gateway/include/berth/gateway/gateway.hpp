@@ -25,8 +25,18 @@ struct options {
   millis header_timeout{10'000};  ///< to send a request's headers (slowloris)
   millis idle_timeout{60'000};    ///< between requests on a kept-alive connection
   std::size_t max_connections = 10'000;
-  std::string prefix = "berth";  ///< the cluster's subject prefix
-  millis api_timeout{30'000};    ///< one API request through NATS
+  std::size_t max_frame_bytes = 1 << 20;      ///< a WebSocket message; larger: close 1009
+  std::size_t max_buffered_bytes = 1 << 20;   ///< unsent items per stream before gaps
+  std::size_t max_subscriptions = 16;         ///< topics per WebSocket
+  std::size_t max_streams_per_token = 100;    ///< WebSockets + SSE streams per token name
+  double rate_per_second = 50;                ///< requests and calls per token name...
+  double rate_burst = 100;                    ///< ...in bursts of this many
+  millis auth_timeout{5'000};                 ///< a WebSocket's auth frame, without a cookie
+  millis stall_timeout{30'000};               ///< a write the client does not read: closed
+  millis cookie_ttl{std::chrono::hours(12)};  ///< a console login lasts this long
+  std::string console_dir;                    ///< serve the console from here; empty: built in
+  std::string prefix = "berth";               ///< the cluster's subject prefix
+  millis api_timeout{30'000};                 ///< one API request through NATS
   int io_threads = 2;
   int api_threads = 4;  ///< blocking API requests run here, never on I/O threads
 };

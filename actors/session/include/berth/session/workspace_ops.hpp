@@ -62,11 +62,21 @@ struct outcome {
 [[nodiscard]] status check_quota(const runtime& rt, const std::string& id);
 
 /// After a step or tool call that may have changed files: enforce the disk quota, then record a
-/// checkpoint (and push it when a lease allows) of session `id`; `repo` empty: a scratch
+/// checkpoint (and push it when a lease allows) of session `id`, and its changes since `base`
+/// (the commit the workspace started from) in the berth-diffs bucket; `repo` empty: a scratch
 /// workspace, quota only. (Not the whole state: this runs after every step of a graph.)
 [[nodiscard]] outcome after_change(runtime& rt, const std::string& id, const std::string& repo,
-                                   std::vector<lease::grant> grants, const std::string& step,
+                                   const std::string& base, std::vector<lease::grant> grants,
+                                   const std::string& step,
                                    const std::atomic<bool>* cancel = nullptr);
+
+/// The changes of session `id`'s workspace from `base` to `commit` as the berth-diffs bucket
+/// and `session.diff` hold them: {session, base, commit, step, at, files, additions,
+/// deletions, patch, truncated}.
+[[nodiscard]] result<json::value> describe_changes(const std::string& dir, const std::string& id,
+                                                   const std::string& base,
+                                                   const std::string& commit,
+                                                   const std::string& step);
 
 /// Run a commit, push or pull_request step.
 [[nodiscard]] outcome git_step(runtime& rt, const session_state& st,

@@ -90,6 +90,25 @@ struct clone_options {
 [[nodiscard]] result<std::optional<std::string>> checkpoint(const std::string& dest,
                                                             const std::string& session);
 
+/// A session's changes: what `to` has that `from` had not, file by file, and as a unified
+/// patch (cut at `max_patch_bytes`; binary files named, not shown).
+struct change_set {
+  struct file {
+    std::string path;
+    std::string old_path;  ///< renamed from; empty otherwise
+    std::string status;    ///< added, modified, deleted, renamed, ...
+    std::int64_t additions = 0, deletions = 0;
+    bool binary = false;
+  };
+  std::vector<file> files;
+  std::int64_t additions = 0, deletions = 0;
+  std::string patch;
+  bool truncated = false;  ///< the patch was cut at max_patch_bytes
+};
+/// The changes between two commits of the repository at `dest` (a workspace or a mirror).
+[[nodiscard]] result<change_set> diff_commits(const std::string& dest, const std::string& from,
+                                              const std::string& to, std::size_t max_patch_bytes);
+
 /// Push `refspecs` of the workspace to `url` through an anonymous remote built here: the
 /// repository's own remote.*, url.*.insteadOf and pushurl settings play no part. The
 /// credential goes only through libgit2's callback — never into the repository or an error

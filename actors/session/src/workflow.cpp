@@ -1,4 +1,4 @@
-#include "cli.hpp"
+#include "berth/session/workflow.hpp"
 
 #include "berth/base/fs.hpp"
 #include "berth/session/spec.hpp"
@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-namespace berth::cli {
+namespace berth::session {
 
 namespace {
 
@@ -68,9 +68,13 @@ std::string key_list(const std::vector<std::string>& keys, std::string_view exce
 result<json::value> load_workflow(const std::string& path) {
   auto text = fs::read_file(path);
   if (!text) return error{errc::not_found, "--workflow " + path + ": cannot be read"};
+  return parse_workflow(*text, path);
+}
+
+result<json::value> parse_workflow(std::string_view text, const std::string& path) {
   toml::table root;
   try {
-    root = toml::parse(*text, path);
+    root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return error{errc::invalid_argument,
                  at(path, e.source()) + ": invalid TOML: " + std::string(e.description())};
@@ -82,11 +86,10 @@ result<json::value> load_workflow(const std::string& path) {
       if (!v.is_table())
         return error{errc::invalid_argument, at(path, k.source()) + ": session: expected a table"};
       for (const auto& [sk, sv] : *v.as_table()) {
-        if (sk.str() == "steps" || !known_key(session::session_keys(), sk.str()))
+        if (sk.str() == "steps" || !known_key(session_keys(), sk.str()))
           return error{errc::invalid_argument,
                        at(path, sk.source()) + ": session." + std::string(sk.str()) +
-                           ": unknown key (known: " + key_list(session::session_keys(), "steps") +
-                           ")"};
+                           ": unknown key (known: " + key_list(session_keys(), "steps") + ")"};
         auto j = to_json(sv, path, "session." + std::string(sk.str()));
         if (!j) return j;
         spec.set(sk.str(), std::move(*j));
@@ -100,10 +103,10 @@ result<json::value> load_workflow(const std::string& path) {
       for (const auto& t : *v.as_array()) {
         std::string f = "steps[" + std::to_string(i++) + "]";
         for (const auto& [sk, sv] : *t.as_table())
-          if (!known_key(session::step_keys(), sk.str()))
+          if (!known_key(step_keys(), sk.str()))
             return error{errc::invalid_argument,
                          at(path, sk.source()) + ": " + f + "." + std::string(sk.str()) +
-                             ": unknown key (known: " + key_list(session::step_keys(), "") + ")"};
+                             ": unknown key (known: " + key_list(step_keys(), "") + ")"};
         auto j = to_json(t, path, f);
         if (!j) return j;
         steps.push(std::move(*j));
@@ -118,4 +121,4 @@ result<json::value> load_workflow(const std::string& path) {
   return spec;
 }
 
-}  // namespace berth::cli
+}  // namespace berth::session

@@ -1,0 +1,455 @@
+// WebSocket /v1/ws, subprotocol berth.v1.json: one JSON object per text frame. Client ops:
+// auth, subscribe, unsubscribe, call, ping. Every delivered item carries its JetStream sequence;
+// a bounded send buffer per connection turns a slow reader into explicit gaps (and, when it does
+// not read at all, a close with 1013) without slowing anyone else.
+
+#include "feed.hpp"
+#include "internal.hpp"
+
+#include "berth/base/log.hpp"
+
+#include <boost/beast/websocket.hpp>
+
+#include <deque>
+#include <set>
+
+namespace berth::gateway {
+
+namespace websocket = beast::websocket;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> lg() {
+  static auto l = log::get("gateway");
+  return l;
+}
+
+// {"type": T, "id": ID, ...rest} with `rest` already JSON members (may be empty).
+std::string frame(const char* type, const json::value* id, const std::string& rest) {
+  std::string out = "{\"type\":\"";
+  out += type;
+  out += "\"";
+  if (id && !id->is_null()) out += ",\"id\":" + id->dump();
+  if (!rest.empty()) out += "," + rest;
+  return out + "}";
+}
+
+std::string error_member(const std::string& code, const std::string& message) {
+  json::value e = json::value::make_object();
+  e.set("code", code);
+  e.set("message", message);
+  return "\"error\":" + e.dump();
+}
+
+class ws_session : public std::enable_shared_from_this<ws_session> {
+ public:
+  ws_session(server::impl* g, beast::tcp_stream&& s, std::shared_ptr<request> req,
+             std::optional<principal> who)
+      : ws_(std::move(s)),
+        g_(g),
+        req_(std::move(req)),
+        who_(std::move(who)),
+        timer_(ws_.get_executor()) {
+    g_->connections++;
+  }
+  ~ws_session() {
+    if (counted_) g_->streams.release(who_->name);
+    for (auto& [_, s] : subs_) close_feed(*g_, std::move(s.consumer));
+    g_->connections--;
+  }
+
+  void start() {
+    auto& lowest = beast::get_lowest_layer(ws_);
+    lowest.expires_never();  // the websocket's own timeouts from here on
+    websocket::stream_base::timeout t =
+        websocket::stream_base::timeout::suggested(beast::role_type::server);
+    t.idle_timeout = std::chrono::seconds(60);  // with keep-alive pings: a dead peer goes
+    t.keep_alive_pings = true;
+    ws_.set_option(t);
+    ws_.read_message_max(g_->opts.max_frame_bytes);
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+      res.set(http::field::server, "berth");
+      res.set(http::field::sec_websocket_protocol, "berth.v1.json");
+    }));
+    ws_.async_accept(*req_,
+                     [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+  }
+
+ private:
+  void on_accept(beast::error_code ec) {
+    if (ec) return;
+    req_.reset();
+    opened_ = clock_type::now();
+    frame_at_ = opened_;
+    if (who_) {
+      if (!g_->streams.acquire(who_->name)) return over_cap();
+      counted_ = true;
+    }
+    read();
+    tick();
+  }
+
+  void over_cap() {
+    send(frame("error", nullptr,
+               error_member("rate_limited", "\"" + who_->name + "\" has " +
+                                                std::to_string(g_->streams.cap()) +
+                                                " open streams already (gateway."
+                                                "max_streams_per_token)")));
+    close(websocket::close_code::policy_error, "too many connections for this token");
+  }
+
+  void read() {
+    ws_.async_read(
+        in_, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec) {
+      // Too big (1009) and bad UTF-8 (1007) were answered by Beast with their close codes.
+      closing_ = true;
+      timer_.cancel();
+      return;
+    }
+    if (!ws_.got_text()) {
+      in_.consume(in_.size());
+      return close(websocket::close_code::unknown_data,
+                   "binary frames are not accepted: send JSON text");
+    }
+    // A flood of small frames costs the gateway too: 200 a second, bursts of 400.
+    auto now = clock_type::now();
+    frame_budget_ = std::min(
+        400.0, frame_budget_ + 200.0 * std::chrono::duration<double>(now - frame_at_).count());
+    frame_at_ = now;
+    if (frame_budget_ < 1) return close(websocket::close_code::policy_error, "too many frames");
+    frame_budget_ -= 1;
+    auto text = beast::buffers_to_string(in_.data());
+    in_.consume(in_.size());
+    handle(text);
+    if (!closing_) read();
+  }
+
+  void handle(const std::string& text) {
+    auto v = json::parse(text);
+    if (!v || !v->is_object())
+      return send(frame("error", nullptr,
+                        error_member("invalid_argument", v ? "frame: expected a JSON object"
+                                                           : "frame: " + v.err().message)));
+    const json::value* id = v->find("id");
+    if (id && !id->is_string() && !id->is_int())
+      return send(frame("error", nullptr,
+                        error_member("invalid_argument", "id: expected a string or an integer")));
+    if (id && id->is_string() && id->as_string().size() > 256)
+      return send(frame("error", nullptr,
+                        error_member("invalid_argument", "id: longer than 256 characters")));
+    auto op = v->get_string("op");
+    auto err = [&](const std::string& code, const std::string& message) {
+      send(frame("error", id, error_member(code, message)));
+    };
+    if (op == "ping") return send(frame("pong", id, {}));
+    if (op == "auth") return auth(*v, id);
+    if (op != "subscribe" && op != "unsubscribe" && op != "call")
+      return err("invalid_argument",
+                 op.empty() ? std::string("op: is required (auth, subscribe, unsubscribe, call, "
+                                          "ping)")
+                            : "op: unknown \"" + op.substr(0, 64) +
+                                  "\" (auth, subscribe, unsubscribe, call, ping)");
+    if (!who_)
+      return err("unauthorized",
+                 "authenticate first: {\"op\":\"auth\",\"token\":\"berth_...\"} (or log in "
+                 "through the console)");
+    if (op == "unsubscribe") return unsubscribe(*v, id);
+    if (auto wait = g_->limiter.take(who_->name)) {
+      auto secs = std::to_string((wait->count() + 999) / 1000);
+      send(frame("error", id,
+                 error_member("rate_limited", "\"" + who_->name +
+                                                  "\" is over the gateway's request rate; retry "
+                                                  "after " +
+                                                  secs + " s") +
+                     ",\"retry_after_ms\":" + std::to_string(wait->count())));
+      return close(websocket::close_code::policy_error, "rate limited; retry after " + secs + " s");
+    }
+    if (op == "subscribe") return subscribe(*v, id);
+    call(*v, id);
+  }
+
+  void auth(const json::value& v, const json::value* id) {
+    if (who_) return send(frame("error", id, error_member("conflict", "already authenticated")));
+    auto token = v.get_string("token");
+    auto rec = g_->tokens.verify(token);
+    if (!rec) {
+      send(frame("error", id,
+                 error_member("unauthorized",
+                              "token: unknown or revoked (`berth token create "
+                              "NAME` makes one)")));
+      return close(websocket::close_code::policy_error, "authentication failed");
+    }
+    who_ = principal{rec->name, rec->scope, false};
+    if (!g_->streams.acquire(who_->name)) return over_cap();
+    counted_ = true;
+    send(frame(
+        "auth", id,
+        "\"name\":" + json::quote(who_->name) + ",\"scope\":\"" + scope_name(who_->scope) + "\""));
+  }
+
+  void subscribe(const json::value& v, const json::value* id) {
+    auto err = [&](const std::string& code, const std::string& message) {
+      send(frame("error", id, error_member(code, message)));
+    };
+    const auto* tv = v.find("topic");
+    if (!tv || !tv->is_string()) return err("invalid_argument", "topic: a string is required");
+    std::uint64_t since = 0;
+    if (const auto* s = v.find("since"); s && !s->is_null()) {
+      if (!s->is_int() || s->as_int() < -1)
+        return err("invalid_argument", "since: expected the last sequence seen (0: none)");
+      since = s->as_int() < 0 ? 0 : static_cast<std::uint64_t>(s->as_int());
+    }
+    auto t = parse_topic(tv->as_string(), v.find("filter"));
+    if (!t) return err(errc_name(t.err().code), t.err().message);
+    auto it = subs_.find(t->name);
+    if (it == subs_.end() && subs_.size() >= g_->opts.max_subscriptions)
+      return err("too_large", "this connection follows " + std::to_string(subs_.size()) +
+                                  " topics already (the limit); unsubscribe from one first");
+    if (it != subs_.end()) close_feed(*g_, std::move(it->second.consumer));
+    auto& s = subs_[t->name];
+    s = sub{};
+    s.t = *t;
+    s.gen = next_gen_++;
+    s.last = since;
+    send(frame("subscribed", id,
+               "\"topic\":" + json::quote(t->name) + ",\"since\":" + std::to_string(since)));
+    std::weak_ptr<ws_session> weak = shared_from_this();
+    auto exec = ws_.get_executor();
+    asio::post(g_->api_pool, [g = g_, weak, exec, t = *t, gen = s.gen, since,
+                              id = id ? *id : json::value()]() {
+      auto consumer =
+          open_feed(*g, t, since, [weak, exec, gen, name = t.name, gate = g->gate](bus::message m) {
+            if (weak.expired()) return;
+            gate->post(exec, [weak, gen, name, m = std::move(m)]() {
+              if (auto self = weak.lock()) self->deliver(gen, name, m);
+            });
+          });
+      asio::post(exec, [weak, gen, name = t.name, id,
+                        c = std::make_shared<decltype(consumer)>(std::move(consumer))]() mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        self->opened(gen, name, id, std::move(*c));
+      });
+    });
+  }
+
+  void opened(std::uint64_t gen, const std::string& name, const json::value& id,
+              result<std::unique_ptr<bus::subscription>> consumer) {
+    auto it = subs_.find(name);
+    bool current = it != subs_.end() && it->second.gen == gen;
+    if (!consumer) {
+      if (current) subs_.erase(it);
+      send(frame("error", &id,
+                 "\"topic\":" + json::quote(name) + "," +
+                     error_member(errc_name(consumer.err().code), consumer.err().message)));
+      return;
+    }
+    if (!current || closing_) return close_feed(*g_, std::move(*consumer));
+    it->second.consumer = std::move(*consumer);
+  }
+
+  void unsubscribe(const json::value& v, const json::value* id) {
+    auto name = v.get_string("topic");
+    auto it = subs_.find(name);
+    if (it == subs_.end())
+      return send(frame(
+          "error", id,
+          error_member("not_found", "topic: not subscribed to \"" + name.substr(0, 200) + "\"")));
+    close_feed(*g_, std::move(it->second.consumer));
+    subs_.erase(it);
+    send(frame("unsubscribed", id, "\"topic\":" + json::quote(name)));
+  }
+
+  void call(const json::value& v, const json::value* id) {
+    auto verb = v.get_string("verb");
+    auto need = server::impl::scope_of(verb);
+    if (!need)
+      return send(
+          frame("reply", id,
+                error_member("not_found", "verb: unknown \"" + verb.substr(0, 64) +
+                                              "\" (session.start, session.get, session.list, "
+                                              "session.cancel, session.input, session.retry, "
+                                              "session.diff, stats)")));
+    if (!who_->may(*need))
+      return send(frame("reply", id,
+                        error_member("permission_denied",
+                                     "\"" + who_->name + "\" has scope " + scope_name(who_->scope) +
+                                         "; " + verb + " needs " + scope_name(*need))));
+    json::value args = json::value::make_object();
+    if (const auto* a = v.find("args"); a && !a->is_null()) {
+      if (!a->is_object())
+        return send(
+            frame("reply", id, error_member("invalid_argument", "args: expected an object")));
+      args = *a;
+    }
+    std::weak_ptr<ws_session> weak = shared_from_this();
+    auto exec = ws_.get_executor();
+    asio::post(g_->api_pool, [g = g_, weak, exec, verb, args = std::move(args), who = *who_,
+                              id = id ? *id : json::value()]() mutable {
+      auto out = g->api_json(verb, std::move(args), who);
+      asio::post(exec, [weak, id, out = std::move(out)] {
+        auto self = weak.lock();
+        if (!self) return;
+        bool failed = out.rfind("{\"error\":", 0) == 0;
+        std::string rest = failed ? out.substr(1, out.size() - 2) : "\"result\":" + out;
+        self->send(frame("reply", &id, rest));
+      });
+    });
+  }
+
+  // A message of subscription `name` (generation `gen`), on the strand.
+  void deliver(std::uint64_t gen, const std::string& name, const bus::message& m) {
+    auto it = subs_.find(name);
+    if (it == subs_.end() || it->second.gen != gen || closing_) return;
+    auto& s = it->second;
+    if (m.seq != 0 && m.seq <= s.last) return;  // already delivered (a consumer reset)
+    s.last = m.seq;
+    std::string data;
+    if (s.t.k == topic::kind::sessions) {
+      auto sid = std::string(bus::subjects::last_token(m.subject));
+      if (!passes(s.t, m)) {
+        // Out of this view: a client that was shown the session learns it left.
+        if (!s.shown.erase(sid)) return;
+        data = "{\"id\":" + json::quote(sid) + ",\"removed\":true}";
+      } else {
+        s.shown.insert(sid);
+        data = item_data(s.t, m);
+      }
+    } else {
+      data = item_data(s.t, m);
+    }
+    std::string f = "{\"type\":\"";
+    f += s.t.item_type();
+    f += "\",\"topic\":" + json::quote(name) + ",\"seq\":" + std::to_string(m.seq) +
+         ",\"data\":" + data + "}";
+    if (out_bytes_ + f.size() > g_->opts.max_buffered_bytes || s.gap) {
+      // Past the bound: drop it and say so once the reader catches up.
+      if (!s.gap) s.gap = std::make_pair(m.seq, m.seq);
+      s.gap->second = m.seq;
+      return;
+    }
+    send(std::move(f));
+  }
+
+  void send(std::string f) {
+    if (closing_) return;
+    out_bytes_ += f.size();
+    out_.push_back(std::move(f));
+    if (!writing_) write_next();
+  }
+
+  void write_next() {
+    if (out_.empty() || closing_) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    progress_ = clock_type::now();
+    ws_.text(true);
+    ws_.async_write(
+        asio::buffer(out_.front()),
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
+  }
+
+  void on_write(beast::error_code ec) {
+    out_bytes_ -= out_.front().size();
+    out_.pop_front();
+    if (ec) {
+      closing_ = true;
+      writing_ = false;
+      timer_.cancel();
+      return;
+    }
+    progress_ = clock_type::now();
+    if (out_bytes_ < g_->opts.max_buffered_bytes / 2) flush_gaps();
+    write_next();
+  }
+
+  // The reader caught up: each subscription that dropped items says which, then goes on live.
+  void flush_gaps() {
+    for (auto& [name, s] : subs_) {
+      if (!s.gap) continue;
+      auto f = "{\"type\":\"gap\",\"topic\":" + json::quote(name) +
+               ",\"from\":" + std::to_string(s.gap->first) +
+               ",\"to\":" + std::to_string(s.gap->second) + "}";
+      s.gap.reset();
+      out_bytes_ += f.size();
+      out_.push_back(std::move(f));
+    }
+  }
+
+  // Once a second: the auth deadline, and a reader that stopped reading.
+  void tick() {
+    timer_.expires_after(std::chrono::seconds(1));
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->closing_) return;
+      auto now = clock_type::now();
+      if (!self->who_ && now - self->opened_ > self->g_->opts.auth_timeout)
+        return self->close(websocket::close_code::policy_error,
+                           "no auth frame within " +
+                               std::to_string(self->g_->opts.auth_timeout.count() / 1000) + " s");
+      if (self->writing_ && now - self->progress_ > self->g_->opts.stall_timeout)
+        return self->close(websocket::close_code::try_again_later,
+                           "the client does not read; reconnect and resume with since");
+      self->tick();
+    });
+  }
+
+  void close(websocket::close_code code, const std::string& why) {
+    if (closing_) return;
+    bool stalled = writing_;
+    closing_ = true;
+    timer_.cancel();
+    for (auto& [_, s] : subs_) close_feed(*g_, std::move(s.consumer));
+    subs_.clear();
+    lg()->debug("websocket closed ({}): {}", static_cast<int>(code), why);
+    websocket::close_reason r(code, why.substr(0, 120));
+    ws_.async_close(r, [self = shared_from_this()](beast::error_code) {});
+    // A close frame queued behind a write the peer never reads would wait for ever.
+    auto fuse = std::make_shared<asio::steady_timer>(ws_.get_executor());
+    fuse->expires_after(stalled ? std::chrono::seconds(1) : std::chrono::seconds(5));
+    fuse->async_wait([self = shared_from_this(), fuse](beast::error_code) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    });
+  }
+
+  struct sub {
+    topic t;
+    std::uint64_t gen = 0;
+    std::uint64_t last = 0;  ///< the last sequence delivered (or dropped into a gap)
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> gap;
+    std::unique_ptr<bus::subscription> consumer;
+    std::set<std::string> shown;  ///< sessions topic: ids the client was given
+  };
+
+  websocket::stream<beast::tcp_stream> ws_;
+  server::impl* g_;
+  std::shared_ptr<request> req_;
+  std::optional<principal> who_;
+  bool counted_ = false;
+  beast::flat_buffer in_;
+  std::deque<std::string> out_;
+  std::size_t out_bytes_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;
+  asio::steady_timer timer_;
+  clock_type::time_point opened_, progress_, frame_at_;
+  double frame_budget_ = 400;
+  std::map<std::string, sub> subs_;
+  std::uint64_t next_gen_ = 1;
+};
+
+}  // namespace
+
+void run_websocket(server::impl* g, beast::tcp_stream&& s, std::shared_ptr<request> req,
+                   std::optional<principal> who) {
+  std::make_shared<ws_session>(g, std::move(s), std::move(req), std::move(who))->start();
+}
+
+}  // namespace berth::gateway
