@@ -11,8 +11,9 @@ BERTH_PACKAGES=(
 )
 
 # What only the tests need: the tool chains the setup tests run in the sandbox (Python venvs,
-# the go command, cargo); installed by scripts/test, not by scripts/quickstart.
-BERTH_TEST_PACKAGES=(python3-venv golang-go cargo)
+# the go command, cargo) and the browser the console's tests drive (chromium); installed by
+# scripts/test, not by scripts/quickstart.
+BERTH_TEST_PACKAGES=(python3-venv golang-go cargo chromium)
 
 berth_missing_packages() {
   local missing=()
@@ -69,6 +70,19 @@ berth_install_agent_deps() {
      [ "$agents/package-lock.json" -nt "$agents/node_modules/.package-lock.json" ]; then
     echo "==> installing the example agents' npm packages (npm ci --prefix examples/agents)"
     npm ci --prefix "$agents" --no-audit --no-fund --loglevel=error
+  fi
+}
+
+# The console's browser tests drive Debian's chromium with npm playwright-core (no browser
+# download: playwright-core only), pinned by tests/browser/package-lock.json.
+berth_install_browser_test_deps() {
+  local root dir
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  dir="$root/tests/browser"
+  if [ ! -f "$dir/node_modules/playwright-core/package.json" ] ||
+     [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "==> installing the browser tests' npm packages (npm ci --prefix tests/browser)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
 }
 

@@ -46,7 +46,8 @@ int report(const error& e);
 /// One line for an event in the live view.
 std::string event_line(const json::value& envelope, std::uint64_t seq, bool color);
 
-int run_demo(const globals& g);
+/// `berth demo [--keep]`: with keep, the node stays up and the console's login link is printed.
+int run_demo(const globals& g, bool keep);
 /// `berth cache list|prune`: the dependency cache of the node whose data dir this is (`dir`:
 /// another store); prune keeps at most `keep_bytes`, least recently used entries first.
 int cmd_cache(const globals& g, const std::string& verb, const std::string& dir,

@@ -5,6 +5,7 @@
 #include "berth/base/fs.hpp"
 #include "berth/base/ids.hpp"
 #include "berth/base/process.hpp"
+#include "berth/gateway/tokens.hpp"
 #include "berth/workspace/git.hpp"
 
 #include <signal.h>
@@ -86,7 +87,7 @@ std::string examples_dir() {
 
 }  // namespace
 
-int run_demo(const globals& g) {
+int run_demo(const globals& g, bool keep) {
   char tmpl[] = "/tmp/berth-demo-XXXXXX";
   const char* base = ::mkdtemp(tmpl);
   if (!base)
@@ -158,6 +159,23 @@ int run_demo(const globals& g) {
   process::kill_group(*agent, SIGKILL);
   int ignored = 0;
   (void)::waitpid(*agent, &ignored, 0);
+  if (keep) {
+    // The node stays up; the console shows the session that just ran.
+    auto code = gateway::token_store(info ? info->get_string("tokens_file") : std::string())
+                    .create_login("demo", gateway::scope::admin, std::chrono::minutes(10));
+    auto console = info ? info->get_string("console_url") : std::string();
+    std::printf("\nberth demo: the node keeps running (pid %d, data dir %s)\n",
+                static_cast<int>(node.pid()), data_dir.c_str());
+    if (code && !console.empty())
+      std::printf(
+          "berth demo: open the console (the link works once, within 10 minutes; `berth "
+          "--data-dir %s console` makes another):\n\n    %s/#login=%s\n\n",
+          data_dir.c_str(), console.c_str(), code->c_str());
+    std::printf("berth demo: stop the node with `kill %d`\n", static_cast<int>(node.pid()));
+    std::fflush(stdout);
+    node.release();
+    return rc;
+  }
   std::printf("\nberth demo: stopping the node\n");
   std::fflush(stdout);
   node.stop();

@@ -20,6 +20,8 @@ class local_node {
   void stop();
   /// SIGKILL and reap (a crash); the embedded nats-server stays up, as after a real crash.
   void kill9();
+  /// Leave the node running past this object (`berth demo --keep`).
+  void release() { pid_ = -1; }
   /// Kill the embedded nats-server left behind.
   void kill_embedded_server();
   [[nodiscard]] pid_t pid() const { return pid_; }

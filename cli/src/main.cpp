@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
 
   auto* demo_cmd =
       app.add_subcommand("demo", "start a local node and run one sample session, live");
+  bool demo_keep = false;
+  demo_cmd->add_flag("--keep", demo_keep,
+                     "leave the node running and print a login link to its web console");
 
   // session
   auto* session = app.add_subcommand("session", "start, watch and steer sessions");
@@ -249,7 +252,7 @@ int main(int argc, char** argv) {
   }
 
   if (*node_cmd) return cmd_node(g, config_file);
-  if (*demo_cmd) return run_demo(g);
+  if (*demo_cmd) return run_demo(g, demo_keep);
   if (*version) {
     std::printf("berth %s\n", BERTH_VERSION);
     return ok;

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 using namespace berth;
 using test::gateway_fixture;
 using test::http;
@@ -123,4 +125,38 @@ TEST_F(gateway_fixture, a_client_that_sends_headers_slowly_is_cut_off) {
   char buf[64];
   EXPECT_EQ(::read(fd, buf, sizeof buf), 0);
   ::close(fd);
+}
+
+namespace {
+struct console_dir_gateway : gateway_fixture {
+  void SetUp() override {
+    auto site = dir / "site";
+    std::filesystem::create_directories(site + "/assets");
+    test::write_file(site + "/index.html", "<!doctype html><p>custom console</p>");
+    test::write_file(site + "/assets/app.js", "console.log('hi')");
+    test::write_file(site + "/.secret", "hidden");
+    test::write_file(dir / "outside.txt", "outside the console");
+    std::filesystem::create_symlink(dir / "outside.txt", site + "/link.txt");
+    std::filesystem::create_symlink("/etc", site + "/etc");
+    node_env = {{"BERTH_GATEWAY_CONSOLE_DIR", site}};
+    gateway_fixture::SetUp();
+  }
+};
+}  // namespace
+
+TEST_F(console_dir_gateway, static_files_never_leave_the_console_folder) {
+  auto index = http(url, "GET", "/");
+  EXPECT_EQ(index.status, 200);
+  EXPECT_NE(index.body.find("custom console"), std::string::npos);
+  EXPECT_NE(index.header("content-type").find("text/html"), std::string::npos);
+  EXPECT_EQ(http(url, "GET", "/assets/app.js").header("content-type").find("text/javascript"), 0u);
+  for (const char* path : {"/../outside.txt", "/assets/../../outside.txt", "/%2e%2e/outside.txt",
+                           "/assets/%2e%2e/%2e%2e/outside.txt", "/index.html%00.js", "/.secret",
+                           "/link.txt", "/etc/passwd", "/assets/", "/nope.js", "/assets\\..\\x"}) {
+    auto r = http(url, "GET", path);
+    EXPECT_TRUE(r.status == 404 || r.status == 400) << path << " " << r.status;
+    EXPECT_EQ(r.body.find("outside the console"), std::string::npos) << path;
+    EXPECT_EQ(r.body.find("root:"), std::string::npos) << path;
+  }
+  EXPECT_EQ(http(url, "POST", "/index.html").status, 405);
 }
