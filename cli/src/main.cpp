@@ -229,11 +229,12 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand(
       "bench",
       "measure Berth against its peer in one run (step, graph, sessions, resume, sandbox, "
-      "workspace, setup)");
+      "workspace, setup, gateway)");
   bench->add_option("scenario", scenario)
       ->required()
       ->check(
-          CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace", "setup"}));
+          CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace", "setup",
+                         "gateway"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
   std::string bench_limit;
   bench->add_option("--time-limit", bench_limit,

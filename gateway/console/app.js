@@ -3,7 +3,7 @@
 // WebSocket (/v1/ws, berth.v1.json) that reconnects with backoff and resumes each topic from
 // the last sequence it saw; REST only for the login, the new-session form and its validation.
 
-import { html, render, useState, useEffect, useRef, useMemo } from './vendor/preact-htm.mjs';
+import { html, render, Component, useState, useEffect, useRef, useMemo } from './vendor/preact-htm.mjs';
 import { AnsiUp } from './vendor/ansi_up.js';
 
 const dagre = window.dagre;
@@ -54,6 +54,13 @@ class Connection {
     this.nextId = 1;
     this.backoff = 500;
     this.ws = null;
+    this.opened = false;
+    this.firstOpen = [];
+  }
+  // Run `fn` once the socket is first open (at once if it is).
+  onFirstOpen(fn) {
+    if (this.opened) fn();
+    else this.firstOpen.push(fn);
   }
   url() {
     return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v1/ws';
@@ -66,6 +73,10 @@ class Connection {
       store.conn = 'live';
       changed();
       for (const [topic, s] of this.subs) this.sendSubscribe(topic, s);
+      if (!this.opened) {
+        this.opened = true;
+        for (const fn of this.firstOpen.splice(0)) fn();
+      }
       refreshStats();
     };
     ws.onmessage = (e) => this.receive(JSON.parse(e.data));
@@ -145,6 +156,7 @@ class Connection {
       }
       return;
     }
+    if (m.type === 'caught_up') return;  // the backlog of a topic is delivered
     if (m.type !== 'event' && m.type !== 'log' && m.type !== 'session') return; // acks
     if (m.seq <= s.last) return; // already had it (a re-subscribe overlapping)
     s.last = m.seq;
@@ -185,15 +197,26 @@ function ms(ts) {
   const t = Date.parse(ts);
   return isNaN(t) ? 0 : t;
 }
+// One formatter for every cell (toLocaleString builds one per call: slow for 1,000 rows).
+const localFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'short', timeStyle: 'medium' });
+const formatted = new Map();
 function fmtTime(ts) {
   const t = ms(ts);
   if (!t) return '';
-  if (store.timeMode === 'utc') return new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
   if (store.timeMode === 'relative') return fmtDuration(store.now - t) + ' ago';
-  return new Date(t).toLocaleString();
+  const key = store.timeMode + t;
+  let f = formatted.get(key);
+  if (f === undefined) {
+    f = store.timeMode === 'utc' ? new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+                                 : localFormat.format(t);
+    if (formatted.size > 20000) formatted.clear();
+    formatted.set(key, f);
+  }
+  return f;
 }
 function fmtDuration(d) {
   if (d < 0) d = 0;
+  if (d < 10000) return (d / 1000).toFixed(1) + 's';
   const s = Math.floor(d / 1000);
   if (s < 60) return s + 's';
   if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
@@ -283,15 +306,31 @@ function refreshStats() {
     try { store.stats = await conn.call('stats'); changed(); } catch (_) { /* reconnecting */ }
   }, 500);
 }
+// The table starts from one `session.list` (one frame, one layout of every row) and follows
+// the bucket's changes after its revision, so nothing is missed and nothing goes back in time.
 function followSessions() {
   if (sessionsFeed) return;
-  sessionsFeed = conn.subscribe('sessions', {}, (m) => {
-    const d = m.data;
-    if (d.deleted || d.removed) store.sessions.delete(d.id);
-    else store.sessions.set(d.id, d);
+  sessionsFeed = 'starting';
+  const start = async () => {
+    let since = 0;
+    try {
+      const list = await conn.call('session.list', { limit: 10000 });
+      for (const r of list.sessions) store.sessions.set(r.id, r);
+      since = list.revision || 0;
+      changed();
+    } catch (e) {
+      console.warn('berth: session.list:', e.message);
+    }
+    sessionsFeed = conn.subscribe('sessions', { since }, (m) => {
+      const d = m.data;
+      if (d.deleted || d.removed) store.sessions.delete(d.id);
+      else store.sessions.set(d.id, d);
+      refreshStats();
+      changed();
+    });
     refreshStats();
-    changed();
-  });
+  };
+  conn.onFirstOpen(start);
 }
 
 function SessionsView({ params }) {
@@ -331,26 +370,38 @@ function SessionsView({ params }) {
         <a class="button primary" href="#/new">New session</a>
       </div>
     </div>
-    <table id="sessions" class="sessions">
-      <thead><tr><th>status</th><th>session</th><th>repo</th><th>branch</th><th>goal</th>
-        <th>node</th><th>prio</th><th>created</th><th>duration</th><th>failed step</th></tr></thead>
-      <tbody>
-        ${rows.map((r) => html`<tr key=${r.id} data-id=${r.id} onClick=${() => go('#/session/' + r.id)}>
-          <td><${Badge} status=${r.status} /></td>
-          <td class="mono"><a href=${'#/session/' + r.id}>${r.id.slice(-10)}</a></td>
-          <td title=${r.repo}>${shortRepo(r.repo)}</td>
-          <td class="mono">${r.branch || ''}</td>
-          <td class="goal" title=${r.goal}>${r.goal || ''}</td>
-          <td class="mono">${(r.node || '').replace(/^node-/, '')}</td>
-          <td>${r.priority}</td>
-          <td>${fmtTime(r.created_at)}</td>
-          <td>${duration(r)}</td>
-          <td class="mono">${r.failed_step || ''}</td>
-        </tr>`)}
-      </tbody>
-    </table>
+    <div id="sessions" class="sessions" role="table">
+      <div class="row head" role="row"><span>status</span><span>session</span><span>repo</span>
+        <span>branch</span><span>goal</span><span>node</span><span>prio</span><span>created</span>
+        <span>duration</span><span>failed step</span></div>
+      ${rows.map((r) => html`<${Row} key=${r.id} r=${r} mode=${s.timeMode} now=${s.now} />`)}
+    </div>
     ${rows.length === 0 && html`<p class="empty">No sessions${status || repo || q ? ' match' : ' yet'}.</p>`}
   </main>`;
+}
+// One row of the sessions table; re-rendered only when its session changed (or its clock runs).
+class Row extends Component {
+  shouldComponentUpdate(next) {
+    const p = this.props;
+    if (next.r !== p.r || next.mode !== p.mode) return true;
+    const ticking = next.mode === 'relative' || !TERMINAL.includes(next.r.status);
+    return ticking && next.now !== p.now;
+  }
+  render({ r }) {
+    // A grid row, not a <tr>: rows off screen skip layout and paint (content-visibility).
+    return html`<div class="row" role="row" data-id=${r.id} onClick=${() => go('#/session/' + r.id)}>
+      <span><${Badge} status=${r.status} /></span>
+      <span class="mono"><a href=${'#/session/' + r.id}>${r.id.slice(-10)}</a></span>
+      <span title=${r.repo}>${shortRepo(r.repo)}</span>
+      <span class="mono">${r.branch || ''}</span>
+      <span class="goal" title=${r.goal}>${r.goal || ''}</span>
+      <span class="mono">${(r.node || '').replace(/^node-/, '')}</span>
+      <span>${r.priority}</span>
+      <span>${fmtTime(r.created_at)}</span>
+      <span>${duration(r)}</span>
+      <span class="mono">${r.failed_step || ''}</span>
+    </div>`;
+  }
 }
 let frames = 0;
 listeners.add(() => { frames++; });
@@ -577,6 +628,12 @@ function Actions({ id, summary, events }) {
 const COLORS = { pending: 'pending', running: 'running', succeeded: 'succeeded', failed: 'failed', skipped: 'skipped' };
 
 function Graph({ spec, summary }) {
+  // The needs as the node resolved them (a step without `needs` follows the one before it).
+  const resolved = useMemo(() => {
+    const m = new Map();
+    for (const x of summary.steps || []) m.set(x.id, x.needs || []);
+    return m;
+  }, [summary.steps && summary.steps.length]);
   const layout = useMemo(() => {
     if (!spec || !dagre) return null;
     const g = new dagre.graphlib.Graph({ multigraph: true });
@@ -584,12 +641,13 @@ function Graph({ spec, summary }) {
     g.setDefaultEdgeLabel(() => ({}));
     for (const st of spec.steps) g.setNode(st.id, { width: 140, height: 44, kind: st.kind || 'run' });
     for (const st of spec.steps) {
-      for (const n of st.needs || []) g.setEdge(n, st.id, { when: st.when || 'success' }, 'needs:' + n);
+      const needs = resolved.has(st.id) ? resolved.get(st.id) : st.needs || [];
+      for (const n of needs) g.setEdge(n, st.id, { when: st.when || 'success' }, 'needs:' + n);
       if (st.on_reject && st.on_reject.goto) g.setEdge(st.id, st.on_reject.goto, { back: true }, 'reject');
     }
     dagre.layout(g);
     return g;
-  }, [spec]);
+  }, [spec, resolved]);
   if (!layout) return html`<p class="empty">waiting for the session's spec…</p>`;
   const byId = new Map((summary.steps || []).map((x) => [x.id, x]));
   const gw = layout.graph();

@@ -121,6 +121,33 @@ bool passes(const topic& t, const bus::message& m) {
   return true;
 }
 
+std::optional<std::uint64_t> pending_after(const bus::message& m) {
+  // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens), or with a
+  // domain and account hash: $JS.ACK.<domain>.<hash>.<stream>...<pending>.<token> (12 or more).
+  if (m.reply.rfind("$JS.ACK.", 0) != 0) return std::nullopt;
+  std::vector<std::string_view> t;
+  std::string_view r(m.reply);
+  for (std::size_t at = 0;;) {
+    auto dot = r.find('.', at);
+    t.push_back(r.substr(at, dot == std::string_view::npos ? std::string_view::npos : dot - at));
+    if (dot == std::string_view::npos) break;
+    at = dot + 1;
+  }
+  std::string_view p;
+  if (t.size() == 9)
+    p = t[8];
+  else if (t.size() >= 12)
+    p = t[10];
+  else
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : p) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
 bool ends_session(const bus::message& m) {
   // The envelope's type sits near the front; parse only when it may be a terminal one.
   if (m.data.find("\"session.") == std::string::npos) return false;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace berth::gateway {
@@ -38,6 +39,10 @@ struct topic {
 
 /// Whether a sessions-topic row passes its filter (a deleted entry never does).
 [[nodiscard]] bool passes(const topic& t, const bus::message& m);
+
+/// How many messages the consumer had still to deliver after `m` (from the JetStream reply
+/// subject's metadata); nullopt when the message carries none.
+[[nodiscard]] std::optional<std::uint64_t> pending_after(const bus::message& m);
 
 /// A journal message that ends its session (session.succeeded|failed|cancelled|timed_out).
 [[nodiscard]] bool ends_session(const bus::message& m);

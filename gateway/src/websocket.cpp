@@ -334,6 +334,12 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
       return;
     }
     send(std::move(f));
+    // The backlog that existed at subscribe time is delivered: clients render once, not per item.
+    if (!s.caught_up && pending_after(m) == std::uint64_t{0}) {
+      s.caught_up = true;
+      send("{\"type\":\"caught_up\",\"topic\":" + json::quote(name) +
+           ",\"seq\":" + std::to_string(m.seq) + "}");
+    }
   }
 
   void send(std::string f) {
@@ -426,6 +432,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     std::optional<std::pair<std::uint64_t, std::uint64_t>> gap;
     std::unique_ptr<bus::subscription> consumer;
     std::set<std::string> shown;  ///< sessions topic: ids the client was given
+    bool caught_up = false;       ///< said "caught_up" (the backlog is delivered)
   };
 
   websocket::stream<beast::tcp_stream> ws_;

@@ -42,7 +42,7 @@ INSTANTIATE_TEST_SUITE_P(every_scenario, bench_smoke,
                          ::testing::Values(scenario{"step", "20"}, scenario{"graph", "20"},
                                            scenario{"sessions", "20"}, scenario{"resume", "10"},
                                            scenario{"sandbox", "5"}, scenario{"workspace", "1"},
-                                           scenario{"setup", "1"}),
+                                           scenario{"setup", "1"}, scenario{"gateway", "100"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(bench_watchdog, a_scenario_past_its_time_limit_stops_with_a_message_and_exit_code_4) {

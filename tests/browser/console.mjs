@@ -201,7 +201,7 @@ run = ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"]
 
   // The sessions table with everything above, in both themes.
   await page.goto(cfg.url + '/#/sessions');
-  await page.waitForSelector(`#sessions tr[data-id="${long.id}"]`);
+  await page.waitForSelector(`#sessions .row[data-id="${long.id}"]`);
   // The counts (from `stats`) catch up with the table.
   await page.waitForFunction(() => document.querySelector('.count[data-phase="running"] b')?.textContent === '0');
   await shot('sessions');
@@ -211,7 +211,7 @@ run = ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"]
   // A filter in the URL is applied.
   await page.goto(cfg.url + '/#/sessions?status=cancelled');
   await page.waitForFunction((id) => {
-    const rows = [...document.querySelectorAll('#sessions tbody tr')];
+    const rows = [...document.querySelectorAll('#sessions .row[data-id]')];
     return rows.length > 0 && rows.every((r) => r.querySelector('.badge').dataset.status === 'cancelled') &&
       rows.some((r) => r.dataset.id === id);
   }, hold.id);

@@ -40,6 +40,38 @@ http_reply http(const std::string& base, const std::string& method, const std::s
   return r;
 }
 
+std::vector<int> http_burst(const std::string& base, const std::string& path,
+                            const std::map<std::string, std::string>& headers, int n,
+                            std::string* retry_after) {
+  json::value h = json::value::make_object();
+  for (const auto& [k, v] : headers) h.set(k, v);
+  temp_dir scratch;
+  write_file(scratch / "headers.json", h.dump());
+  auto out = run_checked({"python3", "-c",
+                          "import http.client, json, sys, urllib.parse\n"
+                          "u = urllib.parse.urlparse(sys.argv[1])\n"
+                          "h = json.load(open(sys.argv[4]))\n"
+                          "c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)\n"
+                          "for _ in range(int(sys.argv[3])):\n"
+                          "    c.request('GET', sys.argv[2], headers=h)\n"
+                          "    r = c.getresponse(); r.read()\n"
+                          "    print(r.status, r.getheader('Retry-After') or '-')\n",
+                          base, path, std::to_string(n), scratch / "headers.json"});
+  std::vector<int> statuses;
+  std::size_t at = 0;
+  while (at < out.size()) {
+    auto nl = out.find('\n', at);
+    if (nl == std::string::npos) nl = out.size();
+    auto line = out.substr(at, nl - at);
+    at = nl + 1;
+    auto sp = line.find(' ');
+    if (sp == std::string::npos) continue;
+    statuses.push_back(std::stoi(line.substr(0, sp)));
+    if (retry_after && line.substr(sp + 1) != "-") *retry_after = line.substr(sp + 1);
+  }
+  return statuses;
+}
+
 std::vector<sse_event> sse(const std::string& base, const std::string& path,
                            const std::string& auth, const std::string& last_event_id, int timeout_s,
                            int* status) {

@@ -31,6 +31,12 @@ http_reply http(const std::string& base, const std::string& method, const std::s
                 const std::map<std::string, std::string>& headers = {},
                 const std::string& body = {});
 
+/// `n` GET requests of `path` back to back on one connection (one python3 process, so the client
+/// is not what limits the rate): each one's status, and the last Retry-After seen.
+std::vector<int> http_burst(const std::string& base, const std::string& path,
+                            const std::map<std::string, std::string>& headers, int n,
+                            std::string* retry_after = nullptr);
+
 /// One SSE event as sse_read.py printed it: id, event ("message", "end", ...), data.
 struct sse_event {
   std::string id, event, data;

@@ -292,6 +292,10 @@ result<json::value> api_service::list(const json::value& req) {
   json::value arr = json::value::make_array();
   std::string last_id;
   bool more = false;
+  // The bucket's newest revision: a client that lists, then follows the bucket's changes after
+  // it, misses nothing and never goes back in time.
+  std::uint64_t revision = 0;
+  for (const auto& [_, e] : *entries) revision = std::max(revision, e.revision);
   // Newest first: ULIDs sort by creation time. A cursor is the last id of the page before.
   auto it =
       cursor.empty() ? entries->rbegin() : std::make_reverse_iterator(entries->lower_bound(cursor));
@@ -308,11 +312,13 @@ result<json::value> api_service::list(const json::value& req) {
     json::value out = json::value::make_object();
     out.set("id", it->first);
     for (auto& [k, v] : row->as_object()) out.set(k, v);
+    out.set("revision", static_cast<std::int64_t>(it->second.revision));
     arr.push(std::move(out));
     last_id = it->first;
   }
   json::value v = json::value::make_object();
   v.set("sessions", std::move(arr));
+  v.set("revision", static_cast<std::int64_t>(revision));
   if (more) v.set("next_cursor", last_id);
   return v;
 }
