@@ -3,6 +3,7 @@
 
 #include "berth/gateway/gateway.hpp"
 
+#include "hub.hpp"
 #include "internal.hpp"
 
 #include "berth/base/log.hpp"
@@ -100,7 +101,10 @@ server::impl::impl(options o, std::shared_ptr<bus::client> b)
       tokens(opts.tokens_file),
       api_pool(static_cast<std::size_t>(std::max(1, opts.api_threads))),
       limiter(opts.rate_per_second, opts.rate_burst),
-      streams(opts.max_streams_per_token) {}
+      streams(opts.max_streams_per_token),
+      shared_feeds(std::make_unique<hub>(*this)) {}
+
+server::impl::~impl() = default;
 
 namespace {
 

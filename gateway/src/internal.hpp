@@ -115,6 +115,8 @@ class delivery_gate {
   bool open_ = true;
 };
 
+class hub;
+
 struct server::impl {
   // Declared so that the io_context (and with it every connection) goes first, while the pool,
   // the counters and the bus they use still exist.
@@ -131,12 +133,14 @@ struct server::impl {
   stream_counter streams;
   std::map<std::string, std::string> console;  // the built-in console: path -> content
   std::string console_root;                    // or its folder on disk (realpath)
+  std::unique_ptr<hub> shared_feeds;           ///< one consumer per watched topic (hub.hpp)
   std::shared_ptr<delivery_gate> gate = std::make_shared<delivery_gate>();
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
 
   impl(options o, std::shared_ptr<bus::client> b);
+  ~impl();
 
   void accept();
   /// Read the console's files (options::console_dir, else the ones built in).

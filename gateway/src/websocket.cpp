@@ -4,6 +4,7 @@
 // not read at all, a close with 1013) without slowing anyone else.
 
 #include "feed.hpp"
+#include "hub.hpp"
 #include "internal.hpp"
 
 #include "berth/base/log.hpp"
@@ -43,6 +44,8 @@ std::string error_member(const std::string& code, const std::string& message) {
 }
 
 class ws_session : public std::enable_shared_from_this<ws_session> {
+  struct sub;
+
  public:
   ws_session(server::impl* g, beast::tcp_stream&& s, std::shared_ptr<request> req,
              std::optional<principal> who)
@@ -55,7 +58,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   }
   ~ws_session() {
     if (counted_) g_->streams.release(who_->name);
-    for (auto& [_, s] : subs_) close_feed(*g_, std::move(s.consumer));
+    for (auto& [_, s] : subs_) drop(s);
     g_->connections--;
   }
 
@@ -210,7 +213,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     if (it == subs_.end() && subs_.size() >= g_->opts.max_subscriptions)
       return err("too_large", "this connection follows " + std::to_string(subs_.size()) +
                                   " topics already (the limit); unsubscribe from one first");
-    if (it != subs_.end()) close_feed(*g_, std::move(it->second.consumer));
+    if (it != subs_.end()) drop(it->second);
     auto& s = subs_[t->name];
     s = sub{};
     s.t = *t;
@@ -260,7 +263,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
       return send(frame(
           "error", id,
           error_member("not_found", "topic: not subscribed to \"" + name.substr(0, 200) + "\"")));
-    close_feed(*g_, std::move(it->second.consumer));
+    drop(it->second);
     subs_.erase(it);
     send(frame("unsubscribed", id, "\"topic\":" + json::quote(name)));
   }
@@ -335,11 +338,67 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     }
     send(std::move(f));
     // The backlog that existed at subscribe time is delivered: clients render once, not per item.
-    if (!s.caught_up && pending_after(m) == std::uint64_t{0}) {
+    bool drained = s.hub_token == 0 && pending_after(m) == std::uint64_t{0};
+    if (!s.caught_up && drained) {
       s.caught_up = true;
       send("{\"type\":\"caught_up\",\"topic\":" + json::quote(name) +
            ",\"seq\":" + std::to_string(m.seq) + "}");
     }
+    if (drained && !s.joining && clock_type::now() - s.join_tried > std::chrono::seconds(1))
+      join_shared(name, s, m.seq);
+  }
+
+  // Move a subscription that has caught up onto the topic's shared feed (hub.hpp).
+  void join_shared(const std::string& name, sub& s, std::uint64_t after) {
+    s.joining = true;
+    s.join_tried = clock_type::now();
+    std::weak_ptr<ws_session> weak = shared_from_this();
+    auto exec = ws_.get_executor();
+    auto gate = g_->gate;
+    asio::post(g_->api_pool, [g = g_, weak, exec, gate, t = s.t, gen = s.gen, name, after] {
+      auto token = g->shared_feeds->join(
+          t, after, [weak, exec, gate, gen, name](const std::shared_ptr<const bus::message>& m) {
+            if (weak.expired()) return;
+            gate->post(exec, [weak, gen, name, m] {
+              if (auto self = weak.lock()) self->deliver(gen, name, *m);
+            });
+          });
+      gate->post(exec, [weak, g, t, gen, name, token] {
+        auto self = weak.lock();
+        if (!self) {
+          if (token) g->shared_feeds->leave(t, *token);
+          return;
+        }
+        self->joined(gen, name, token);
+      });
+    });
+  }
+
+  void joined(std::uint64_t gen, const std::string& name, std::optional<std::uint64_t> token) {
+    auto it = subs_.find(name);
+    bool current = it != subs_.end() && it->second.gen == gen && !closing_;
+    if (!current) {
+      if (token) g_->shared_feeds->leave(topic_of(name, it), *token);
+      return;
+    }
+    auto& s = it->second;
+    s.joining = false;
+    if (!token) return;  // the feed no longer holds what came after us: try again later
+    s.hub_token = *token;
+    close_feed(*g_, std::move(s.consumer));
+  }
+
+  topic topic_of(const std::string& name, std::map<std::string, sub>::iterator it) {
+    if (it != subs_.end()) return it->second.t;
+    auto t = parse_topic(name, nullptr);
+    return t ? *t : topic{};
+  }
+
+  // Let go of a subscription's consumer or its place in a shared feed.
+  void drop(sub& s) {
+    if (s.hub_token) g_->shared_feeds->leave(s.t, s.hub_token);
+    s.hub_token = 0;
+    close_feed(*g_, std::move(s.consumer));
   }
 
   void send(std::string f) {
@@ -411,7 +470,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     bool stalled = writing_;
     closing_ = true;
     timer_.cancel();
-    for (auto& [_, s] : subs_) close_feed(*g_, std::move(s.consumer));
+    for (auto& [_, s] : subs_) drop(s);
     subs_.clear();
     lg()->debug("websocket closed ({}): {}", static_cast<int>(code), why);
     websocket::close_reason r(code, why.substr(0, 120));
@@ -433,6 +492,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     std::unique_ptr<bus::subscription> consumer;
     std::set<std::string> shown;  ///< sessions topic: ids the client was given
     bool caught_up = false;       ///< said "caught_up" (the backlog is delivered)
+    std::uint64_t hub_token = 0;  ///< on the topic's shared feed (its own consumer dropped)
+    bool joining = false;
+    clock_type::time_point join_tried{};
   };
 
   websocket::stream<beast::tcp_stream> ws_;

@@ -708,3 +708,42 @@ TEST_F(gateway_fixture, a_client_sees_every_event_once_across_a_gateway_restart_
   c->send(op(R"({"op":"subscribe","topic":")" + topic + R"("})"));
   EXPECT_EQ(seqs(collect(*c, topic, ends)), seen);
 }
+
+TEST_F(gateway_fixture, many_clients_on_one_session_share_a_feed_and_each_see_every_event_once) {
+  // Each subscription starts on a consumer of its own and, once caught up, moves to the topic's
+  // shared feed while events keep coming: whenever a client joins, from whatever sequence, it
+  // gets exactly the journal after it.
+  auto w = token("w", "write");
+  std::string chain = R"({"steps":[)";
+  for (int i = 0; i < 10; ++i)
+    chain += std::string(i ? "," : "") + R"({"id":"s)" + std::to_string(i) + "\"" +
+             (i ? R"(,"needs":["s)" + std::to_string(i - 1) + "\"]" : "") +
+             R"(,"run":["sleep","0.3"]})";
+  chain += "]}";
+  auto id = start(w, chain);
+  ASSERT_FALSE(id.empty());
+  auto topic = "session/" + id + "/events";
+  // Six clients from the start, joining one after another while the session runs.
+  std::vector<std::unique_ptr<ws_client>> all;
+  for (int i = 0; i < 6; ++i) {
+    auto c = ws(w);
+    c->send(op(R"({"op":"subscribe","topic":")" + topic + R"(","since":0})"));
+    ASSERT_TRUE(c->expect("subscribed"));
+    all.push_back(std::move(c));
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  auto first = collect(*all[0], topic, ends);
+  ASSERT_FALSE(first.empty());
+  auto want = seqs(first);
+  for (std::size_t i = 1; i < all.size(); ++i)
+    EXPECT_EQ(seqs(collect(*all[i], topic, ends)), want) << "client " << i;
+  // And some that resume after a sequence the others saw.
+  for (auto k : {want.size() / 3, want.size() / 2, want.size() - 2}) {
+    auto late = ws(w);
+    late->send(op(R"({"op":"subscribe","topic":")" + topic + R"(","since":)" +
+                  std::to_string(want[k]) + "}"));
+    std::vector<std::uint64_t> rest(want.begin() + static_cast<std::ptrdiff_t>(k) + 1, want.end());
+    EXPECT_EQ(seqs(collect(*late, topic, ends)), rest) << "since " << want[k];
+  }
+  EXPECT_EQ(want.size(), test::journal(*node, id).size());
+}
