@@ -6,7 +6,21 @@
 import { html, render, Component, useState, useEffect, useRef, useMemo } from './vendor/preact-htm.mjs';
 import { AnsiUp } from './vendor/ansi_up.js';
 
-const dagre = window.dagre;
+// dagre (97 KB) is loaded when a graph is first drawn, not with the page.
+let dagre = null;
+let dagreLoading = null;
+function loadDagre() {
+  if (!dagreLoading) {
+    dagreLoading = new Promise((resolve, reject) => {
+      const el = document.createElement('script');
+      el.src = '/vendor/dagre.min.js';
+      el.onload = () => { dagre = window.dagre; resolve(dagre); };
+      el.onerror = () => reject(new Error('cannot load dagre'));
+      document.head.appendChild(el);
+    });
+  }
+  return dagreLoading;
+}
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'timed_out'];
 const PHASES = ['pending', 'running', 'waiting', 'retrying', 'succeeded', 'failed', 'cancelled', 'timed_out'];
 const LOG_LINE_CAP = 5000;
@@ -628,6 +642,8 @@ function Actions({ id, summary, events }) {
 const COLORS = { pending: 'pending', running: 'running', succeeded: 'succeeded', failed: 'failed', skipped: 'skipped' };
 
 function Graph({ spec, summary }) {
+  const [, loaded] = useState(!!dagre);
+  useEffect(() => { if (!dagre) loadDagre().then(() => loaded(true), () => {}); }, []);
   // The needs as the node resolved them (a step without `needs` follows the one before it).
   const resolved = useMemo(() => {
     const m = new Map();
@@ -635,7 +651,7 @@ function Graph({ spec, summary }) {
     return m;
   }, [summary.steps && summary.steps.length]);
   const layout = useMemo(() => {
-    if (!spec || !dagre) return null;
+    if (!spec || !dagre) return null;  // (re-run once dagre is there: `dagre` below)
     const g = new dagre.graphlib.Graph({ multigraph: true });
     g.setGraph({ rankdir: 'LR', nodesep: 24, ranksep: 48, marginx: 12, marginy: 12 });
     g.setDefaultEdgeLabel(() => ({}));
@@ -647,7 +663,7 @@ function Graph({ spec, summary }) {
     }
     dagre.layout(g);
     return g;
-  }, [spec, resolved]);
+  }, [spec, resolved, dagre]);
   if (!layout) return html`<p class="empty">waiting for the session's spec…</p>`;
   const byId = new Map((summary.steps || []).map((x) => [x.id, x]));
   const gw = layout.graph();

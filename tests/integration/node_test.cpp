@@ -479,7 +479,8 @@ TEST_F(small_node, max_sessions_caps_what_runs_at_once) {
 
 TEST_F(small_node, the_highest_priority_waiting_session_is_placed_first) {
   start_node({{"BERTH_NODE_MAX_SESSIONS", "1"}});
-  auto blocker = start("sleep 1", 5);
+  // Long enough that both waiting sessions are queued before it ends, even on a busy machine.
+  auto blocker = start("sleep 4", 5);
   ASSERT_TRUE(test::eventually([&] {
     for (const auto& e : test::journal(*node, blocker))
       if (e.get_string("type") == "step.started") return true;
