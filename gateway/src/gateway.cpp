@@ -8,6 +8,8 @@
 
 #include "berth/base/log.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -227,7 +229,13 @@ class connection : public std::enable_shared_from_this<connection> {
 void server::impl::accept() {
   acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
     if (ec) {
-      if (!stopped) accept();
+      if (stopped || ec == asio::error::operation_aborted) return;
+      // Out of file descriptors (or another accept error): wait a moment instead of spinning.
+      lg()->warn("gateway: accept failed: {}; retrying in 100 ms", ec.message());
+      auto t = std::make_shared<asio::steady_timer>(ioc, std::chrono::milliseconds(100));
+      t->async_wait([this, t](beast::error_code) {
+        if (!stopped) accept();
+      });
       return;
     }
     if (connections.load() >= opts.max_connections) {
@@ -246,7 +254,20 @@ void server::impl::accept() {
 
 server::server(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 
+namespace {
+// Every socket is a file descriptor: a gateway is allowed as many as the hard limit permits
+// (the soft limit is often 1,024, below max_connections).
+void raise_open_files() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+}  // namespace
+
 result<std::unique_ptr<server>> server::start(options o, std::shared_ptr<bus::client> bus) {
+  raise_open_files();
   if (o.tokens_file.empty())
     return error{errc::invalid_argument, "gateway: tokens_file is required"};
   auto colon = o.listen.rfind(':');

@@ -4,6 +4,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <sys/resource.h>
 
 #include <stdexcept>
 
@@ -52,6 +53,16 @@ ws_client::~ws_client() {
 
 std::unique_ptr<ws_client> ws_client::open(const std::string& base, const std::string& path,
                                            options o) {
+  // Thousands of sockets: as many descriptors as the hard limit allows.
+  static const bool raised = [] {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+      r.rlim_cur = r.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &r);
+    }
+    return true;
+  }();
+  (void)raised;
   auto i = std::make_unique<impl>();
   auto hostport = base.substr(base.find("//") + 2);
   auto colon = hostport.rfind(':');
