@@ -40,6 +40,7 @@ struct principal {
   std::string name;
   gateway::scope scope = scope::read;
   bool cookie = false;  ///< authenticated by the browser-session cookie (CSRF rules apply)
+  std::string secret;   ///< the token or cookie it came with (memory only: long streams recheck it)
   [[nodiscard]] bool may(gateway::scope s) const {
     return static_cast<int>(scope) >= static_cast<int>(s);
   }
@@ -160,6 +161,8 @@ struct server::impl {
 
   /// The principal of a request: a bearer token, else the session cookie.
   [[nodiscard]] std::optional<principal> authenticate(const request& req) const;
+  /// Whether the credential of a long-lived stream still holds (not revoked, not expired).
+  [[nodiscard]] bool still_valid(const principal& p) const;
   /// The request's Origin, if any, is allowed (exact match).
   [[nodiscard]] std::optional<reply> check_origin(const request& req) const;
   [[nodiscard]] bool origin_allowed(std::string_view origin) const;

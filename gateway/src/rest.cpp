@@ -92,15 +92,21 @@ std::optional<principal> server::impl::authenticate(const request& req) const {
   if (auto a = req.find(http::field::authorization); a != req.end()) {
     std::string_view v(a->value().data(), a->value().size());
     if (v.rfind("Bearer ", 0) != 0) return std::nullopt;
-    auto rec = tokens.verify(std::string(v.substr(7)));
+    auto secret = std::string(v.substr(7));
+    auto rec = tokens.verify(secret);
     if (!rec) return std::nullopt;
-    return principal{rec->name, rec->scope, false};
+    return principal{rec->name, rec->scope, false, secret};
   }
   auto c = cookie_of(req);
   if (c.empty()) return std::nullopt;
   auto rec = tokens.verify_cookie(c);
   if (!rec) return std::nullopt;
-  return principal{rec->name, rec->scope, true};
+  return principal{rec->name, rec->scope, true, c};
+}
+
+bool server::impl::still_valid(const principal& p) const {
+  return p.cookie ? tokens.verify_cookie(p.secret).has_value()
+                  : tokens.verify(p.secret).has_value();
 }
 
 bool server::impl::origin_allowed(std::string_view origin) const {

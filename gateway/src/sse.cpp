@@ -157,6 +157,8 @@ class sse_stream : public std::enable_shared_from_this<sse_stream> {
       if (self->ended_ && now - self->last_item_ > std::chrono::seconds(1)) return self->finish();
       if (now - self->heartbeat_ > std::chrono::seconds(15)) {
         self->heartbeat_ = now;
+        // A revoked or expired credential ends the stream (the client's reconnect gets 401).
+        if (!self->g_->still_valid(self->who_)) return self->drop();
         self->send(": keep-alive\n\n");
       }
       self->tick();

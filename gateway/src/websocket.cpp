@@ -161,6 +161,11 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
       return err("unauthorized",
                  "authenticate first: {\"op\":\"auth\",\"token\":\"berth_...\"} (or log in "
                  "through the console)");
+    if (!g_->still_valid(*who_)) {
+      // Revoked (berth token revoke, logout) or expired since the socket opened.
+      err("unauthorized", "the credential of \"" + who_->name + "\" was revoked or expired");
+      return close(websocket::close_code::policy_error, "credential revoked or expired");
+    }
     if (op == "unsubscribe") return unsubscribe(*v, id);
     if (auto wait = g_->limiter.take(who_->name)) {
       auto secs = std::to_string((wait->count() + 999) / 1000);
@@ -187,7 +192,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                               "NAME` makes one)")));
       return close(websocket::close_code::policy_error, "authentication failed");
     }
-    who_ = principal{rec->name, rec->scope, false};
+    who_ = principal{rec->name, rec->scope, false, token};
     if (!g_->streams.acquire(who_->name)) return over_cap();
     counted_ = true;
     send(frame(

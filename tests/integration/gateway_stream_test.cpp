@@ -326,6 +326,18 @@ TEST_F(gateway_fixture, hostile_websockets_get_their_exact_close_and_touch_nothi
     EXPECT_FALSE(c->read(std::chrono::seconds(5)));
     EXPECT_EQ(c->close_code(), 1008);
   }
+  // A token revoked while its socket is open: the next op is refused and the socket closed.
+  {
+    auto soon = token("soon", "write");
+    auto c = ws(soon);
+    ASSERT_EQ(test::cli(*node, {"token", "revoke", "soon"}).code, 0);
+    c->send(R"({"op":"call","id":"x","verb":"stats"})");
+    auto e = c->expect("error");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->find("error")->get_string("code"), "unauthorized");
+    EXPECT_FALSE(c->read(std::chrono::seconds(5)));
+    EXPECT_EQ(c->close_code(), 1008);
+  }
   // Bad frames that keep the connection: invalid JSON, unknown ops, a bad topic, a fragment
   // flood of one message in 20,000 frames.
   {
