@@ -232,9 +232,8 @@ int main(int argc, char** argv) {
       "workspace, setup, gateway)");
   bench->add_option("scenario", scenario)
       ->required()
-      ->check(
-          CLI::IsMember({"step", "graph", "sessions", "resume", "sandbox", "workspace", "setup",
-                         "gateway"}));
+      ->check(CLI::IsMember(
+          {"step", "graph", "sessions", "resume", "sandbox", "workspace", "setup", "gateway"}));
   bench->add_option("-n", bench_n, "iterations / sessions (default per scenario)");
   std::string bench_limit;
   bench->add_option("--time-limit", bench_limit,
