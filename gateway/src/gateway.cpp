@@ -7,8 +7,7 @@
 #include "internal.hpp"
 
 #include "berth/base/log.hpp"
-
-#include <sys/resource.h>
+#include "berth/base/process.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -254,20 +253,9 @@ void server::impl::accept() {
 
 server::server(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 
-namespace {
-// Every socket is a file descriptor: a gateway is allowed as many as the hard limit permits
-// (the soft limit is often 1,024, below max_connections).
-void raise_open_files() {
-  rlimit r{};
-  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
-    r.rlim_cur = r.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &r);
-  }
-}
-}  // namespace
-
 result<std::unique_ptr<server>> server::start(options o, std::shared_ptr<bus::client> bus) {
-  raise_open_files();
+  // Every socket is a file descriptor; the soft limit is often below max_connections.
+  process::raise_open_files_limit();
   if (o.tokens_file.empty())
     return error{errc::invalid_argument, "gateway: tokens_file is required"};
   auto colon = o.listen.rfind(':');

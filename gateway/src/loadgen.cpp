@@ -1,9 +1,10 @@
 #include "berth/gateway/loadgen.hpp"
 
+#include "berth/base/process.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
-#include <sys/resource.h>
 #include <time.h>
 
 #include <atomic>
@@ -86,16 +87,7 @@ ws_fleet::~ws_fleet() {
 
 result<std::unique_ptr<ws_fleet>> ws_fleet::open(const std::string& url, const std::string& token,
                                                  std::size_t n) {
-  // Thousands of sockets: as many descriptors as the hard limit allows.
-  static const bool raised = [] {
-    rlimit r{};
-    if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
-      r.rlim_cur = r.rlim_max;
-      ::setrlimit(RLIMIT_NOFILE, &r);
-    }
-    return true;
-  }();
-  (void)raised;
+  process::raise_open_files_limit();  // thousands of sockets
   auto i = std::make_unique<impl>();
   auto hostport = url.substr(url.find("//") + 2);
   auto colon = hostport.rfind(':');

@@ -14,27 +14,6 @@
 
 using namespace berth;
 
-namespace {
-
-constexpr const char* agent_workflow = R"([session]
-goal = "make the failing test pass"
-
-[[steps]]
-id = "write"
-run = ["sh", "-c", "printf 'add() { echo $(($1 - $2)); }\n' > calc.sh; printf '. ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 = $(add 2 3), expected 5\"; exit 1; }\necho ok\n' > test.sh"]
-
-[[steps]]
-id = "fix"
-kind = "agent"
-agent = { mode = "external", turn_timeout = "2m" }
-
-[[steps]]
-id = "verify"
-run = ["sh", "test.sh"]
-)";
-
-}  // namespace
-
 TEST(console, a_person_logs_in_starts_watches_cancels_retries_and_reloads_without_losing_anything) {
   std::string browser_dir = std::string(BERTH_SOURCE_DIR) + "/tests/browser";
   std::string agents_dir = std::string(BERTH_SOURCE_DIR) + "/examples/agents";
@@ -59,7 +38,7 @@ TEST(console, a_person_logs_in_starts_watches_cancels_retries_and_reloads_withou
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
     return s;
   };
-  test::write_file(dir / "agent.toml", agent_workflow);
+  test::write_file(dir / "agent.toml", test::agent_fix_workflow);
   json::value cfg = json::value::make_object();
   cfg.set("url", info->get_string("console_url"));
   cfg.set("login", trim(login.out));
@@ -71,9 +50,8 @@ TEST(console, a_person_logs_in_starts_watches_cancels_retries_and_reloads_withou
   agent.set("script", agents_dir + "/scripted-agent.mjs");
   agent.set("workflow", dir / "agent.toml");
   json::value args = json::value::make_array();
-  for (const char* a : {"--test", "sh test.sh", "--file", "calc.sh", "--search", "$(($1 - $2))",
-                        "--replace", "$(($1 + $2))", "--slow", "2"})
-    args.push(a);
+  for (const auto& a : test::agent_fix_args()) args.push(a);
+  for (const char* a : {"--slow", "2"}) args.push(a);
   agent.set("args", std::move(args));
   cfg.set("agent", std::move(agent));
   test::write_file(dir / "config.json", cfg.dump());

@@ -66,10 +66,7 @@ try {
   log('logged in');
 
   // 2. Start a session from the form; its graph turns green and its logs stream, in colour.
-  await page.click('a[href="#/new"]');
-  await page.waitForSelector('#new-workflow');
-  await page.fill('#new-goal', 'greet in colour');
-  await page.fill('#new-workflow', `[[steps]]
+  const greeting = `[[steps]]
 id = "greet"
 run = ["sh", "-c", "printf 'hello \\\\033[32mgreen\\\\033[0m world\\\\n'; sleep 1"]
 
@@ -77,21 +74,17 @@ run = ["sh", "-c", "printf 'hello \\\\033[32mgreen\\\\033[0m world\\\\n'; sleep 
 id = "count"
 needs = ["greet"]
 run = ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"]
-`);
+`;
+  await page.click('a[href="#/new"]');
+  await page.waitForSelector('#new-workflow');
+  await page.fill('#new-goal', 'greet in colour');
+  await page.fill('#new-workflow', greeting);
   await page.waitForSelector('#new-check.ok');
   await page.fill('#new-workflow', '[[steps]]\nid = "x"\nrun = 7\n');
   await page.waitForSelector('#new-check.error');
   const invalid = await page.textContent('#new-check');
   if (!/run/.test(invalid)) throw new Error('the inline validation does not name the field: ' + invalid);
-  await page.fill('#new-workflow', `[[steps]]
-id = "greet"
-run = ["sh", "-c", "printf 'hello \\\\033[32mgreen\\\\033[0m world\\\\n'; sleep 1"]
-
-[[steps]]
-id = "count"
-needs = ["greet"]
-run = ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"]
-`);
+  await page.fill('#new-workflow', greeting);
   await page.waitForSelector('#new-check.ok');
   await shot('new-session');
   await page.click('#new-start');

@@ -54,37 +54,14 @@ agent_run start_agent(const std::string& url, const std::string& session,
   std::string dir = std::string(BERTH_SOURCE_DIR) + "/examples/agents";
   EXPECT_TRUE(std::filesystem::exists(dir + "/node_modules/nats"))
       << "run `npm ci --prefix examples/agents` (scripts/test does)";
-  std::vector<std::string> argv = {"node",      dir + "/scripted-agent.mjs",
-                                   "--server",  url,
-                                   "--session", session,
-                                   "--test",    "sh test.sh",
-                                   "--file",    "calc.sh",
-                                   "--search",  "$(($1 - $2))",
-                                   "--replace", "$(($1 + $2))"};
+  std::vector<std::string> argv = {
+      "node", dir + "/scripted-agent.mjs", "--server", url, "--session", session};
+  for (const auto& a : test::agent_fix_args()) argv.push_back(a);
   argv.insert(argv.end(), extra.begin(), extra.end());
   return agent_run{std::async(std::launch::async, [argv] {
     return process::run_capture(argv, "", std::chrono::seconds(120));
   })};
 }
-
-// A workspace with a failing test, an external agent to fix it, and a step that checks.
-constexpr const char* agent_workflow = R"(
-[session]
-goal = "make the failing test pass"
-
-[[steps]]
-id = "write"
-run = ["sh", "-c", "printf 'add() { echo $(($1 - $2)); }\n' > calc.sh; printf '. ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 = $(add 2 3), expected 5\"; exit 1; }\necho ok\n' > test.sh"]
-
-[[steps]]
-id = "fix"
-kind = "agent"
-agent = { mode = "external", turn_timeout = "2m" }
-
-[[steps]]
-id = "verify"
-run = ["sh", "test.sh"]
-)";
 
 }  // namespace
 
@@ -225,7 +202,7 @@ on_reject = { goto = "author", max_loops = 2 }
 }
 
 TEST_F(graph_fixture, the_scripted_agent_fixes_the_failing_test_through_tool_calls) {
-  auto id = start(agent_workflow);
+  auto id = start(test::agent_fix_workflow);
   auto agent = start_agent(nats_url(), id);
   auto out = agent.done.get();
   ASSERT_TRUE(out.ok()) << out.err().message;
@@ -243,7 +220,7 @@ TEST_F(graph_fixture, the_scripted_agent_fixes_the_failing_test_through_tool_cal
 }
 
 TEST_F(graph_fixture, the_agents_tool_calls_survive_a_node_kill_between_call_and_result) {
-  auto id = start(agent_workflow);
+  auto id = start(test::agent_fix_workflow);
   auto agent = start_agent(nats_url(), id, {"--slow", "8"});
   // The first exec sleeps 8 s in the sandbox: kill the node while it runs (generous, so that a
   // slow machine still kills it mid-call).

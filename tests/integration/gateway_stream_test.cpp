@@ -32,6 +32,16 @@ bool terminal(const std::string& type) {
          type == "session.timed_out";
 }
 
+// A spec of `n` steps in a row, each sleeping `seconds`.
+std::string chain(int n, const std::string& seconds) {
+  std::string spec = R"({"steps":[)";
+  for (int i = 0; i < n; ++i)
+    spec += std::string(i ? "," : "") + R"({"id":"s)" + std::to_string(i) + "\"" +
+            (i ? R"(,"needs":["s)" + std::to_string(i - 1) + "\"]" : "") + R"(,"run":["sleep",")" +
+            seconds + "\"]}";
+  return spec + "]}";
+}
+
 json::value op(const std::string& text) {
   return *json::parse(text);
 }
@@ -665,13 +675,7 @@ TEST_F(gateway_fixture, a_client_sees_every_event_once_across_a_gateway_restart_
       json::parse(*fs::read_file(node->data_dir() + "/node.json"))->get_string("nats_url");
   auto tokens = node->data_dir() + "/gateway/tokens.json";
   auto g1 = std::make_unique<standalone_gateway>(nats_url, tokens, dir / "g1.out");
-  std::string chain = R"({"steps":[)";
-  for (int i = 0; i < 8; ++i)
-    chain += std::string(i ? "," : "") + R"({"id":"s)" + std::to_string(i) + "\"" +
-             (i ? R"(,"needs":["s)" + std::to_string(i - 1) + "\"]" : "") +
-             R"(,"run":["sleep","0.7"]})";
-  chain += "]}";
-  auto id = start(w, chain);
+  auto id = start(w, chain(8, "0.7"));
   ASSERT_FALSE(id.empty());
   auto topic = "session/" + id + "/events";
   auto auth = [&](const std::string& base) {
@@ -726,13 +730,7 @@ TEST_F(gateway_fixture, many_clients_on_one_session_share_a_feed_and_each_see_ev
   // shared feed while events keep coming: whenever a client joins, from whatever sequence, it
   // gets exactly the journal after it.
   auto w = token("w", "write");
-  std::string chain = R"({"steps":[)";
-  for (int i = 0; i < 10; ++i)
-    chain += std::string(i ? "," : "") + R"({"id":"s)" + std::to_string(i) + "\"" +
-             (i ? R"(,"needs":["s)" + std::to_string(i - 1) + "\"]" : "") +
-             R"(,"run":["sleep","0.3"]})";
-  chain += "]}";
-  auto id = start(w, chain);
+  auto id = start(w, chain(10, "0.3"));
   ASSERT_FALSE(id.empty());
   auto topic = "session/" + id + "/events";
   // Six clients from the start, joining one after another while the session runs.

@@ -615,3 +615,30 @@ std::string journal_problems(const std::vector<json::value>& events, bool must_e
 }
 
 }  // namespace berth::test
+
+namespace berth::test {
+
+const char* const agent_fix_workflow = R"(
+[session]
+goal = "make the failing test pass"
+
+[[steps]]
+id = "write"
+run = ["sh", "-c", "printf 'add() { echo $(($1 - $2)); }\n' > calc.sh; printf '. ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 = $(add 2 3), expected 5\"; exit 1; }\necho ok\n' > test.sh"]
+
+[[steps]]
+id = "fix"
+kind = "agent"
+agent = { mode = "external", turn_timeout = "2m" }
+
+[[steps]]
+id = "verify"
+run = ["sh", "test.sh"]
+)";
+
+std::vector<std::string> agent_fix_args() {
+  return {"--test",   "sh test.sh",   "--file",    "calc.sh",
+          "--search", "$(($1 - $2))", "--replace", "$(($1 + $2))"};
+}
+
+}  // namespace berth::test

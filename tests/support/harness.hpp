@@ -186,6 +186,12 @@ std::vector<json::value> journal(const node_process& node, const std::string& id
 }  // namespace berth::test
 
 namespace berth::test {
+/// A workspace with a failing test (calc.sh subtracts), an external agent step to fix it, and a
+/// step that checks: what the e2e and browser tests hand to examples/agents/scripted-agent.mjs.
+extern const char* const agent_fix_workflow;
+/// The scripted agent's arguments that fix it (after --server and --session).
+[[nodiscard]] std::vector<std::string> agent_fix_args();
+
 /// Check a session's journal: numbers 1..N without gaps or repeats, at most one result
 /// (finished / failed / interrupted) per step attempt, every interrupted attempt followed by a
 /// new attempt of that step (unless the session then ended without success), and (if `must_end`) a

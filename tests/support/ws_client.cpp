@@ -1,10 +1,11 @@
 #include "ws_client.hpp"
 
+#include "berth/base/process.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-#include <sys/resource.h>
 
 #include <stdexcept>
 
@@ -53,16 +54,7 @@ ws_client::~ws_client() {
 
 std::unique_ptr<ws_client> ws_client::open(const std::string& base, const std::string& path,
                                            options o) {
-  // Thousands of sockets: as many descriptors as the hard limit allows.
-  static const bool raised = [] {
-    rlimit r{};
-    if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
-      r.rlim_cur = r.rlim_max;
-      ::setrlimit(RLIMIT_NOFILE, &r);
-    }
-    return true;
-  }();
-  (void)raised;
+  process::raise_open_files_limit();  // thousands of sockets
   auto i = std::make_unique<impl>();
   auto hostport = base.substr(base.find("//") + 2);
   auto colon = hostport.rfind(':');

@@ -47,6 +47,10 @@ void kill_group(pid_t pgid, int sig);
 /// Look up an executable in PATH; nullopt when absent.
 [[nodiscard]] std::optional<std::string> find_executable(const std::string& name);
 
+/// Raise this process's open-files soft limit to its hard limit (servers and load generators
+/// holding thousands of sockets; the usual soft limit is 1,024). Idempotent.
+void raise_open_files_limit();
+
 /// What `run_capture` saw.
 struct captured {
   int exit_code = -1;
