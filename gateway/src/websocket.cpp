@@ -6,13 +6,15 @@
 #include "feed.hpp"
 #include "hub.hpp"
 #include "internal.hpp"
+#include "write_behind.hpp"
 
 #include "berth/base/log.hpp"
 
 #include <boost/beast/websocket.hpp>
 
-#include <deque>
+#include <mutex>
 #include <set>
+#include <vector>
 
 namespace berth::gateway {
 
@@ -45,6 +47,23 @@ std::string error_member(const std::string& code, const std::string& message) {
 
 class ws_session : public std::enable_shared_from_this<ws_session> {
   struct sub;
+  using message_ptr = std::shared_ptr<const bus::message>;
+  /// One message for subscription generation `gen`; `m` is null when the inbox was over its
+  /// bound and dropped it (it becomes part of a gap).
+  struct item {
+    std::uint64_t gen;
+    std::uint64_t seq;
+    message_ptr m;
+  };
+  /// Where nats.c threads leave a connection's messages: one post to its strand per batch,
+  /// not one per message. Bounded: a connection whose strand falls behind gets gaps, not an
+  /// inbox that grows without end.
+  struct inbox {
+    std::mutex mu;
+    std::vector<item> items;
+    std::size_t bytes = 0;
+    bool scheduled = false;
+  };
 
  public:
   ws_session(server::impl* g, beast::tcp_stream&& s, std::shared_ptr<request> req,
@@ -63,6 +82,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   }
 
   void start() {
+    out().keep_alive(weak_from_this());
+    out().on_written([this](beast::error_code ec) { on_written(ec); });
     auto& lowest = beast::get_lowest_layer(ws_);
     lowest.expires_never();  // the websocket's own timeouts from here on
     websocket::stream_base::timeout t =
@@ -228,15 +249,11 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                "\"topic\":" + json::quote(t->name) + ",\"since\":" + std::to_string(since)));
     std::weak_ptr<ws_session> weak = shared_from_this();
     auto exec = ws_.get_executor();
-    asio::post(g_->api_pool, [g = g_, weak, exec, t = *t, gen = s.gen, since,
+    asio::post(g_->api_pool, [g = g_, weak, exec, t = *t, gen = s.gen, since, sink = sink_of(s.gen),
                               id = id ? *id : json::value()]() {
-      auto consumer =
-          open_feed(*g, t, since, [weak, exec, gen, name = t.name, gate = g->gate](bus::message m) {
-            if (weak.expired()) return;
-            gate->post(exec, [weak, gen, name, m = std::move(m)]() {
-              if (auto self = weak.lock()) self->deliver(gen, name, m);
-            });
-          });
+      auto consumer = open_feed(*g, t, since, [sink](bus::message m) {
+        sink(std::make_shared<const bus::message>(std::move(m)));
+      });
       asio::post(exec, [weak, gen, name = t.name, id,
                         c = std::make_shared<decltype(consumer)>(std::move(consumer))]() mutable {
         auto self = weak.lock();
@@ -310,13 +327,50 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     });
   }
 
-  // A message of subscription `name` (generation `gen`), on the strand.
-  void deliver(std::uint64_t gen, const std::string& name, const bus::message& m) {
-    auto it = subs_.find(name);
-    if (it == subs_.end() || it->second.gen != gen || closing_) return;
+  // What a subscription's consumer (or its place in a shared feed) hands each message to, on a
+  // nats.c or pool thread: the connection's inbox. It must not keep the connection alive.
+  std::function<void(const message_ptr&)> sink_of(std::uint64_t gen) {
+    return [weak = weak_from_this(), box = box_, exec = ws_.get_executor(), gate = g_->gate,
+            bound = 2 * g_->opts.max_buffered_bytes, gen](const message_ptr& m) {
+      if (weak.expired()) return;
+      std::lock_guard lock(box->mu);
+      bool keep = box->bytes + m->data.size() <= bound;
+      box->items.push_back(item{gen, m->seq, keep ? m : nullptr});
+      if (keep) box->bytes += m->data.size();
+      if (box->scheduled) return;
+      box->scheduled = true;
+      gate->post(exec, [weak] {
+        if (auto self = weak.lock()) self->drain();
+      });
+    };
+  }
+
+  // On the strand: everything the inbox holds, in order.
+  void drain() {
+    std::vector<item> items;
+    {
+      std::lock_guard lock(box_->mu);
+      items.swap(box_->items);
+      box_->bytes = 0;
+      box_->scheduled = false;
+    }
+    for (const auto& i : items) deliver(i.gen, i.seq, i.m.get());
+  }
+
+  // A message (null: dropped on the way) of subscription generation `gen`.
+  void deliver(std::uint64_t gen, std::uint64_t seq, const bus::message* mp) {
+    if (closing_) return;
+    auto it = subs_.begin();
+    while (it != subs_.end() && it->second.gen != gen) ++it;
+    if (it == subs_.end()) return;
+    const auto& name = it->first;
     auto& s = it->second;
-    if (m.seq != 0 && m.seq <= s.last) return;  // already delivered (a consumer reset)
-    s.last = m.seq;
+    if (seq != 0 && seq <= s.last) return;  // already delivered (a consumer reset)
+    s.last = seq;
+    // Behind already: into the gap, without the cost of formatting what is not sent.
+    if (!mp || s.gap || out().buffered() + mp->data.size() > g_->opts.max_buffered_bytes)
+      return into_gap(s, seq);
+    const auto& m = *mp;
     std::string data;
     if (s.t.k == topic::kind::sessions) {
       auto sid = std::string(bus::subjects::last_token(m.subject));
@@ -335,13 +389,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     f += s.t.item_type();
     f += "\",\"topic\":" + json::quote(name) + ",\"seq\":" + std::to_string(m.seq) +
          ",\"data\":" + data + "}";
-    if (out_bytes_ + f.size() > g_->opts.max_buffered_bytes || s.gap) {
-      // Past the bound: drop it and say so once the reader catches up.
-      if (!s.gap) s.gap = std::make_pair(m.seq, m.seq);
-      s.gap->second = m.seq;
-      return;
-    }
-    send(std::move(f));
+    if (out().buffered() + f.size() > g_->opts.max_buffered_bytes) return into_gap(s, m.seq);
+    send(f);
     // The backlog that existed at subscribe time is delivered: clients render once, not per item.
     bool drained = s.hub_token == 0 && pending_after(m) == std::uint64_t{0};
     if (!s.caught_up && drained) {
@@ -353,6 +402,12 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
       join_shared(name, s, m.seq);
   }
 
+  // Past the send buffer's bound: drop the item and say so once the reader catches up.
+  static void into_gap(sub& s, std::uint64_t seq) {
+    if (!s.gap) s.gap = std::make_pair(seq, seq);
+    s.gap->second = seq;
+  }
+
   // Move a subscription that has caught up onto the topic's shared feed (hub.hpp).
   void join_shared(const std::string& name, sub& s, std::uint64_t after) {
     s.joining = true;
@@ -360,14 +415,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     std::weak_ptr<ws_session> weak = shared_from_this();
     auto exec = ws_.get_executor();
     auto gate = g_->gate;
-    asio::post(g_->api_pool, [g = g_, weak, exec, gate, t = s.t, gen = s.gen, name, after] {
-      auto token = g->shared_feeds->join(
-          t, after, [weak, exec, gate, gen, name](const std::shared_ptr<const bus::message>& m) {
-            if (weak.expired()) return;
-            gate->post(exec, [weak, gen, name, m] {
-              if (auto self = weak.lock()) self->deliver(gen, name, *m);
-            });
-          });
+    asio::post(g_->api_pool, [g = g_, weak, exec, gate, t = s.t, gen = s.gen, name, after,
+                              sink = sink_of(s.gen)] {
+      auto token = g->shared_feeds->join(t, after, sink);
       gate->post(exec, [weak, g, t, gen, name, token] {
         auto self = weak.lock();
         if (!self) {
@@ -406,38 +456,23 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     close_feed(*g_, std::move(s.consumer));
   }
 
-  void send(std::string f) {
+  write_behind& out() { return ws_.next_layer(); }
+
+  // Frames go out through the write-behind layer (write_behind.hpp): the first at once, those
+  // queued while a write is on the wire together in the next.
+  void send(const std::string& f) {
     if (closing_) return;
-    out_bytes_ += f.size();
-    out_.push_back(std::move(f));
-    if (!writing_) write_next();
+    out().text_frame(f);
+    out().kick();
   }
 
-  void write_next() {
-    if (out_.empty() || closing_) {
-      writing_ = false;
-      return;
-    }
-    writing_ = true;
-    progress_ = clock_type::now();
-    ws_.text(true);
-    ws_.async_write(
-        asio::buffer(out_.front()),
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
-  }
-
-  void on_write(beast::error_code ec) {
-    out_bytes_ -= out_.front().size();
-    out_.pop_front();
+  void on_written(beast::error_code ec) {
     if (ec) {
       closing_ = true;
-      writing_ = false;
       timer_.cancel();
       return;
     }
-    progress_ = clock_type::now();
-    if (out_bytes_ < g_->opts.max_buffered_bytes / 2) flush_gaps();
-    write_next();
+    if (out().buffered() < g_->opts.max_buffered_bytes / 2) flush_gaps();
   }
 
   // The reader caught up: each subscription that dropped items says which, then goes on live.
@@ -448,8 +483,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                ",\"from\":" + std::to_string(s.gap->first) +
                ",\"to\":" + std::to_string(s.gap->second) + "}";
       s.gap.reset();
-      out_bytes_ += f.size();
-      out_.push_back(std::move(f));
+      out().text_frame(f);
     }
   }
 
@@ -463,7 +497,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
         return self->close(websocket::close_code::policy_error,
                            "no auth frame within " +
                                std::to_string(self->g_->opts.auth_timeout.count() / 1000) + " s");
-      if (self->writing_ && now - self->progress_ > self->g_->opts.stall_timeout)
+      if (self->out().writing() && now - self->out().progress() > self->g_->opts.stall_timeout)
         return self->close(websocket::close_code::try_again_later,
                            "the client does not read; reconnect and resume with since");
       self->tick();
@@ -472,7 +506,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
 
   void close(websocket::close_code code, const std::string& why) {
     if (closing_) return;
-    bool stalled = writing_;
+    bool stalled = out().writing();
     closing_ = true;
     timer_.cancel();
     for (auto& [_, s] : subs_) drop(s);
@@ -502,18 +536,16 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     clock_type::time_point join_tried{};
   };
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<write_behind> ws_;
   server::impl* g_;
   std::shared_ptr<request> req_;
   std::optional<principal> who_;
   bool counted_ = false;
   beast::flat_buffer in_;
-  std::deque<std::string> out_;
-  std::size_t out_bytes_ = 0;
-  bool writing_ = false;
+  std::shared_ptr<inbox> box_ = std::make_shared<inbox>();
   bool closing_ = false;
   asio::steady_timer timer_;
-  clock_type::time_point opened_, progress_, frame_at_;
+  clock_type::time_point opened_, frame_at_;
   double frame_budget_ = 400;
   std::map<std::string, sub> subs_;
   std::uint64_t next_gen_ = 1;

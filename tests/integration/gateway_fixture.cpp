@@ -123,8 +123,8 @@ std::string gateway_fixture::start(const std::string& t, const std::string& spec
   return v ? v->get_string("id") : std::string();
 }
 
-std::unique_ptr<ws_client> gateway_fixture::ws(const std::string& t) {
-  auto c = ws_client::open(url);
+std::unique_ptr<ws_client> gateway_fixture::ws(const std::string& t, ws_client::options o) {
+  auto c = ws_client::open(url, "/v1/ws", std::move(o));
   EXPECT_TRUE(c->connected()) << c->status();
   json::value a = json::value::make_object();
   a.set("op", "auth");

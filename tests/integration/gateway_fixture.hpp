@@ -63,7 +63,7 @@ struct gateway_fixture : ::testing::Test {
   /// POST a spec (JSON) with token `t`; returns the new session's id ("" on failure).
   std::string start(const std::string& t, const std::string& spec);
   /// A WebSocket authenticated with token `t` (its auth reply consumed).
-  std::unique_ptr<ws_client> ws(const std::string& t);
+  std::unique_ptr<ws_client> ws(const std::string& t, ws_client::options o = {});
 };
 
 }  // namespace berth::test

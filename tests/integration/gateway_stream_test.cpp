@@ -476,7 +476,10 @@ TEST_F(small_buffers, a_slow_reader_gets_gaps_it_can_refill_and_one_that_never_r
   auto slow = ws(w);
   slow->send(op(R"({"op":"subscribe","topic":")" + topic + R"("})"));
   ASSERT_TRUE(slow->expect("subscribed"));
-  auto never = ws(w);
+  // A small receive window, so that the reader's own kernel takes little of what it never reads.
+  test::ws_client::options small;
+  small.receive_buffer = 8192;
+  auto never = ws(w, small);
   never->send(op(R"({"op":"subscribe","topic":")" + topic + R"("})"));
   ASSERT_TRUE(never->expect("subscribed"));
 
@@ -549,10 +552,18 @@ TEST_F(small_buffers, a_slow_reader_gets_gaps_it_can_refill_and_one_that_never_r
   // write to it; past stall_timeout (3 s here) it is closed (1013 when the close frame still gets
   // through, else cut off).
   slow->send(op(R"({"op":"unsubscribe","topic":")" + topic + R"("})"));
+  // The kernels take a few MB first (loopback's send buffer grows to several), so: 16 MB, then
+  // six seconds more (past stall_timeout and the gateway's once-a-second check), however slowly
+  // a busy machine publishes.
   std::string big(16 << 10, 'y');
-  auto flood_until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < flood_until)
+  std::size_t flooded = 0;
+  auto flood_until = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  while (flooded < (16u << 20) || std::chrono::steady_clock::now() < flood_until) {
     ASSERT_TRUE((*bus)->publish(names.log(id, "flood"), big).ok());
+    flooded += big.size();
+    if (flooded < (16u << 20))
+      flood_until = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  }
   int gaps_seen = 0;
   while (auto m = never->read(std::chrono::seconds(5)))
     if (m->find("\"type\":\"gap\"") != std::string::npos) gaps_seen++;

@@ -61,7 +61,16 @@ std::unique_ptr<ws_client> ws_client::open(const std::string& base, const std::s
   auto host = hostport.substr(0, colon);
   auto port = hostport.substr(colon + 1);
   tcp::resolver r(i->ioc);
-  asio::connect(i->ws.next_layer(), r.resolve(host, port));
+  if (o.receive_buffer == 0) {
+    asio::connect(i->ws.next_layer(), r.resolve(host, port));
+  } else {
+    // Set before connecting, so that the window the server sees is small from the start.
+    auto ep = r.resolve(host, port).begin()->endpoint();
+    auto& sock = i->ws.next_layer();
+    sock.open(ep.protocol());
+    sock.set_option(asio::socket_base::receive_buffer_size(static_cast<int>(o.receive_buffer)));
+    sock.connect(ep);
+  }
   i->ws.read_message_max(64 << 20);
   i->ws.set_option(websocket::stream_base::decorator([o](websocket::request_type& req) {
     if (!o.subprotocol.empty()) req.set(beast::http::field::sec_websocket_protocol, o.subprotocol);

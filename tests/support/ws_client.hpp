@@ -18,6 +18,7 @@ class ws_client {
   struct options {
     std::map<std::string, std::string> headers;  ///< e.g. Origin, Cookie
     std::string subprotocol = "berth.v1.json";   ///< empty: none asked for
+    std::size_t receive_buffer = 0;              ///< SO_RCVBUF in bytes (0: the kernel's default)
   };
   /// Connect to `base` ("http://host:port") at `path`. A refused upgrade is not an exception:
   /// connected() is false and status() is the HTTP status the server answered.
