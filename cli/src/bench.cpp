@@ -6,6 +6,7 @@
 #include "berth/base/ids.hpp"
 #include "berth/base/net.hpp"
 #include "berth/base/process.hpp"
+#include "berth/core/events.hpp"
 #include "berth/gateway/loadgen.hpp"
 #include "berth/gateway/tokens.hpp"
 #include "berth/persistence/snapshot_store.hpp"
@@ -35,6 +36,8 @@
 #include <thread>
 
 namespace berth::cli {
+
+namespace ev = core::ev;
 
 namespace {
 
@@ -255,7 +258,7 @@ status input_round_trips(bench_env& env, event_feed& feed, const std::string& id
         [&](auto& evs) {
           for (; seen < evs.size(); ++seen) {
             const auto& e = evs[seen];
-            if (e.get_string("type") == "input.applied" &&
+            if (e.get_string("type") == ev::input_applied &&
                 e.find("data")->get_int("input_seq") == seq) {
               ++seen;
               return true;
@@ -287,7 +290,7 @@ int bench_step(const globals& g, int n) {
   if (auto st = feed.follow(c, env.names, 0); !st) return report(st.err());
   auto id = env.start_session(spec_with(R"({"id":"hold","run":["sleep","3600"]})"));
   if (!id) return report(id.err());
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") == 1; },
+  if (!feed.wait([&](auto& evs) { return count_type(evs, ev::step_started) == 1; },
                  std::chrono::seconds(30)))
     return report(error{errc::timeout, "the bench session did not start"});
 
@@ -331,7 +334,7 @@ int bench_sessions(const globals& g, int n) {
   // Warm up code paths and allocator arenas before the baseline.
   for (int i = 0; i < 20; ++i)
     if (auto id = env.start_session(idle); !id) return report(id.err());
-  feed.wait([&](auto& evs) { return count_type(evs, "step.retrying") >= 20; },
+  feed.wait([&](auto& evs) { return count_type(evs, ev::step_retrying) >= 20; },
             std::chrono::seconds(60));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto rss0 = rss_bytes(env.node->pid());
@@ -343,7 +346,7 @@ int bench_sessions(const globals& g, int n) {
   }
   if (!feed.wait(
           [&](auto& evs) {
-            return count_type(evs, "step.retrying") >= static_cast<std::size_t>(n + 20);
+            return count_type(evs, ev::step_retrying) >= static_cast<std::size_t>(n + 20);
           },
           std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every idle session reached its retry wait"});
@@ -394,7 +397,7 @@ int bench_sessions(const globals& g, int n) {
           [&](auto& evs) {
             std::size_t done = 0;
             for (std::size_t k = applied_before; k < evs.size(); ++k)
-              done += evs[k].get_string("type") == "input.applied";
+              done += evs[k].get_string("type") == ev::input_applied;
             return done >= static_cast<std::size_t>(transitions);
           },
           std::chrono::seconds(600)))
@@ -438,7 +441,7 @@ int bench_sessions(const globals& g, int n) {
           [&](auto& evs) {
             std::size_t done = 0;
             for (std::size_t k = before; k < evs.size(); ++k)
-              done += evs[k].get_string("type") == "session.succeeded";
+              done += evs[k].get_string("type") == ev::session_succeeded;
             return done >= static_cast<std::size_t>(sessions);
           },
           std::chrono::seconds(600)))
@@ -497,7 +500,9 @@ int bench_resume(const globals& g, int n) {
   for (int i = 0; i < n; ++i)
     if (auto id = env.start_session(hold); !id) return report(id.err());
   if (!feed.wait(
-          [&](auto& evs) { return count_type(evs, "step.started") >= static_cast<std::size_t>(n); },
+          [&](auto& evs) {
+            return count_type(evs, ev::step_started) >= static_cast<std::size_t>(n);
+          },
           std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every session started its step"});
   std::uint64_t from;
@@ -531,12 +536,12 @@ int bench_resume(const globals& g, int n) {
   auto r0 = clock::now();
   if (auto st = env.node->start(); !st) return report(st.err());
   double ready_us = us_since(r0);
-  after.wait([&](auto& evs) { return count_type(evs, "step.interrupted") >= 1; },
+  after.wait([&](auto& evs) { return count_type(evs, ev::step_interrupted) >= 1; },
              std::chrono::seconds(300));
   double first_us = us_since(r0);
   if (!after.wait(
           [&](auto& evs) {
-            return count_type(evs, "step.interrupted") >= static_cast<std::size_t>(n);
+            return count_type(evs, ev::step_interrupted) >= static_cast<std::size_t>(n);
           },
           std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every session resumed"});
@@ -960,7 +965,8 @@ result<std::vector<std::pair<json::value, std::int64_t>>> run_to_end(bench_env& 
         for (auto it = evs.rbegin(); it != evs.rend(); ++it) {
           if (it->get_string("session") != *id) continue;
           auto t = it->get_string("type");
-          if (t.rfind("session.", 0) == 0 && t != "session.started" && t != "session.accepted") {
+          if (t.rfind("session.", 0) == 0 && t != ev::session_started &&
+              t != ev::session_accepted) {
             end = t;
             return true;
           }
@@ -969,7 +975,7 @@ result<std::vector<std::pair<json::value, std::int64_t>>> run_to_end(bench_env& 
       },
       limit);
   if (!ended) return error{errc::timeout, "session " + *id + " did not end"};
-  if (end != "session.succeeded") return error{errc::internal, "session " + *id + ": " + end};
+  if (end != ev::session_succeeded) return error{errc::internal, "session " + *id + ": " + end};
   return session_events(feed, *id);
 }
 
@@ -978,8 +984,8 @@ double wall_us(const std::vector<std::pair<json::value, std::int64_t>>& evs) {
   std::int64_t t0 = 0, t1 = 0;
   for (const auto& [e, ns] : evs) {
     auto t = e.get_string("type");
-    if (t == "session.started") t0 = ns;
-    if (t == "session.succeeded") t1 = ns;
+    if (t == ev::session_started) t0 = ns;
+    if (t == ev::session_succeeded) t1 = ns;
   }
   return static_cast<double>(t1 - t0) / 1000.0;
 }
@@ -997,7 +1003,7 @@ int bench_graph(const globals& g, int n) {
   // 1. What `bench step` measures, in this run: one transition of a session.
   auto hold = env.start_session(spec_with(R"({"id":"hold","run":["sleep","3600"]})"));
   if (!hold) return report(hold.err());
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "step.started") >= 1; },
+  if (!feed.wait([&](auto& evs) { return count_type(evs, ev::step_started) >= 1; },
                  std::chrono::seconds(30)))
     return report(error{errc::timeout, "the bench session did not start"});
   row transition{"one transition (bench step)", "JetStream publish+ack (same size)", {}, {}};
@@ -1018,7 +1024,7 @@ int bench_graph(const globals& g, int n) {
   double exec_us = 0;
   int finished = 0;
   for (const auto& [e, ns] : *graph)
-    if (e.get_string("type") == "step.finished") {
+    if (e.get_string("type") == ev::step_finished) {
       exec_us += static_cast<double>(e.find("data")->get_int("duration_us"));
       ++finished;
     }
@@ -1058,7 +1064,7 @@ int bench_graph(const globals& g, int n) {
       spec_with(R"({"id":"agent","kind":"agent","agent":{"mode":"external","turn_timeout":"1h"}})");
   auto agent = env.start_session(agent_spec);
   if (!agent) return report(agent.err());
-  if (!feed.wait([&](auto& evs) { return count_type(evs, "agent.waiting") >= 1; },
+  if (!feed.wait([&](auto& evs) { return count_type(evs, ev::agent_waiting) >= 1; },
                  std::chrono::seconds(30)))
     return report(error{errc::timeout, "the agent step did not start"});
   auto echo = c.subscribe("bench.echo", "", [&c](bus::message m) {
@@ -1090,7 +1096,7 @@ int bench_graph(const globals& g, int n) {
         [&](auto& evs) {
           for (; seen < evs.size(); ++seen) {
             const auto& e = evs[seen];
-            if (e.get_string("type") == "tool.result" &&
+            if (e.get_string("type") == ev::tool_result &&
                 e.find("data")->get_string("call_id") == call_id) {
               ++seen;
               return true;
@@ -1264,8 +1270,8 @@ int bench_setup(const globals& g, int n) {
             const auto& e = evs[i];
             if (e.get_string("session") != *id) continue;
             auto t = e.get_string("type");
-            if (t == "step.started") started = feed.stored_ns[i];
-            if (t == "step.finished") {
+            if (t == ev::step_started) started = feed.stored_ns[i];
+            if (t == ev::step_finished) {
               finished = feed.stored_ns[i];
               if (cache && e.find("data")->find("cache")) {
                 *cache = *e.find("data")->find("cache");
@@ -1273,7 +1279,7 @@ int bench_setup(const globals& g, int n) {
                 if (const auto* ran = e.find("data")->find("ran")) cache->set("ran", *ran);
               }
             }
-            if (t == "session.failed") failed = e.find("data")->get_string("reason");
+            if (t == ev::session_failed) failed = e.find("data")->get_string("reason");
           }
           return (started && finished) || !failed.empty();
         },

@@ -5,8 +5,9 @@
 #include "berth/base/fs.hpp"
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
+#include "berth/core/events.hpp"
+#include "berth/core/workflow.hpp"
 #include "berth/node/node.hpp"
-#include "berth/session/workflow.hpp"
 
 #include <unistd.h>
 
@@ -18,6 +19,8 @@
 #include <mutex>
 
 namespace berth::cli {
+
+namespace ev = core::ev;
 
 std::string self_exe() {
   std::error_code ec;
@@ -142,7 +145,7 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
     if (auto x = d->get_string("expires_at"); !x.empty()) add("expires", x);
     if (const auto* pushed = d->find("pushed"); pushed && pushed->is_bool())
       add("pushed", pushed->as_bool() ? "yes" : "no");
-    if (auto u = d->get_string("url"); !u.empty() && type == "pr.opened") add("url", u);
+    if (auto u = d->get_string("url"); !u.empty() && type == ev::pr_opened) add("url", u);
     if (auto r = d->get_string("reason"); !r.empty())
       details += (details.empty() ? "" : " ") + std::string("— ") + r;
   }
@@ -150,14 +153,15 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
   const char* reset = "";
   if (color) {
     reset = "\033[0m";
-    if (type == "session.succeeded" || type == "step.finished")
+    if (type == ev::session_succeeded || type == ev::step_finished)
       c = "\033[32m";
-    else if (type == "session.failed" || type == "step.failed" || type == "session.timed_out")
+    else if (type == ev::session_failed || type == ev::step_failed || type == ev::session_timed_out)
       c = "\033[31m";
-    else if (type == "step.retrying" || type == "step.interrupted" || type == "session.cancelled" ||
-             type == "step.rejected" || type == "step.skipped" || type == "tool.interrupted")
+    else if (type == ev::step_retrying || type == ev::step_interrupted ||
+             type == ev::session_cancelled || type == ev::step_rejected ||
+             type == ev::step_skipped || type == ev::tool_interrupted)
       c = "\033[33m";
-    else if (type == "step.started" || type == "session.started" || type == "agent.waiting")
+    else if (type == ev::step_started || type == ev::session_started || type == ev::agent_waiting)
       c = "\033[36m";
   }
   char buf[64];
@@ -170,8 +174,8 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
 namespace {
 
 bool terminal_type(const std::string& type) {
-  return type == "session.succeeded" || type == "session.failed" || type == "session.cancelled" ||
-         type == "session.timed_out";
+  return type == ev::session_succeeded || type == ev::session_failed ||
+         type == ev::session_cancelled || type == ev::session_timed_out;
 }
 
 // Messages from one or more follow subscriptions, consumed on the main thread.
@@ -387,7 +391,7 @@ void print_summary(const globals& g, const json::value& v) {
 int cmd_session_start(const globals& g, const start_args& a) {
   json::value spec = json::value::make_object();
   if (!a.workflow.empty()) {
-    auto wf = session::load_workflow(a.workflow);
+    auto wf = core::load_workflow(a.workflow);
     if (!wf) return report(wf.err());
     spec = std::move(*wf);
   }
@@ -409,9 +413,9 @@ int cmd_session_start(const globals& g, const start_args& a) {
     spec.set("steps", std::move(steps));
   }
   // Check locally first, so a bad workflow fails fast and clearly.
-  session::spec_limits limits;
+  core::spec_limits limits;
   limits.max_spec_bytes = config::defaults().session.max_spec_bytes;
-  auto parsed = session::parse_spec(spec, limits);
+  auto parsed = core::parse_spec(spec, limits);
   if (!parsed) {
     auto e = parsed.err();
     if (!a.workflow.empty()) e.message = a.workflow + ": " + e.message;
@@ -419,18 +423,18 @@ int cmd_session_start(const globals& g, const start_args& a) {
   }
   if (a.dry_run) {
     // The spec as the node would store it: needs resolved into the canonical form.
-    auto canonical = session::to_json(*parsed);
+    auto canonical = core::to_json(*parsed);
     if (g.output == "text") {
       std::printf("%s: valid, %zu step(s)\n", a.workflow.empty() ? "spec" : a.workflow.c_str(),
                   parsed->steps.size());
       for (const auto& st : parsed->steps) {
         std::string needs;
         for (const auto& n : st.needs) needs += (needs.empty() ? "" : ", ") + n;
-        std::printf("  %-20s %-13s needs [%s]%s\n", st.id.c_str(), session::to_string(st.kind),
+        std::printf("  %-20s %-13s needs [%s]%s\n", st.id.c_str(), core::to_string(st.kind),
                     needs.c_str(),
-                    st.when == session::run_when::success
+                    st.when == core::run_when::success
                         ? ""
-                        : (std::string(" when ") + session::to_string(st.when)).c_str());
+                        : (std::string(" when ") + core::to_string(st.when)).c_str());
       }
     } else {
       std::printf("%s\n", canonical.dump().c_str());
@@ -511,11 +515,11 @@ int cmd_session_tool(const globals& g, const std::string& id, const std::string&
     const auto* d = ev->find("data");
     if (!d || d->get_string("call_id") != call_id) continue;
     auto type = ev->get_string("type");
-    if (type == "input.applied" && d->get_string("kind") == "rejected")
+    if (type == ev::input_applied && d->get_string("kind") == "rejected")
       return report(error{errc::invalid_argument, "tool call refused: " + d->get_string("reason")});
-    if (type == "tool.interrupted")
+    if (type == ev::tool_interrupted)
       return report(error{errc::cancelled, "tool call interrupted: " + d->get_string("reason")});
-    if (type != "tool.result") continue;
+    if (type != ev::tool_result) continue;
     bool good = d->get_bool("ok");
     const auto* res = d->find("result");
     if (g.output != "text") {

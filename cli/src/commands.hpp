@@ -2,7 +2,7 @@
 
 #include "cli.hpp"
 
-#include "berth/session/spec.hpp"
+#include "berth/core/spec.hpp"
 
 #include <string>
 #include <vector>

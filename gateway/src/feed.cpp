@@ -1,8 +1,11 @@
 #include "feed.hpp"
 
-#include "berth/session/machine.hpp"
+#include "berth/core/events.hpp"
+#include "berth/core/machine.hpp"
 
 namespace berth::gateway {
+
+namespace ev = core::ev;
 
 const char* topic::item_type() const {
   switch (k) {
@@ -154,8 +157,8 @@ bool ends_session(const bus::message& m) {
   auto ev = json::parse(m.data);
   if (!ev) return false;
   auto type = ev->get_string("type");
-  return type == "session.succeeded" || type == "session.failed" || type == "session.cancelled" ||
-         type == "session.timed_out";
+  return type == ev::session_succeeded || type == ev::session_failed ||
+         type == ev::session_cancelled || type == ev::session_timed_out;
 }
 
 result<std::unique_ptr<bus::subscription>> open_feed(server::impl& g, const topic& t,

@@ -5,8 +5,8 @@
 #include "internal.hpp"
 
 #include "berth/base/log.hpp"
-#include "berth/session/spec.hpp"
-#include "berth/session/workflow.hpp"
+#include "berth/core/spec.hpp"
+#include "berth/core/workflow.hpp"
 
 #include <boost/beast/websocket.hpp>
 
@@ -373,7 +373,7 @@ reply server::impl::handle(const std::shared_ptr<request>& rp) {
         json::value spec;
         auto ct = std::string(req[http::field::content_type]);
         if (ct.rfind("application/toml", 0) == 0) {
-          auto wf = session::parse_workflow(req.body(), "body");
+          auto wf = core::parse_workflow(req.body(), "body");
           if (!wf) return fail(errc_name(wf.err().code), wf.err().message);
           spec = std::move(*wf);
         } else {
@@ -386,13 +386,13 @@ reply server::impl::handle(const std::shared_ptr<request>& rp) {
         for (const char* k : {"repo", "ref", "branch", "goal"})
           if (params.count(k) && !params[k].empty()) spec.set(k, params[k]);
         if (params.count("dry_run") && params["dry_run"] != "false" && params["dry_run"] != "0") {
-          session::spec_limits limits;
+          core::spec_limits limits;
           limits.max_spec_bytes = static_cast<std::int64_t>(opts.max_body_bytes);
-          auto parsed = session::parse_spec(spec, limits);
+          auto parsed = core::parse_spec(spec, limits);
           if (!parsed) return fail(errc_name(parsed.err().code), parsed.err().message);
           json::value v = json::value::make_object();
           v.set("valid", true);
-          v.set("spec", session::to_json(*parsed));
+          v.set("spec", core::to_json(*parsed));
           return {http::status::ok, v.dump(), {}, "application/json", {}};
         }
         json::value b = json::value::make_object();

@@ -38,7 +38,7 @@ struct committer_fixture : test::bus_fixture {
     r.snapshot = R"({"n":)" + std::to_string(first_n + count - 1) + "}";
     r.subject = names.journal(id);
     for (int n = first_n; n < first_n + count; ++n)
-      r.events.emplace_back(id + ":" + std::to_string(n), R"({"n":)" + std::to_string(n) + "}");
+      r.events.emplace_back(n, R"({"n":)" + std::to_string(n) + "}");
     r.journal_seq = seq;
     r.done = [this, id](session::committer::outcome o) {
       std::lock_guard lock(mu);

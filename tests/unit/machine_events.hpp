@@ -2,7 +2,7 @@
 
 // Events the machine tests feed in, built as the API would journal them.
 
-#include "berth/session/machine.hpp"
+#include "berth/core/machine.hpp"
 
 #include <cstdint>
 #include <string>
@@ -10,9 +10,9 @@
 namespace berth::test {
 
 /// Event 1 of session `id`: `session.accepted` with `spec` and the node's default timeout.
-inline session::event accepted_event(const std::string& id, const json::value& spec,
-                                     std::int64_t ts = 1000, std::int64_t timeout_ms = 60'000) {
-  session::event e;
+inline core::event accepted_event(const std::string& id, const json::value& spec,
+                                  std::int64_t ts = 1000, std::int64_t timeout_ms = 60'000) {
+  core::event e;
   e.session = id;
   e.n = 1;
   e.type = "session.accepted";

@@ -6,7 +6,7 @@
 
 #include "machine_events.hpp"
 
-#include "berth/session/machine.hpp"
+#include "berth/core/machine.hpp"
 
 #include <gtest/gtest.h>
 
@@ -19,7 +19,7 @@
 #include <vector>
 
 using namespace berth;
-using namespace berth::session;
+using namespace berth::core;
 
 namespace {
 
@@ -179,7 +179,7 @@ std::string simulate(std::uint64_t seed, std::string* spec_out) {
       } else if (a.what == action::kind::kill) {
         auto it = running.find(a.step);
         if (it != running.end() && it->second.attempt == a.attempt)
-          it->second.kill_reason = a.kill_reason.empty() ? "killed" : a.kill_reason;
+          it->second.kill_reason = a.cause == stop_cause::none ? "killed" : to_string(a.cause);
       } else if (a.what == action::kind::wait_until) {
         wake = a.until_ms;
       } else if (a.what == action::kind::prepare) {

@@ -1,11 +1,11 @@
-#include "berth/session/machine.hpp"
+#include "berth/core/machine.hpp"
 
 #include "machine_events.hpp"
 
 #include <gtest/gtest.h>
 
 using namespace berth;
-using namespace berth::session;
+using namespace berth::core;
 
 namespace {
 
@@ -149,7 +149,8 @@ TEST(machine, session_timeout_stops_the_session) {
   (void)m.advance(10);
   auto a = first(m.advance(60'000));
   EXPECT_EQ(a.what, action::kind::kill);
-  EXPECT_EQ(a.kill_reason, "session timeout");
+  EXPECT_EQ(a.cause, stop_cause::session_timeout);
+  EXPECT_STREQ(to_string(a.cause), "session timeout");
   exit_result r;
   r.signal = 15;
   r.timed_out = true;
@@ -488,7 +489,8 @@ TEST(graph, session_timeout_mid_graph_stops_running_steps_and_skips_the_rest) {
   (void)m.advance(10);
   auto acts = m.advance(10'000);
   ASSERT_EQ(killed(acts), names{"a"});
-  EXPECT_EQ(acts[0].kill_reason, "session timeout");
+  EXPECT_EQ(acts[0].cause, stop_cause::session_timeout);
+  EXPECT_STREQ(to_string(acts[0].cause), "session timeout");
   exit_result r;
   r.signal = 15;
   r.error = "session timeout";

@@ -1,14 +1,14 @@
-#include "berth/session/spec.hpp"
+#include "berth/core/spec.hpp"
 
 #include <gtest/gtest.h>
 
 using namespace berth;
 
 namespace {
-result<session::session_spec> spec_of(const std::string& text) {
+result<core::session_spec> spec_of(const std::string& text) {
   auto v = json::parse(text);
   if (!v) return v.err();
-  return session::parse_spec(*v);
+  return core::parse_spec(*v);
 }
 void expect_error(const std::string& text, const std::string& needle) {
   auto s = spec_of(text);
@@ -24,9 +24,9 @@ TEST(spec, accepts_a_valid_workflow_and_round_trips) {
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_EQ(s->steps[0].retry.max_attempts, 3);
   EXPECT_EQ(*s->steps[0].timeout, millis(600'000));
-  auto again = session::parse_spec(session::to_json(*s));
+  auto again = core::parse_spec(core::to_json(*s));
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(session::to_json(*again), session::to_json(*s));
+  EXPECT_EQ(core::to_json(*again), core::to_json(*s));
 }
 
 TEST(spec, hostile_inputs_name_the_field) {
@@ -81,7 +81,7 @@ TEST(spec, a_session_without_repo_gets_a_scratch_workspace) {
   auto s = spec_of(R"({"steps":[{"id":"a","run":["true"]}]})");
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_TRUE(s->repo.empty());
-  EXPECT_EQ(session::to_json(*s).find("repo"), nullptr);
+  EXPECT_EQ(core::to_json(*s).find("repo"), nullptr);
 }
 
 TEST(spec, hostile_repo_urls_are_refused_with_the_field) {
@@ -126,10 +126,10 @@ TEST(spec, refs_and_branches_are_checked) {
   expect_error(with("submodules", "yes"), "submodules: expected true or false, got string");
   auto ok = spec_of(with("branch", "agent/fix-123"));
   ASSERT_TRUE(ok.ok()) << ok.err().message;
-  EXPECT_EQ(session::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "agent/fix-123");
+  EXPECT_EQ(core::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "agent/fix-123");
   ok->branch.clear();
-  EXPECT_EQ(session::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "berth/npqrstvwxyz0");
-  EXPECT_EQ(session::session_branch(*ok, "fix-1"), "berth/fix-1");
+  EXPECT_EQ(core::session_branch(*ok, "01JABCDEFGHJKMNPQRSTVWXYZ0"), "berth/npqrstvwxyz0");
+  EXPECT_EQ(core::session_branch(*ok, "fix-1"), "berth/fix-1");
 }
 
 TEST(spec, git_step_kinds_need_their_fields_and_a_repo) {
@@ -139,11 +139,11 @@ TEST(spec, git_step_kinds_need_their_fields_and_a_repo) {
       spec_of(steps(R"({"id":"setup","kind":"setup"},{"id":"c","kind":"commit","message":"fix"},
                            {"id":"p","kind":"push"},{"id":"pr","kind":"pull_request","title":"Fix","body":"b"})"));
   ASSERT_TRUE(s.ok()) << s.err().message;
-  EXPECT_EQ(s->steps[1].kind, session::step_kind::commit);
+  EXPECT_EQ(s->steps[1].kind, core::step_kind::commit);
   EXPECT_EQ(s->steps[3].forge, "github");
-  auto again = session::parse_spec(session::to_json(*s));
+  auto again = core::parse_spec(core::to_json(*s));
   ASSERT_TRUE(again.ok()) << again.err().message;
-  EXPECT_EQ(session::to_json(*again), session::to_json(*s));
+  EXPECT_EQ(core::to_json(*again), core::to_json(*s));
   expect_error(steps(R"({"id":"c","kind":"commit"})"), "steps[0].message: is required");
   expect_error(steps(R"({"id":"c","kind":"commit","message":"  "})"),
                "steps[0].message: must not be empty");
@@ -176,13 +176,13 @@ TEST(spec, the_issue_workflow_parses_and_round_trips) {
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_EQ(s->steps[1].needs, std::vector<std::string>{"setup"});
   EXPECT_TRUE(s->steps[0].needs.empty());
-  EXPECT_EQ(s->steps[3].when, session::run_when::failure);
+  EXPECT_EQ(s->steps[3].when, core::run_when::failure);
   EXPECT_EQ(s->steps[3].turn_timeout, millis(300'000));
   EXPECT_EQ(s->steps[4].max_loops, 3);
   EXPECT_TRUE(s->steps[2].retry.jitter);
-  auto again = session::parse_spec(session::to_json(*s));
+  auto again = core::parse_spec(core::to_json(*s));
   ASSERT_TRUE(again.ok()) << again.err().message;
-  EXPECT_EQ(session::to_json(*again), session::to_json(*s));
+  EXPECT_EQ(core::to_json(*again), core::to_json(*s));
 }
 
 TEST(spec, a_step_without_needs_follows_the_one_before_and_empty_needs_is_a_root) {
@@ -220,8 +220,7 @@ TEST(spec, invalid_graphs_are_refused_naming_the_step_and_field) {
   expect_error(R"({"steps":[{"id":"a","kind":"agent","agent":{"mode":"psychic"}}]})",
                "steps[0].agent.mode: must be \"external\" or \"command\"");
   expect_error(R"({"steps":[{"id":"a","kind":"agent"}]})", "steps[0].agent: is required");
-  expect_error(R"({"steps":[{"id":"a","kind":"wizard"}]})",
-               "steps[0].kind: must be one of");
+  expect_error(R"({"steps":[{"id":"a","kind":"wizard"}]})", "steps[0].kind: must be one of");
   expect_error(R"({"steps":[{"id":"a","run":["x"],"when":"sometimes"}]})",
                "steps[0].when: must be \"success\", \"failure\" or \"always\"");
   expect_error(R"({"steps":[{"id":"a","run":["x"],"needs":"b"}]})",
@@ -238,7 +237,8 @@ TEST(spec, invalid_graphs_are_refused_naming_the_step_and_field) {
 TEST(spec, a_thousand_step_chain_is_accepted_and_one_more_is_refused) {
   std::string steps;
   for (int i = 0; i < 1000; ++i)
-    steps += (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
+    steps +=
+        (i ? "," : "") + std::string(R"({"id":"s)") + std::to_string(i) + R"(","run":["true"]})";
   auto s = spec_of(R"({"steps":[)" + steps + "]}");
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_EQ(s->steps[999].needs, std::vector<std::string>{"s998"});

@@ -1,6 +1,6 @@
 #include "berth/supervision/supervisor.hpp"
 
-#include "berth/session/atoms.hpp"
+#include "berth/protocol/atoms.hpp"
 
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
@@ -63,11 +63,12 @@ struct fixture : ::testing::Test {
     sched->run();
   }
   caf::actor make(restart_policy p) {
-    return spawn_supervisor(*sys, p, [this](const std::string& key, const std::string& reason) {
-      auto h = sys->spawn(child, key);
-      log.push_back({key, reason, h});
-      return h;
-    });
+    return spawn_supervisor(
+        *sys, p, [this](const std::string& key, const caf::message&, const std::string& reason) {
+          auto h = sys->spawn(child, key);
+          log.push_back({key, reason, h});
+          return h;
+        });
   }
   void settle() {
     for (int i = 0; i < 10; ++i) {

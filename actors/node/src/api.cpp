@@ -2,15 +2,20 @@
 
 #include "berth/base/ids.hpp"
 #include "berth/base/log.hpp"
+#include "berth/core/events.hpp"
+#include "berth/core/inputs.hpp"
+#include "berth/core/machine.hpp"
+#include "berth/core/spec.hpp"
 #include "berth/session/journal.hpp"
-#include "berth/session/machine.hpp"
-#include "berth/session/spec.hpp"
+#include "berth/session/journal_writer.hpp"
 #include "berth/workspace/git.hpp"
 
 #include <algorithm>
 #include <map>
 
 namespace berth::node {
+
+namespace ev = core::ev;
 
 namespace {
 std::shared_ptr<spdlog::logger> logger() {
@@ -128,9 +133,9 @@ result<json::value> api_service::start(const json::value& req) {
   if (!caller) return caller.err();
   const auto* spec_json = req.find("spec");
   if (!spec_json) return error{errc::invalid_argument, "spec: is required"};
-  session::spec_limits limits;
+  core::spec_limits limits;
   limits.max_spec_bytes = rt_->cfg.session.max_spec_bytes;
-  auto spec = session::parse_spec(*spec_json, limits);
+  auto spec = core::parse_spec(*spec_json, limits);
   if (!spec) return spec.err();
   BERTH_TRY(workspace::check_remote_allowed(spec->repo, rt_->cfg.workspace.file_allowlist));
   std::string key;
@@ -143,7 +148,7 @@ result<json::value> api_service::start(const json::value& req) {
   bool id_given = !spec->id.empty();
   if (!id_given) spec->id = new_ulid();
   if (key.empty()) key = spec->id;
-  auto canonical = session::to_json(*spec);
+  auto canonical = core::to_json(*spec);
   auto& rt = *rt_;
 
   auto existing_reply = [&](const std::string& id,
@@ -158,7 +163,8 @@ result<json::value> api_service::start(const json::value& req) {
     auto s = summary_of(id);
     json::value v = json::value::make_object();
     v.set("id", id);
-    v.set("status", s ? s->get_string("status", "pending") : std::string("pending"));
+    v.set("status",
+          s ? s->get_string("status", core::states::pending) : std::string(core::states::pending));
     v.set("accepted_seq", first.seq);
     v.set("existing", true);
     return v;
@@ -172,7 +178,7 @@ result<json::value> api_service::start(const json::value& req) {
   }
 
   json::value input = json::value::make_object();
-  input.set("type", "start");
+  input.set("type", core::input_types::start);
   input.set("spec", canonical);
   input.set("idempotency_key", key);
   if (!caller->empty()) input.set("caller", *caller);
@@ -194,10 +200,10 @@ result<json::value> api_service::start(const json::value& req) {
   }
 
   // session.accepted is event n=1: written once (the fence makes a repeat a no-op).
-  session::event accepted;
+  core::event accepted;
   accepted.session = spec->id;
   accepted.n = 1;
-  accepted.type = "session.accepted";
+  accepted.type = ev::session_accepted;
   accepted.ts_ms = now_unix_ms();
   json::value data = json::value::make_object();
   data.set("spec", canonical);
@@ -207,17 +213,14 @@ result<json::value> api_service::start(const json::value& req) {
   data.set("timeout_ms",
            spec->timeout ? spec->timeout->count() : rt.cfg.session.default_timeout.count());
   accepted.data = std::move(data);
-  bus::publish_options apo;
-  apo.msg_id = spec->id + ":1";
-  apo.expected_last_subject_seq = 0;
-  auto aack = rt.bus->publish(rt.names.journal(spec->id), accepted.envelope().dump(), apo);
+  auto aack = session::journal_writer::write_first(*rt.bus, rt.names.journal(spec->id), accepted);
   if (!aack && !aack.err().is(errc::fenced)) return aack.err();
 
   // The queue entry (list, stats) before the placement: the owner's updates come after it.
-  session::session_state entry;
+  core::session_state entry;
   entry.id = spec->id;
   entry.spec = *spec;
-  entry.status = "pending";
+  entry.status = core::states::pending;
   entry.created_ms = entry.updated_ms = accepted.ts_ms;
   if (!existing) {
     auto ist = rt.bus->kv_create(rt.names.bucket_sessions(), spec->id, entry.queue_entry().dump());
@@ -235,7 +238,7 @@ result<json::value> api_service::start(const json::value& req) {
   if (existing) return std::move(*existing);
   json::value v = json::value::make_object();
   v.set("id", spec->id);
-  v.set("status", "pending");
+  v.set("status", core::states::pending);
   v.set("accepted_seq", ack->seq);
   logger()->info("accepted session {} ({} step(s), priority {})", spec->id, spec->steps.size(),
                  spec->priority);
@@ -261,8 +264,10 @@ result<json::value> api_service::get(const json::value& req) {
 }
 
 namespace {
-const char* const phases[] = {"pending",   "running", "waiting",   "retrying",
-                              "succeeded", "failed",  "cancelled", "timed_out"};
+namespace states = core::states;
+const char* const phases[] = {states::pending,   states::running,   states::waiting,
+                              states::retrying,  states::succeeded, states::failed,
+                              states::cancelled, states::timed_out};
 }  // namespace
 
 result<json::value> api_service::list(const json::value& req) {
@@ -368,7 +373,7 @@ result<json::value> api_service::cancel_or_input(const json::value& req, bool ca
   std::string type = parsed ? parsed->get_string("type") : std::string();
   json::value v = json::value::make_object();
   v.set("id", *id);
-  if (type.rfind("session.", 0) == 0 && session::is_terminal(type.substr(8))) {
+  if (type.rfind("session.", 0) == 0 && core::is_terminal(type.substr(8))) {
     if (!cancel)
       return error{errc::conflict,
                    "session " + *id + " is already " + type.substr(8) + "; it takes no input"};
@@ -451,7 +456,7 @@ result<json::value> api_service::retry(const json::value& req) {
   if (!folded) return folded.err();
   const auto& old = folded->first.state();
   if (old.status.empty()) return error{errc::not_found, "session " + *id + " not found"};
-  if (!session::is_terminal(old.status))
+  if (!core::is_terminal(old.status))
     return error{errc::conflict, "id: session " + *id + " is still " + old.status +
                                      "; cancel it first or wait for it to end"};
   json::value again = old.spec_json;

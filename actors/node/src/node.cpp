@@ -8,8 +8,8 @@
 #include "berth/base/log.hpp"
 #include "berth/bus/embedded_server.hpp"
 #include "berth/lease/provider.hpp"
+#include "berth/protocol/atoms.hpp"
 #include "berth/sandbox/sandbox.hpp"
-#include "berth/session/atoms.hpp"
 #include "berth/session/committer.hpp"
 #include "berth/session/session_actor.hpp"
 #include "berth/session/workspace_ops.hpp"
@@ -120,7 +120,8 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
       auto acked = fm.ack();
       if (!acked) logger()->warn("{}: placement ack failed: {}", id, acked.err().message);
       ++*pending;
-      caf::anon_send(node, placed_atom::value, id);
+      // The claim travels with the session: it writes under this epoch without reading it back.
+      caf::anon_send(node, placed_atom::value, id, session::claim{epoch, -1});
       --free;
     }
   }
@@ -173,22 +174,21 @@ void resume_job(std::shared_ptr<session::runtime> rt,
               late, n, ms);
       });
   // Every journal's length in one request: sessions whose snapshot is that far skip a read.
-  auto counts = rt->bus->stream_subjects(rt->names.stream_ev(), rt->names.journal_wildcard());
-  if (counts) {
-    std::lock_guard lock(rt->verified_mu);
+  std::map<std::string, std::int64_t> lengths;
+  if (auto counts = rt->bus->stream_subjects(rt->names.stream_ev(), rt->names.journal_wildcard())) {
     for (const auto& [subject, n] : *counts)
-      rt->journal_counts[std::string(bus::subjects::last_token(subject))] = n;
+      lengths[std::string(bus::subjects::last_token(subject))] = static_cast<std::int64_t>(n);
   }
   for (const auto& id : ids) {
+    // A claim this scan confirmed travels with the session (no owner lookup of its own).
+    session::claim c;
     if (owners) {
       auto it = owners->find(id);
-      if (it != owners->end() && it->second.value == rt->node_id) {
-        std::lock_guard lock(rt->verified_mu);
-        rt->verified_owned.insert(id);
-      }
+      if (it != owners->end() && it->second.value == rt->node_id) c.epoch = it->second.revision;
     }
+    if (auto it = lengths.find(id); it != lengths.end()) c.journal_length = it->second;
     ++*pending;
-    caf::anon_send(node, placed_atom::value, id);
+    caf::anon_send(node, placed_atom::value, id, c);
   }
   if (!ids.empty()) logger()->info("resuming {} session(s) from snapshots", ids.size());
   // Workspaces and leases of sessions this node no longer runs (ended, or taken over).
@@ -214,8 +214,10 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
   auto& sys = self->system();
   s.sup = supervision::spawn_supervisor(
       sys, supervision::restart_policy{},
-      [rt, &sys](const std::string& id, const std::string& fail_reason) {
-        return session::spawn_session(sys, rt, id, fail_reason);
+      [rt, &sys](const std::string& id, const caf::message& args, const std::string& fail_reason) {
+        session::claim c;  // a restart or escalation: the session verifies its claim itself
+        if (args.match_elements<session::claim>()) c = args.get_as<session::claim>(0);
+        return session::spawn_session(sys, rt, id, c, fail_reason);
       },
       [rt](const std::string&, const std::string& what) {
         if (what == "restart")
@@ -251,11 +253,11 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
           placement_job(rt, pl, pending, me);
         });
       },
-      [=](placed_atom, const std::string& id) {
+      [=](placed_atom, const std::string& id, const session::claim& c) {
         auto& st = self->state;
         --*st.pending_spawns;
         if (st.stopping) return;
-        self->send(st.sup, spawn_atom::value, id);
+        self->send(st.sup, spawn_atom::value, id, caf::make_message(c));
       },
       [=](tick_atom) {
         // Periodic sweep: placements whose wake-up was missed, and capacity freed by

@@ -1,6 +1,7 @@
 #include "berth/session/committer.hpp"
 
 #include "berth/base/crash.hpp"
+#include "berth/session/journal_writer.hpp"
 
 #include <pthread.h>
 
@@ -40,10 +41,8 @@ void publish_next(const std::shared_ptr<committer::chain>& c) {
     finish(c, std::nullopt);
     return;
   }
-  const auto& [msg_id, payload] = c->req.events[c->next];
-  bus::publish_options po;
-  po.msg_id = msg_id;
-  po.expected_last_subject_seq = c->req.journal_seq;
+  const auto& [n, payload] = c->req.events[c->next];
+  auto po = journal_fence(c->req.session, n, c->req.journal_seq);
   auto st =
       c->shared->bus->publish_async(c->req.subject, payload, po, [c](result<bus::pub_ack> ack) {
         if (!ack) {

@@ -4,6 +4,8 @@
 
 namespace berth::session {
 
+using namespace core;  // NOLINT(google-build-using-namespace): the session runs the core
+
 result<std::pair<machine, std::uint64_t>> fold_journal(bus::client& bus, const bus::subjects& names,
                                                        const std::string& id,
                                                        std::int64_t default_timeout_ms) {

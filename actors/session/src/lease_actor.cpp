@@ -2,7 +2,6 @@
 
 #include "berth/base/log.hpp"
 #include "berth/base/time.hpp"
-#include "berth/session/atoms.hpp"
 #include "berth/session/runtime.hpp"
 #include "berth/session/workspace_ops.hpp"
 
@@ -21,19 +20,18 @@ struct lease_state {
   caf::actor owner;
   std::vector<lease::grant> grants;
   bool busy = false;  // one provider call at a time
-  std::function<void()> then;
   // What is asked for, served in this order: revocation, acquisition, renewal.
-  std::optional<caf::response_promise> revoke_rp;
+  std::optional<caf::typed_response_promise<lease_answer>> revoke_rp;
   json::value journal_live;
   bool revoke_waiting = false;  // backing off after a failure
   int revoke_failures = 0;
-  std::vector<std::pair<caf::response_promise, std::string>> acquire_rps;
+  std::vector<std::pair<caf::typed_response_promise<lease_answer>, std::string>> acquire_rps;
   bool renew_due = false;
   std::int64_t renew_at_ms = 0;
   static inline const char* name = "berth.lease";
 };
 
-using lease_actor_t = caf::stateful_actor<lease_state>;
+using lease_actor_t = caf::stateful_actor<lease_state, lease_actor::base>;
 
 void kick(lease_actor_t* self);
 
@@ -48,18 +46,16 @@ void schedule_renewal(lease_actor_t* self) {
                      renew_atom::value);
 }
 
-// Run `job` on the I/O pool; `done` gets its outcome back on the actor.
-void run(lease_actor_t* self, std::function<wsops::outcome()> job,
-         std::function<void(lease_actor_t*, wsops::outcome&)> done) {
-  auto& s = self->state;
-  s.busy = true;
-  auto box = std::make_shared<wsops::outcome>();
-  s.then = [self, box, done = std::move(done)] { done(self, *box); };
-  caf::actor me = caf::actor_cast<caf::actor>(self);
-  s.rt->io->post([job = std::move(job), box, me] {
-    *box = job();
-    caf::anon_send(me, leasejob_atom::value);
-  });
+// One provider call at a time, on the I/O pool; `done` gets its outcome back on the actor.
+template <class Job, class Done>
+void run(lease_actor_t* self, Job job, Done done) {
+  self->state.busy = true;
+  protocol::run_blocking(self, *self->state.rt->io, std::move(job), std::move(done));
+}
+
+lease_answer answer(std::vector<std::pair<std::string, json::value>> notes,
+                    std::vector<lease::grant> grants, std::string error = {}) {
+  return lease_answer{std::move(notes), std::move(grants), std::move(error)};
 }
 
 void kick(lease_actor_t* self) {
@@ -74,15 +70,15 @@ void kick(lease_actor_t* self) {
         [rt, id, grants = s.grants, live = s.journal_live] {
           return wsops::revoke_all(*rt, id, grants, live);
         },
-        [](lease_actor_t* a, wsops::outcome& o) {
+        [](lease_actor_t* a, wsops::outcome o) {
           auto& st = a->state;
           st.grants = std::move(o.grants);
           // What was revoked is journaled now, whatever remains.
           if (!o.notes.empty())
-            a->send(st.owner, leasenote_atom::value, lease_reply(o.notes, st.grants));
+            caf::anon_send(st.owner, leasenote_atom::value, answer(o.notes, st.grants));
           st.journal_live = json::value::make_object();
           if (o.still_live.empty()) {
-            st.revoke_rp->deliver(lease_reply({}, {}));
+            st.revoke_rp->deliver(answer({}, {}));
             st.revoke_rp.reset();
             return;
           }
@@ -97,12 +93,12 @@ void kick(lease_actor_t* self) {
     auto url = s.acquire_rps.front().second;
     run(
         self, [rt, id, url, grants = s.grants] { return wsops::acquire(*rt, id, url, grants); },
-        [](lease_actor_t* a, wsops::outcome& o) {
+        [](lease_actor_t* a, wsops::outcome o) {
           auto& st = a->state;
           st.grants = std::move(o.grants);
           auto rp = std::move(st.acquire_rps.front().first);
           st.acquire_rps.erase(st.acquire_rps.begin());
-          rp.deliver(lease_reply(o.notes, st.grants, o.failure ? o.failure->message : ""));
+          rp.deliver(answer(o.notes, st.grants, o.failure ? o.failure->message : ""));
           schedule_renewal(a);
         });
     return;
@@ -111,11 +107,11 @@ void kick(lease_actor_t* self) {
     s.renew_due = false;
     run(
         self, [rt, id, grants = s.grants] { return wsops::renew(*rt, id, grants); },
-        [](lease_actor_t* a, wsops::outcome& o) {
+        [](lease_actor_t* a, wsops::outcome o) {
           auto& st = a->state;
           st.grants = std::move(o.grants);
           if (!o.notes.empty())
-            a->send(st.owner, leasenote_atom::value, lease_reply(o.notes, st.grants));
+            caf::anon_send(st.owner, leasenote_atom::value, answer(o.notes, st.grants));
           auto due = wsops::renew_due_ms(*st.rt, st.grants);
           if (due > 0 && due <= now_unix_ms()) {
             // The renewal failed (logged): tried again in a while, before the token runs out.
@@ -128,8 +124,8 @@ void kick(lease_actor_t* self) {
   }
 }
 
-caf::behavior lease_behavior(lease_actor_t* self, std::shared_ptr<runtime> rt, std::string session,
-                             caf::actor owner) {
+lease_actor::behavior_type lease_behavior(lease_actor_t* self, std::shared_ptr<runtime> rt,
+                                          std::string session, caf::actor owner) {
   auto& s = self->state;
   s.rt = std::move(rt);
   s.session = std::move(session);
@@ -139,18 +135,18 @@ caf::behavior lease_behavior(lease_actor_t* self, std::shared_ptr<runtime> rt, s
   if (s.rt->leases) s.grants = s.rt->leases->of(s.session);
   schedule_renewal(self);
   return {
-      [=](acquire_atom, const std::string& url) -> caf::result<std::string> {
-        auto rp = self->make_response_promise<std::string>();
+      [=](acquire_atom, const std::string& url) -> caf::result<lease_answer> {
+        auto rp = self->make_response_promise<lease_answer>();
         self->state.acquire_rps.emplace_back(rp, url);
         kick(self);
         return rp;
       },
-      [=](revokeall_atom, const std::string& journal_live) -> caf::result<std::string> {
+      [=](revokeall_atom, const std::string& journal_live) -> caf::result<lease_answer> {
         auto& st = self->state;
-        auto rp = self->make_response_promise<std::string>();
+        auto rp = self->make_response_promise<lease_answer>();
         auto live = json::parse(journal_live);
         st.journal_live = live && live->is_object() ? *live : json::value::make_object();
-        if (st.revoke_rp) st.revoke_rp->deliver(lease_reply({}, st.grants, "superseded"));
+        if (st.revoke_rp) st.revoke_rp->deliver(answer({}, st.grants, "superseded"));
         st.revoke_rp = rp;
         kick(self);
         return rp;
@@ -166,10 +162,9 @@ caf::behavior lease_behavior(lease_actor_t* self, std::shared_ptr<runtime> rt, s
         st.renew_due = true;
         kick(self);
       },
-      [=](leasejob_atom) {
-        auto& st = self->state;
-        st.busy = false;
-        if (auto then = std::exchange(st.then, nullptr)) then();
+      [=](protocol::resume_job& j) {
+        self->state.busy = false;
+        j.run();
         kick(self);
       },
   };
@@ -177,43 +172,8 @@ caf::behavior lease_behavior(lease_actor_t* self, std::shared_ptr<runtime> rt, s
 
 }  // namespace
 
-std::string lease_reply(const std::vector<std::pair<std::string, json::value>>& notes,
-                        const std::vector<lease::grant>& grants, const std::string& error) {
-  json::value v = json::value::make_object();
-  json::value ns = json::value::make_array();
-  for (const auto& [type, data] : notes) {
-    json::value n = json::value::make_array();
-    n.push(type);
-    n.push(data);
-    ns.push(std::move(n));
-  }
-  v.set("notes", std::move(ns));
-  json::value gs = json::value::make_array();
-  for (const auto& g : grants) gs.push(g.to_json());
-  v.set("grants", std::move(gs));
-  if (!error.empty()) v.set("error", error);
-  return v.dump();
-}
-
-lease_answer parse_lease_reply(const std::string& text) {
-  lease_answer a;
-  auto v = json::parse(text);
-  if (!v || !v->is_object()) {
-    a.error = "lease: unreadable answer from the lease actor";
-    return a;
-  }
-  a.error = v->get_string("error");
-  if (const auto* ns = v->find("notes"); ns && ns->is_array())
-    for (const auto& n : ns->as_array())
-      if (n.is_array() && n.as_array().size() == 2 && n.as_array()[0].is_string())
-        a.notes.emplace_back(n.as_array()[0].as_string(), n.as_array()[1]);
-  if (const auto* gs = v->find("grants"); gs && gs->is_array())
-    for (const auto& g : gs->as_array())
-      if (auto parsed = lease::grant::from_json(g)) a.grants.push_back(std::move(*parsed));
-  return a;
-}
-
-caf::actor spawn_lease(caf::local_actor* parent, std::shared_ptr<runtime> rt, std::string session) {
+lease_actor spawn_lease(caf::local_actor* parent, std::shared_ptr<runtime> rt,
+                        std::string session) {
   auto owner = caf::actor_cast<caf::actor>(parent);
   return parent->spawn<caf::linked>(lease_behavior, std::move(rt), std::move(session),
                                     std::move(owner));

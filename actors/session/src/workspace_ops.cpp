@@ -18,6 +18,8 @@
 
 namespace berth::session::wsops {
 
+using namespace core;  // NOLINT(google-build-using-namespace): the session runs the core
+
 namespace sfs = std::filesystem;
 
 namespace {
@@ -130,9 +132,18 @@ outcome acquire(runtime& rt, const std::string& session, const std::string& url,
     return out;
   }
   if (rt.leases)
-    if (auto ok = rt.leases->put(session, *g); !ok)
-      logger()->error("{}: lease vault: {}", session, ok.err().message);
-  out.notes.emplace_back("lease.granted", g->metadata());
+    if (auto ok = rt.leases->put(session, *g); !ok) {
+      // A lease the vault never recorded could not be revoked after a crash: give it back now
+      // and fail the acquisition rather than hold a credential nothing would clean up.
+      auto back = p->revoke(*g);
+      logger()->error("{}: lease vault: {}; {}", session, ok.err().message,
+                      back ? "revoked the new lease"
+                           : "revoking the new lease failed too: " + back.err().message);
+      out.failure = error{ok.err().code, "lease for " + url + ": the node's lease vault " +
+                                             "cannot record it: " + ok.err().message};
+      return out;
+    }
+  out.notes.emplace_back(ev::lease_granted, g->metadata());
   out.grants.push_back(std::move(*g));
   return out;
 }
@@ -202,7 +213,7 @@ outcome prepare(runtime& rt, const session_state& st, std::vector<lease::grant> 
       d.set("checkpoint", cp);
     }
     chown_tree(rt, dir);
-    out.notes.emplace_back("workspace.restored", std::move(d));
+    out.notes.emplace_back(ev::workspace_restored, std::move(d));
     return out;
   }
   std::string base = st.spec.ref;
@@ -303,7 +314,7 @@ outcome after_change(runtime& rt, const std::string& id, const std::string& repo
   } else {
     d.set("pushed", false);
   }
-  out.notes.emplace_back("workspace.checkpointed", std::move(d));
+  out.notes.emplace_back(ev::workspace_checkpointed, std::move(d));
   return out;
 }
 
@@ -332,7 +343,7 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
       d.set("commit", **c);
       d.set("branch", branch);
       d.set("message", spec.message.substr(0, spec.message.find('\n')));
-      out.notes.emplace_back("git.committed", std::move(d));
+      out.notes.emplace_back(ev::git_committed, std::move(d));
       x.details.set("commit", **c);
     } else {
       x.details.set("commit", json::value());
@@ -349,7 +360,7 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
     d.set("branch", branch);
     d.set("commit", *head);
     d.set("remote", st.spec.repo);
-    out.notes.emplace_back("git.pushed", std::move(d));
+    out.notes.emplace_back(ev::git_pushed, std::move(d));
     x.details.set("commit", *head);
   } else if (spec.kind == step_kind::pull_request) {
     x.details.set("forge", spec.forge);
@@ -378,7 +389,7 @@ outcome git_step(runtime& rt, const session_state& st, std::vector<lease::grant>
       d.set("base", r.base);
       d.set("forge", spec.forge);
       if (pr->existed) d.set("existed", true);
-      out.notes.emplace_back("pr.opened", std::move(d));
+      out.notes.emplace_back(ev::pr_opened, std::move(d));
       x.details.set("url", pr->url);
     } else {
       x.details.set("branch", branch);
@@ -578,22 +589,46 @@ outcome renew(runtime& rt, const std::string& session, std::vector<lease::grant>
       out.grants.push_back(std::move(g));
       continue;
     }
+    if (rt.leases) {
+      if (auto ok = rt.leases->put(session, *fresh); !ok) {
+        // Unrecorded, the new lease could not be revoked after a crash: give it back and keep
+        // the old one (tried again at the next renewal).
+        auto back = p->revoke(*fresh);
+        logger()->error("{}: renewing lease {}: the vault cannot record the new one ({}); {}",
+                        session, g.id, ok.err().message,
+                        back ? "revoked it" : "revoking it failed too: " + back.err().message);
+        out.grants.push_back(std::move(g));
+        continue;
+      }
+    }
     // The old token is retired, not revoked yet: a clone or push that started with it must not
     // be cut off. It is revoked with the others when the session ends.
     g.retired = true;
-    if (rt.leases) {
-      (void)rt.leases->put(session, g);
-      (void)rt.leases->put(session, *fresh);
-    }
+    if (rt.leases)
+      if (auto ok = rt.leases->put(session, g); !ok)
+        // Still in the vault (as live): after a crash it is revoked like any other.
+        logger()->warn("{}: marking lease {} retired in the vault failed: {}", session, g.id,
+                       ok.err().message);
     json::value d = fresh->metadata();
     d.set("replaces", g.id);
-    out.notes.emplace_back("lease.renewed", std::move(d));
+    out.notes.emplace_back(ev::lease_renewed, std::move(d));
     out.grants.push_back(std::move(g));
     fresh_ones.push_back(std::move(*fresh));
   }
   for (auto& f : fresh_ones) out.grants.push_back(std::move(f));  // newest last: used next
   return out;
 }
+
+namespace {
+// A revoked lease leaves the vault. If that write fails the entry stays, and the next start's
+// sweep tries to revoke it once more (and logs what the provider says).
+void forget_lease(runtime& rt, const std::string& session, const std::string& id) {
+  if (!rt.leases) return;
+  if (auto ok = rt.leases->remove(session, id); !ok)
+    logger()->warn("{}: removing revoked lease {} from the vault failed: {}", session, id,
+                   ok.err().message);
+}
+}  // namespace
 
 outcome revoke_all(runtime& rt, const std::string& session, std::vector<lease::grant> grants,
                    const json::value& journal_live) {
@@ -603,8 +638,8 @@ outcome revoke_all(runtime& rt, const std::string& session, std::vector<lease::g
     held.insert(g.id);
     auto* p = rt.credentials ? rt.credentials->for_grant(g) : nullptr;
     if (!p) {
-      if (rt.leases) (void)rt.leases->remove(session, g.id);
-      out.notes.emplace_back("lease.revoked",
+      forget_lease(rt, session, g.id);
+      out.notes.emplace_back(ev::lease_revoked,
                              revoked_note(g, false, "its provider is no longer configured"));
       continue;
     }
@@ -617,8 +652,8 @@ outcome revoke_all(runtime& rt, const std::string& session, std::vector<lease::g
       out.grants.push_back(std::move(g));
       continue;
     }
-    if (rt.leases) (void)rt.leases->remove(session, g.id);
-    out.notes.emplace_back("lease.revoked", revoked_note(g, p->revocable(), ""));
+    forget_lease(rt, session, g.id);
+    out.notes.emplace_back(ev::lease_revoked, revoked_note(g, p->revocable(), ""));
   }
   // Leases the journal holds live whose token this node never had (another node minted them):
   // nothing can revoke them here; they run out at their expiry.
@@ -630,7 +665,7 @@ outcome revoke_all(runtime& rt, const std::string& session, std::vector<lease::g
       g.provider = meta.get_string("provider");
       auto expires = meta.get_string("expires_at");
       out.notes.emplace_back(
-          "lease.revoked",
+          ev::lease_revoked,
           revoked_note(g, false,
                        "its token is not held by this node" +
                            (expires.empty() ? std::string() : "; it expires at " + expires)));
@@ -648,7 +683,7 @@ outcome remove_workspace(runtime& rt, const session_state& st) {
   if (st.has_repo() && !st.ws.get_bool("removed")) {
     json::value d = json::value::make_object();
     d.set("existed", existed);
-    out.notes.emplace_back("workspace.removed", std::move(d));
+    out.notes.emplace_back(ev::workspace_removed, std::move(d));
   }
   return out;
 }
@@ -692,7 +727,7 @@ void sweep_workspaces(runtime& rt, const std::vector<std::string>& live_sessions
                         ok.err().message);
         continue;
       }
-      (void)rt.leases->remove(session, g.id);
+      forget_lease(rt, session, g.id);
       logger()->info("{}: revoked leftover lease {} of a session this node no longer runs", session,
                      g.id);
     }

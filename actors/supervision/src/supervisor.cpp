@@ -1,7 +1,7 @@
 #include "berth/supervision/supervisor.hpp"
 
 #include "berth/base/log.hpp"
-#include "berth/session/atoms.hpp"
+#include "berth/protocol/atoms.hpp"
 
 #include <caf/all.hpp>
 
@@ -57,6 +57,19 @@ void maybe_finish_stop(actor_t* self) {
   }
 }
 
+void spawn_child(actor_t* self, const std::string& key, const caf::message& args) {
+  auto& s = self->state;
+  if (s.stopping) return;
+  auto it = s.children.find(key);
+  if (it != s.children.end() && it->second.handle) return;
+  auto h = s.factory(key, args, "");
+  self->monitor(h);
+  s.keys[h.address()] = key;
+  auto& c =
+      s.children.try_emplace(key, child{nullptr, restart_tracker(s.policy), false}).first->second;
+  c.handle = h;
+}
+
 caf::behavior supervisor_behavior(
     actor_t* self, restart_policy policy, child_factory factory,
     std::function<void(const std::string&, const std::string&)> on_event) {
@@ -95,30 +108,22 @@ caf::behavior supervisor_behavior(
       logger()->error("{}: {}", key, reason);
       if (s.on_event) s.on_event(key, "escalate");
       c.escalated = true;
-      auto h = s.factory(key, reason);
+      auto h = s.factory(key, caf::message{}, reason);
       self->monitor(h);
       s.keys[h.address()] = key;
       c.handle = h;
     }
   });
   return {
-      [=](spawn_atom, const std::string& key) {
-        auto& s = self->state;
-        if (s.stopping) return;
-        auto it = s.children.find(key);
-        if (it != s.children.end() && it->second.handle) return;
-        auto h = s.factory(key, "");
-        self->monitor(h);
-        s.keys[h.address()] = key;
-        auto& c = s.children.try_emplace(key, child{nullptr, restart_tracker(s.policy), false})
-                      .first->second;
-        c.handle = h;
+      [=](spawn_atom, const std::string& key) { spawn_child(self, key, caf::message{}); },
+      [=](spawn_atom, const std::string& key, const caf::message& args) {
+        spawn_child(self, key, args);
       },
       [=](restart_atom, const std::string& key) {
         auto& s = self->state;
         auto it = s.children.find(key);
         if (s.stopping || it == s.children.end() || it->second.handle) return;
-        auto h = s.factory(key, "");
+        auto h = s.factory(key, caf::message{}, "");
         self->monitor(h);
         s.keys[h.address()] = key;
         it->second.handle = h;

@@ -40,8 +40,9 @@ class committer {
     std::string session;
     std::string snapshot;  ///< serialized snapshot, outbox included
     std::string subject;   ///< the session's journal subject
-    std::vector<std::pair<std::string, std::string>> events;  ///< (Nats-Msg-Id, envelope)
-    std::uint64_t journal_seq = 0;                            ///< fence for the first event
+    /// (n, envelope): each published under journal_fence (journal_writer.hpp).
+    std::vector<std::pair<std::int64_t, std::string>> events;
+    std::uint64_t journal_seq = 0;  ///< stream sequence of the event before the first one
     /// Runs once, on the committer's or a nats.c thread: hand off only.
     std::function<void(outcome)> done;
   };

@@ -162,14 +162,6 @@ struct runtime {
   /// The owner of session workspaces (the sandbox user); -1: the node's own user.
   int ws_uid = -1;
   int ws_gid = -1;
-  /// Sessions whose claim the start-up scan confirmed in one bulk read; their load skips the
-  /// per-session owner lookup. Guarded by `verified_mu`.
-  std::mutex verified_mu;
-  std::set<std::string> verified_owned;
-  /// Journal length (message count) per session, read in the same start-up scan (one request
-  /// for every journal): a snapshot whose outbox is empty and whose n equals it loads without
-  /// reading the journal. Guarded by `verified_mu`.
-  std::map<std::string, std::uint64_t> journal_counts;
   session_registry sessions;
   resume_barrier resume;
   std::int64_t started_ms = 0;

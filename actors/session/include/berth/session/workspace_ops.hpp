@@ -6,8 +6,8 @@
 
 #include "berth/base/error.hpp"
 #include "berth/base/json.hpp"
+#include "berth/core/machine.hpp"
 #include "berth/lease/provider.hpp"
-#include "berth/session/machine.hpp"
 #include "berth/session/runtime.hpp"
 #include "berth/setup/cache.hpp"
 #include "berth/setup/plan.hpp"
@@ -27,7 +27,7 @@ struct outcome {
   std::vector<note> notes;              ///< in order
   std::vector<lease::grant> grants;     ///< the live grants afterwards
   std::optional<error> failure;         ///< the session fails with this
-  exit_result exit;                     ///< git steps: how the step ended
+  core::exit_result exit;               ///< git steps: how the step ended
   std::optional<json::value> ready;     ///< prepare: the workspace.ready data
   std::vector<std::string> still_live;  ///< revoke_all: leases whose revocation failed
 };
@@ -52,7 +52,7 @@ struct outcome {
 /// branch, hand it to the sandbox user. With `restore`, the workspace existed on another node:
 /// it is rebuilt at the journaled commit, then the journaled branch head and the last
 /// checkpoint's files are put back.
-[[nodiscard]] outcome prepare(runtime& rt, const session_state& st,
+[[nodiscard]] outcome prepare(runtime& rt, const core::session_state& st,
                               std::vector<lease::grant> grants, bool restore,
                               const std::atomic<bool>* cancel = nullptr);
 
@@ -79,8 +79,8 @@ struct outcome {
                                                    const std::string& step);
 
 /// Run a commit, push or pull_request step.
-[[nodiscard]] outcome git_step(runtime& rt, const session_state& st,
-                               std::vector<lease::grant> grants, const step_spec& spec,
+[[nodiscard]] outcome git_step(runtime& rt, const core::session_state& st,
+                               std::vector<lease::grant> grants, const core::step_spec& spec,
                                const std::atomic<bool>* cancel = nullptr);
 
 /// The setup step: what the workspace holds, and the command that sets it up in the sandbox
@@ -122,7 +122,7 @@ void end_setup(const runtime& rt, setup_job& job);
 
 /// The journal's details of the ended step in `x` (detected, plan, ran, cache) and, when a
 /// planned command failed, the reason naming it.
-void describe_setup(const setup_job& job, exit_result& x);
+void describe_setup(const setup_job& job, core::exit_result& x);
 
 /// Replace grants that expire within `renew_before` with fresh ones (old ones revoked).
 [[nodiscard]] outcome renew(runtime& rt, const std::string& session,
@@ -140,7 +140,7 @@ void describe_setup(const setup_job& job, exit_result& x);
 
 /// The session is over: release its sandbox, remove its workspace (workspace.removed) and its
 /// home.
-[[nodiscard]] outcome remove_workspace(runtime& rt, const session_state& st);
+[[nodiscard]] outcome remove_workspace(runtime& rt, const core::session_state& st);
 
 /// At node start: remove workspaces and homes of sessions this node does not run (terminal or
 /// unknown), given the ids it does run.

@@ -3,6 +3,7 @@
 #include "berth/base/time.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/message.hpp>
 
 #include <cstdint>
 #include <deque>
@@ -37,10 +38,12 @@ class restart_tracker {
   std::deque<std::int64_t> failures_;
 };
 
-/// Makes a child for `key`; `fail_reason` non-empty asks for a child that only records the
-/// escalation (e.g. a session that marks itself failed with that reason) and exits.
-using child_factory =
-    std::function<caf::actor(const std::string& key, const std::string& fail_reason)>;
+/// Makes a child for `key`. `args` is what the spawn message carried (e.g. a session's claim);
+/// restarts and escalations pass an empty message, so a restarted child learns again what may
+/// have changed while it was down. `fail_reason` non-empty asks for a child that only records
+/// the escalation (e.g. a session that marks itself failed with that reason) and exits.
+using child_factory = std::function<caf::actor(const std::string& key, const caf::message& args,
+                                               const std::string& fail_reason)>;
 
 /// Spawn a supervisor. It holds strong handles to its children, spawns them monitored,
 /// restarts a child that exits abnormally under `policy`, and past the limit escalates by
@@ -48,7 +51,7 @@ using child_factory =
 /// exits with `caf::exit_reason::user_shutdown` (e.g. fenced: it lost ownership) is not
 /// restarted.
 ///
-/// Messages: (spawn_atom, key) starts a child unless one runs;
+/// Messages: (spawn_atom, key[, caf::message args]) starts a child unless one runs;
 /// (stop_atom) forwards stop_atom to every child, waits until all are gone, replies
 /// stopped_atom to the sender and exits.
 caf::actor spawn_supervisor(

@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace berth::session {
+namespace berth::core {
 
 /// How a failed step is tried again.
 struct retry_policy {
@@ -60,6 +60,10 @@ struct step_spec {
   std::vector<std::string> agent_run;  ///< agent.mode = "command": argv, {goal}... substituted
   millis turn_timeout{std::chrono::minutes(10)};  ///< external: the agent's time per turn
 };
+
+/// Whether `sp` is an agent step driven over NATS by an external program (agent.mode =
+/// "external"): nothing of it runs on the node. False for null.
+[[nodiscard]] bool is_external(const step_spec* sp);
 
 /// A validated session spec: what a client asked for.
 struct session_spec {
@@ -120,4 +124,4 @@ struct spec_limits {
 /// The canonical JSON form of a spec (what is stored in the journal).
 [[nodiscard]] json::value to_json(const session_spec& s);
 
-}  // namespace berth::session
+}  // namespace berth::core

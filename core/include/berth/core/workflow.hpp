@@ -10,11 +10,11 @@
 #include <string>
 #include <string_view>
 
-namespace berth::session {
+namespace berth::core {
 
 /// Read and convert the workflow file at `path`.
 [[nodiscard]] result<json::value> load_workflow(const std::string& path);
 /// Convert workflow text; `source` names it in errors (a path, or "body" for an upload).
 [[nodiscard]] result<json::value> parse_workflow(std::string_view text, const std::string& source);
 
-}  // namespace berth::session
+}  // namespace berth::core

@@ -4,7 +4,9 @@
 
 namespace berth {
 
-// CAF 0.17 atoms: at most 10 characters from [A-Za-z0-9_]; unique across the project.
+// The atoms every actor of the node speaks, in one place (supervision/, session/ and node/ all
+// use them, none owns them). CAF 0.17 atoms: at most 10 characters from [A-Za-z0-9_]; unique
+// across the project.
 using loaded_atom = caf::atom_constant<caf::atom("loaded")>;
 using commit_atom = caf::atom_constant<caf::atom("committed")>;
 using exited_atom = caf::atom_constant<caf::atom("exited")>;
@@ -33,7 +35,6 @@ using wrapup_atom = caf::atom_constant<caf::atom("wrap_up")>;
 using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
 using revokeall_atom = caf::atom_constant<caf::atom("revoke_all")>;
 using leasenote_atom = caf::atom_constant<caf::atom("lease_note")>;
-using leasejob_atom = caf::atom_constant<caf::atom("lease_job")>;
 using indexed_atom = caf::atom_constant<caf::atom("indexed")>;
 using cleansnap_atom = caf::atom_constant<caf::atom("clean_snap")>;
 

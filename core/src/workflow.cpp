@@ -1,13 +1,13 @@
-#include "berth/session/workflow.hpp"
+#include "berth/core/workflow.hpp"
 
 #include "berth/base/fs.hpp"
-#include "berth/session/spec.hpp"
+#include "berth/core/spec.hpp"
 
 #include <toml++/toml.h>
 
 #include <algorithm>
 
-namespace berth::session {
+namespace berth::core {
 
 namespace {
 
@@ -121,4 +121,4 @@ result<json::value> parse_workflow(std::string_view text, const std::string& pat
   return spec;
 }
 
-}  // namespace berth::session
+}  // namespace berth::core

@@ -1,4 +1,4 @@
-#include "berth/session/spec.hpp"
+#include "berth/core/spec.hpp"
 
 #include "berth/base/ids.hpp"
 
@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-namespace berth::session {
+namespace berth::core {
 
 namespace {
 
@@ -342,6 +342,10 @@ const std::vector<std::string>& step_keys() {
       "id",    "kind", "run",   "timeout", "retry", "env",   "network",           "message",
       "title", "body", "forge", "needs",   "when",  "agent", "continue_on_error", "on_reject"};
   return keys;
+}
+
+bool is_external(const step_spec* sp) {
+  return sp && sp->kind == step_kind::agent && sp->agent_mode == "external";
 }
 
 const step_spec* session_spec::step(const std::string& sid) const {
@@ -702,4 +706,4 @@ json::value to_json(const session_spec& s) {
   return v;
 }
 
-}  // namespace berth::session
+}  // namespace berth::core
