@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <sstream>
 
 using namespace berth;
 using test::run_berth;
@@ -834,4 +835,89 @@ TEST_F(node_fixture, the_cli_runs_tools_and_prints_their_results) {
   EXPECT_NE(args.err.find("--args"), std::string::npos) << args.err;
   auto missing = cli({"session", "tool", "no-such-session", "list_dir"});
   EXPECT_EQ(missing.code, 3) << missing.err;
+}
+
+// --- compatibility with the previous release ---------------------------------------------------
+
+// tests/fixtures/previous_release/: a session captured from berth 0.1.0 (commit 9d85dbd, before
+// the session core moved to core/) while its second step ran: the snapshot RocksDB held and the
+// journal. This node loads that snapshot, finds the journal exactly as long, and carries on:
+// the interrupted step runs again (its script passes on attempt 2), the finished one does not.
+TEST_F(node_fixture, a_snapshot_written_by_the_previous_release_resumes) {
+  const std::string fixtures = std::string(BERTH_SOURCE_DIR) + "/tests/fixtures/previous_release";
+  const std::string id = "compat01";
+  auto snapshot = fs::read_file(fixtures + "/compat01.snapshot.json");
+  auto journal_text = fs::read_file(fixtures + "/compat01.journal.jsonl");
+  ASSERT_TRUE(snapshot && journal_text);
+  auto nj = json::parse(*fs::read_file(node->data_dir() + "/node.json"));
+  ASSERT_TRUE(nj.ok());
+  auto node_id = nj->get_string("node");
+  node->signal(SIGKILL);  // its embedded nats-server stays up
+  node->wait_exit();
+
+  bus::client::options o;
+  o.servers = {nj->get_string("nats_url")};
+  auto c = bus::client::connect(o);
+  ASSERT_TRUE(c.ok()) << c.err().message;
+  bus::subjects names{"berth"};
+  // The journal as the old node wrote it (same dedup ids and fence), and the start input.
+  std::uint64_t seq = 0;
+  std::string line;
+  std::istringstream lines(*journal_text);
+  std::int64_t n = 0;
+  while (std::getline(lines, line)) {
+    auto e = json::parse(line);
+    ASSERT_TRUE(e.ok());
+    // The stored envelope (without the CLI's "seq" cursor), keys in the order the node writes.
+    json::value env = json::value::make_object();
+    for (const char* k : {"session", "n", "type", "ts", "data"}) env.set(k, *e->find(k));
+    if (++n == 1) {
+      json::value start = json::value::make_object();
+      start.set("type", "start");
+      start.set("spec", *e->find("data")->find("spec"));
+      ASSERT_TRUE((*c)->publish(names.input(id), start.dump()).ok());
+    }
+    bus::publish_options po;
+    po.msg_id = id + ":" + std::to_string(n);
+    po.expected_last_subject_seq = seq;
+    auto ack = (*c)->publish(names.journal(id), env.dump(), po);
+    ASSERT_TRUE(ack.ok()) << ack.err().message;
+    seq = ack->seq;
+  }
+  ASSERT_EQ(n, 5);
+  auto claim = (*c)->kv_create(names.bucket_owners(), id, node_id);
+  ASSERT_TRUE(claim.ok()) << claim.err().message;
+  ASSERT_EQ(*claim, 1u) << "the fixture's snapshot was written under epoch 1";
+  {
+    auto store = persistence::snapshot_store::open(node->data_dir() + "/snapshots");
+    ASSERT_TRUE(store.ok()) << store.err().message;
+    persistence::write_set w;
+    w.sessions = {{id, *snapshot}};
+    ASSERT_TRUE((*store)->commit(w).ok());
+  }
+  node->start();
+  ASSERT_TRUE(ends(id, "succeeded", std::chrono::seconds(60))) << node->log();
+  // Loaded from the old snapshot itself, not rebuilt from the journal.
+  auto stats = cli({"stats", "-o", "json"}).json();
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->find("session_loads")->get_int("snapshot"), 1) << stats->dump();
+  EXPECT_EQ(stats->find("session_loads")->get_int("folded"), 0) << stats->dump();
+  auto evs = test::journal(*node, id);
+  EXPECT_EQ(test::journal_problems(evs), "");
+  std::vector<std::string> seen = types(evs);
+  ASSERT_GE(seen.size(), 5u);
+  EXPECT_EQ(std::vector<std::string>(seen.begin(), seen.begin() + 5),
+            (std::vector<std::string>{"session.accepted", "session.started", "step.started",
+                                      "step.finished", "step.started"}));
+  int first_runs = 0, second_runs = 0, interrupted = 0;
+  for (const auto& e : evs) {
+    auto step = e.find("data")->get_string("step");
+    if (e.get_string("type") == "step.started") (step == "first" ? first_runs : second_runs)++;
+    if (e.get_string("type") == "step.interrupted" && step == "second") ++interrupted;
+  }
+  EXPECT_EQ(first_runs, 1) << "a finished step never runs again";
+  EXPECT_EQ(second_runs, 2);
+  EXPECT_EQ(interrupted, 1);
+  auto logs = cli({"session", "logs", id});
+  EXPECT_NE(logs.out.find("resumed"), std::string::npos) << logs.out << logs.err;
 }

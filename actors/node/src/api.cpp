@@ -410,6 +410,11 @@ result<json::value> api_service::stats(const json::value& req) {
   v.set("restarts", rt.counters.restarts.load());
   v.set("escalations", rt.counters.escalations.load());
   v.set("lease_revoke_failures", rt.counters.lease_revoke_failures.load());
+  json::value loads = json::value::make_object();
+  loads.set("snapshot", rt.counters.loads_snapshot.load());
+  loads.set("reconciled", rt.counters.loads_reconciled.load());
+  loads.set("folded", rt.counters.loads_folded.load());
+  v.set("session_loads", std::move(loads));
   v.set("uptime_ms", now_unix_ms() - rt.started_ms);
   auto queued = rt.bus->stream_subjects(rt.names.stream_work(), rt.names.work_wildcard());
   if (queued) {

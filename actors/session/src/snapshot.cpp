@@ -58,6 +58,7 @@ void take_fold(runtime& rt, const std::string& id, load_result& out) {
   }
   out.m.emplace(std::move(folded->first));
   out.journal_seq = folded->second;
+  rt.counters.loads_folded++;
 }
 
 // A step process left over by a crashed node is killed before anything else runs.
@@ -167,6 +168,7 @@ load_result load_session(runtime& rt, const std::string& id, const claim& owner,
     if (owner.journal_length == st->n) {
       out.m.emplace(std::move(*st), rt.cfg.session.default_timeout.count());
       out.journal_seq = static_cast<std::uint64_t>(doc->get_int("journal_seq"));
+      rt.counters.loads_snapshot++;
       return out;
     }
   }
@@ -199,6 +201,7 @@ load_result load_session(runtime& rt, const std::string& id, const claim& owner,
         }
       }
       out.journal_seq = journal_seq;
+      rt.counters.loads_reconciled++;
       return out;
     }
     session_logger()->warn(

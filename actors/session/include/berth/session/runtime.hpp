@@ -45,6 +45,12 @@ struct node_counters {
   std::atomic<std::int64_t> restarts{0};
   std::atomic<std::int64_t> escalations{0};
   std::atomic<std::int64_t> lease_revoke_failures{0};  ///< attempts that failed (alarm)
+  /// How session actors loaded their state: the snapshot as it was (no journal read), the
+  /// snapshot reconciled with the journal's tail, or the journal folded from event 1 (new
+  /// sessions, takeovers, a journal ahead of its snapshot, escalations).
+  std::atomic<std::int64_t> loads_snapshot{0};
+  std::atomic<std::int64_t> loads_reconciled{0};
+  std::atomic<std::int64_t> loads_folded{0};
 };
 
 /// The session actors alive on this node, by session id: lets a nats.c callback hand an input
