@@ -1,6 +1,7 @@
 #pragma once
 
 #include "berth/base/error.hpp"
+#include "berth/base/exit_code.hpp"
 #include "berth/base/json.hpp"
 #include "berth/bus/client.hpp"
 
@@ -11,8 +12,7 @@
 
 namespace berth::cli {
 
-/// Exit codes (the CLI contract): 0 ok, 1 error, 2 usage, 3 not found, 4 timeout.
-enum exit_code : int { ok = 0, failure = 1, usage = 2, not_found = 3, timed_out = 4 };
+// Exit codes and report(error): berth/base/exit_code.hpp (shared with `berth bench`).
 
 /// Options every command shares.
 struct globals {
@@ -40,11 +40,8 @@ class api_client {
   millis timeout_{30'000};
 };
 
-/// Print an error ("berth: <message>") and map it to an exit code.
-int report(const error& e);
-
 /// One line for an event in the live view.
-std::string event_line(const json::value& envelope, std::uint64_t seq, bool color);
+std::string event_line(const json::value& envelope, bool color);
 
 /// `berth demo [--keep]`: with keep, the node stays up and the console's login link is printed.
 int run_demo(const globals& g, bool keep);
@@ -52,10 +49,6 @@ int run_demo(const globals& g, bool keep);
 /// another store); prune keeps at most `keep_bytes`, least recently used entries first.
 int cmd_cache(const globals& g, const std::string& verb, const std::string& dir,
               std::int64_t keep_bytes);
-/// `berth bench SCENARIO`: stopped with exit code 4 and a message after `time_limit` (empty:
-/// the scenario's default).
-int run_bench(const globals& g, const std::string& scenario, int n, const std::string& time_limit);
-
 /// `berth token create|list|revoke` on the tokens file `file` (empty: the local node's).
 int cmd_token(const globals& g, const std::string& verb, const std::string& name,
               const std::string& scope, const std::string& file);

@@ -28,14 +28,6 @@ std::string self_exe() {
   return ec ? std::string("berth") : p.string();
 }
 
-int report(const error& e) {
-  std::fprintf(stderr, "berth: %s\n", e.message.c_str());
-  if (e.is(errc::not_found)) return not_found;
-  if (e.is(errc::timeout)) return timed_out;
-  if (e.is(errc::invalid_argument) || e.is(errc::too_large)) return usage;
-  return failure;
-}
-
 namespace {
 
 // Where the node is: --server, BERTH_SERVER, node.json of --data-dir / BERTH_DATA_DIR, the node
@@ -106,7 +98,7 @@ result<json::value> api_client::call(const std::string& verb, const json::value&
   return std::move(*v);
 }
 
-std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
+std::string event_line(const json::value& ev, bool color) {
   auto type = ev.get_string("type");
   auto ts = ev.get_string("ts");
   std::string time = ts.size() >= 23 ? ts.substr(11, 12) : ts;
@@ -167,7 +159,6 @@ std::string event_line(const json::value& ev, std::uint64_t seq, bool color) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%5lld  %s  ", static_cast<long long>(ev.get_int("n")),
                 time.c_str());
-  (void)seq;
   return std::string(buf) + c + type + reset + (details.empty() ? "" : "  " + details);
 }
 
@@ -201,7 +192,7 @@ struct feed {
 
 void print_event(const globals& g, const json::value& ev, std::uint64_t seq) {
   if (g.output == "text") {
-    std::printf("%s\n", event_line(ev, seq, ::isatty(1)).c_str());
+    std::printf("%s\n", event_line(ev, ::isatty(1)).c_str());
   } else {
     json::value out = ev;
     out.set("seq", seq);

@@ -1,10 +1,11 @@
 #include "cli.hpp"
 #include "commands.hpp"
-#include "local_node.hpp"
 
 #include "berth/base/fs.hpp"
 #include "berth/base/ids.hpp"
 #include "berth/base/process.hpp"
+#include "berth/fixtures/node_process.hpp"
+#include "berth/fixtures/scratch_dir.hpp"
 #include "berth/gateway/tokens.hpp"
 #include "berth/workspace/git.hpp"
 
@@ -88,12 +89,12 @@ std::string examples_dir() {
 }  // namespace
 
 int run_demo(const globals& g, bool keep) {
-  char tmpl[] = "/tmp/berth-demo-XXXXXX";
-  const char* base = ::mkdtemp(tmpl);
-  if (!base)
-    return report(error{errc::io_error, "cannot create a temporary directory for the demo"});
-  std::string dir = base;
-  ::chmod(dir.c_str(), 0711);  // the sandbox user walks through to the workspaces
+  // Under $TMPDIR, 0711: the sandbox user walks through to the workspaces. Kept unless the
+  // session succeeded (and the node stopped), for a look at what happened.
+  fixtures::scratch_dir scratch;
+  if (auto st = scratch.make("berth-demo"); !st) return report(st.err());
+  scratch.keep();
+  const std::string dir = scratch.path();
   std::string data_dir = dir + "/node";
   // The sample repository the session clones (file:// remotes need the node's allowlist).
   if (auto st = workspace::create_repository(
@@ -111,12 +112,9 @@ int run_demo(const globals& g, bool keep) {
   std::printf("berth demo: starting a local node (data dir %s, embedded nats-server)\n",
               data_dir.c_str());
   std::fflush(stdout);
-  local_node node(data_dir, {{"BERTH_WORKSPACE_FILE_ALLOWLIST", dir}});
-  if (auto st = node.start(); !st) {
-    auto text = fs::read_file(node.log_path());
-    std::fprintf(stderr, "%s", text ? text->c_str() : "");
-    return report(st.err());
-  }
+  fixtures::node_process node(
+      {self_exe(), data_dir, {}, {{"BERTH_WORKSPACE_FILE_ALLOWLIST", dir}}});
+  if (auto st = node.start(); !st) return report(st.err());  // the error carries the log's tail
   // The external agent: the scripted one of examples/agents, on the node's NATS.
   auto agent_js = examples_dir() + "/agents/scripted-agent.mjs";
   auto node_js = process::find_executable("node");
@@ -158,7 +156,7 @@ int run_demo(const globals& g, bool keep) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   process::kill_group(*agent, SIGKILL);
   int ignored = 0;
-  (void)::waitpid(*agent, &ignored, 0);
+  (void)::waitpid(*agent, &ignored, 0);  // reaped only: its exit status says nothing new
   if (keep) {
     // The node stays up; the console shows the session that just ran.
     auto code = gateway::token_store(info ? info->get_string("tokens_file") : std::string())
@@ -182,6 +180,7 @@ int run_demo(const globals& g, bool keep) {
   if (rc == ok) {
     std::printf("berth demo: the session pushed its branch to the sample repository %s/app.git\n",
                 dir.c_str());
+    node.kill_embedded_server();
     fs::remove_tree(dir);
     std::printf(
         "berth demo: done. Next: `berth node --data-dir /var/lib/berth/a &` and `berth session "

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/bench/bench.hpp"
 #include "berth/config/config.hpp"
 #include "berth/node/node.hpp"
 
@@ -217,12 +218,11 @@ int main(int argc, char** argv) {
   std::int64_t keep_bytes = 0;
   cache_cmd->add_option("--dir", cache_dir,
                         "the store (default: the node's [cache] dir, <data dir>/cache)");
-  auto* cache_list = cache_cmd->add_subcommand("list", "entries and bytes per ecosystem");
+  cache_cmd->add_subcommand("list", "entries and bytes per ecosystem");
   auto* cache_prune = cache_cmd->add_subcommand(
       "prune", "evict least recently used entries (all of them without --keep-bytes)");
   cache_prune->add_option("--keep-bytes", keep_bytes,
                           "keep at most this many bytes, the most recently used");
-  (void)cache_list;
 
   std::string scenario;
   int bench_n = 0;
@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
     }
     return ok;
   }
-  if (*bench) return run_bench(g, scenario, bench_n, bench_limit);
+  if (*bench) return bench::run({g.output, self_exe()}, scenario, bench_n, bench_limit);
   if (*token_cmd)
     return cmd_token(g, *token_create ? "create" : (*token_revoke ? "revoke" : "list"), token_name,
                      token_scope, tokens_file);

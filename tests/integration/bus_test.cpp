@@ -6,8 +6,26 @@ using namespace berth;
 using test::bus_fixture;
 
 TEST_F(bus_fixture, provisioning_is_idempotent) {
+  // Data in every kind of store first: a second node provisioning the same names must neither
+  // fail nor recreate (empty) what is there.
+  ASSERT_TRUE(c->publish(names.journal("s1"), "event").ok());
+  ASSERT_TRUE(c->publish(names.input("s1"), "input").ok());
+  ASSERT_TRUE(c->kv_put(names.bucket_sessions(), "s1", "record").ok());
+  ASSERT_TRUE(c->kv_put(names.bucket_owners(), "s1", "node-a").ok());
   auto again = c->provision(names, {});
   EXPECT_TRUE(again.ok()) << again.err().message;
+  auto journal = c->stream_subjects(names.stream_ev(), names.journal_wildcard());
+  ASSERT_TRUE(journal.ok()) << journal.err().message;
+  EXPECT_EQ((*journal)[names.journal("s1")], 1u);
+  auto inputs = c->stream_subjects(names.stream_in(), names.input_wildcard());
+  ASSERT_TRUE(inputs.ok()) << inputs.err().message;
+  EXPECT_EQ((*inputs)[names.input("s1")], 1u);
+  for (const auto& [bucket, value] :
+       {std::pair{names.bucket_sessions(), "record"}, std::pair{names.bucket_owners(), "node-a"}}) {
+    auto e = c->kv_get(bucket, "s1");
+    ASSERT_TRUE(e.ok() && e->has_value()) << bucket;
+    EXPECT_EQ((*e)->value, value) << bucket;
+  }
 }
 
 TEST_F(bus_fixture, msg_id_deduplicates_a_repeated_publish) {

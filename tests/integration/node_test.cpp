@@ -2,6 +2,7 @@
 #include "node_fixture.hpp"
 
 #include "berth/base/fs.hpp"
+#include "berth/base/time.hpp"
 #include "berth/bus/client.hpp"
 #include "berth/persistence/snapshot_store.hpp"
 
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 using namespace berth;
@@ -849,6 +851,26 @@ TEST_F(node_fixture, a_snapshot_written_by_the_previous_release_resumes) {
   auto snapshot = fs::read_file(fixtures + "/compat01.snapshot.json");
   auto journal_text = fs::read_file(fixtures + "/compat01.journal.jsonl");
   ASSERT_TRUE(snapshot && journal_text);
+  // The capture's clock moved to now (its one-hour session timeout would have passed): every
+  // unix-ms time in the snapshot and every event's ts shift by the same amount, as if the node
+  // had been killed a moment ago. Nothing else of the old bytes changes.
+  const std::int64_t captured_ms = 1796325297394;  // the snapshot's updated_ms
+  const std::int64_t shift = now_unix_ms() - 1000 - captured_ms;
+  std::function<void(json::value&)> shift_times = [&](json::value& v) {
+    if (v.is_array())
+      for (auto& e : v.as_array()) shift_times(e);
+    if (!v.is_object()) return;
+    for (auto& [k, x] : v.as_object()) {
+      if (k.size() > 3 && k.ends_with("_ms") && x.is_int() && x.as_int() > 1'000'000'000'000)
+        x = json::value(x.as_int() + shift);
+      else
+        shift_times(x);
+    }
+  };
+  auto snap_doc = json::parse(*snapshot);
+  ASSERT_TRUE(snap_doc.ok());
+  shift_times(*snap_doc);
+  const std::string old_snapshot = snap_doc->dump();
   auto nj = json::parse(*fs::read_file(node->data_dir() + "/node.json"));
   ASSERT_TRUE(nj.ok());
   auto node_id = nj->get_string("node");
@@ -871,6 +893,7 @@ TEST_F(node_fixture, a_snapshot_written_by_the_previous_release_resumes) {
     // The stored envelope (without the CLI's "seq" cursor), keys in the order the node writes.
     json::value env = json::value::make_object();
     for (const char* k : {"session", "n", "type", "ts", "data"}) env.set(k, *e->find(k));
+    env.set("ts", format_timestamp(parse_timestamp(e->get_string("ts")) + shift));
     if (++n == 1) {
       json::value start = json::value::make_object();
       start.set("type", "start");
@@ -892,11 +915,12 @@ TEST_F(node_fixture, a_snapshot_written_by_the_previous_release_resumes) {
     auto store = persistence::snapshot_store::open(node->data_dir() + "/snapshots");
     ASSERT_TRUE(store.ok()) << store.err().message;
     persistence::write_set w;
-    w.sessions = {{id, *snapshot}};
+    w.sessions = {{id, old_snapshot}};
     ASSERT_TRUE((*store)->commit(w).ok());
   }
   node->start();
-  ASSERT_TRUE(ends(id, "succeeded", std::chrono::seconds(60))) << node->log();
+  ASSERT_TRUE(ends(id, "succeeded", std::chrono::seconds(60)))
+      << node->log() << cli({"session", "events", id}).out;
   // Loaded from the old snapshot itself, not rebuilt from the journal.
   auto stats = cli({"stats", "-o", "json"}).json();
   ASSERT_TRUE(stats);

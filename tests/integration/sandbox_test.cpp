@@ -368,8 +368,11 @@ TEST_F(sandbox_fixture, file_tools_never_leave_the_workspace) {
 TEST_F(sandbox_fixture, a_symlink_swapped_10000_times_during_reads_never_leaks_the_host) {
   ASSERT_TRUE(fs::write_file_atomic(ws + "/safe.txt", "safe").ok());
   std::atomic<bool> done{false};
+  std::atomic<int> safe_seen{0};
+  // 10,000 swaps, and on until a read has gone through (a slow machine may have read nothing
+  // yet): the test proves reads work while the link moves, not only that they are refused.
   std::thread swapper([&] {
-    for (int i = 0; i < 10000; ++i) {
+    for (int i = 0; i < 10000 || (safe_seen == 0 && i < 1'000'000); ++i) {
       auto tmp = ws + "/.swap";
       std::error_code ec;
       std::filesystem::remove(tmp, ec);
@@ -385,10 +388,12 @@ TEST_F(sandbox_fixture, a_symlink_swapped_10000_times_during_reads_never_leaks_t
     if (r) {
       EXPECT_EQ(*r, "safe");
       safe += *r == "safe";
+      safe_seen = safe;
     }
   }
   swapper.join();
   EXPECT_GT(reads, 10);
+  EXPECT_GT(safe, 0) << "no read succeeded in " << reads << " tries";
   RecordProperty("reads", reads);
   RecordProperty("safe_reads", safe);
 }

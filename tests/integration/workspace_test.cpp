@@ -224,8 +224,12 @@ TEST_F(workspace_fixture, checkpoints_record_the_files_on_a_hidden_ref_and_leave
 }
 
 TEST(workspace, the_machines_global_git_config_plays_no_part) {
-  // Before libgit2 starts in this process (it reads HOME once): a global config that would
-  // send every fetch of the server elsewhere.
+  // libgit2 reads HOME once, when it starts: in a process where another test started it, a
+  // HOME set here would prove nothing. So the check runs in a fresh process (gtest's
+  // threadsafe death-test style re-executes this binary for just this test), where the
+  // global config below is in place before libgit2 starts. It would send every fetch of the
+  // server elsewhere.
+  ::testing::GTEST_FLAG(death_test_style) = "threadsafe";
   test::temp_dir dir;
   test::git_server server(dir / "git");
   server.start();
@@ -235,11 +239,17 @@ TEST(workspace, the_machines_global_git_config_plays_no_part) {
   auto base = server.url("app").substr(0, server.url("app").rfind('/') + 1);
   test::write_file(home + "/.gitconfig",
                    "[url \"http://127.0.0.1:1/\"]\n\tinsteadOf = " + base + "\n");
-  ::setenv("HOME", home.c_str(), 1);
-  ::setenv("XDG_CONFIG_HOME", home.c_str(), 1);
-  workspace::mirror_cache mirrors(dir / "mirrors");
-  auto m = mirrors.update(server.url("app"));
-  EXPECT_TRUE(m.ok()) << m.err().message;
+  EXPECT_EXIT(
+      {
+        ::setenv("HOME", home.c_str(), 1);
+        ::setenv("XDG_CONFIG_HOME", home.c_str(), 1);
+        workspace::mirror_cache mirrors(dir / "mirrors");
+        auto m = mirrors.update(server.url("app"));
+        if (!m) std::fprintf(stderr, "update failed: %s\n", m.err().message.c_str());
+        std::fflush(stderr);
+        std::_Exit(m.ok() ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(workspace_fixture, attributes_still_apply_and_a_tree_without_them_checks_out_byte_for_byte) {

@@ -3,6 +3,7 @@
 #include "berth/base/fs.hpp"
 #include "berth/base/net.hpp"
 #include "berth/base/process.hpp"
+#include "berth/fixtures/run.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,20 +26,8 @@ namespace berth::test {
 
 namespace sfs = std::filesystem;
 
-temp_dir::temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/berth-test-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = buf.data();
-  // Traversable (not listable) by a sandbox user, like a node's data dir.
-  ::chmod(path_.c_str(), 0711);
-}
-
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  sfs::remove_all(path_, ec);
+void check(const status& st) {
+  if (!st) throw std::runtime_error(st.err().message);
 }
 
 void write_file(const std::string& path, const std::string& content) {
@@ -111,7 +100,7 @@ void nats_server::pause(bool paused) {
   eventually(stopped, std::chrono::seconds(2));
 }
 
-// --- git_server ----------------------------------------------------------------------------------
+// --- set-up commands ---------------------------------------------------------------------------
 
 void write_go_module_zip(const std::string& path, const std::string& go_mod) {
   run_checked({"python3", "-c",
@@ -125,234 +114,9 @@ void write_go_module_zip(const std::string& path, const std::string& go_mod) {
 }
 
 std::string run_checked(const std::vector<std::string>& argv, const std::string& cwd) {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-  process::spawn_options so;
-  so.cwd = cwd;
-  so.stdout_fd = out[1];
-  so.stderr_fd = out[1];
-  auto env = process::current_env();
-  // Tests must not depend on the machine's git configuration.
-  env["GIT_CONFIG_GLOBAL"] = "/dev/null";
-  env["GIT_CONFIG_NOSYSTEM"] = "1";
-  env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "Test";
-  env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com";
-  so.env = env;
-  auto pid = process::spawn(argv, so);
-  ::close(out[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<std::size_t>(n));
-  ::close(out[0]);
-  if (!pid) throw std::runtime_error(argv[0] + ": " + pid.err().message);
-  int st = 0;
-  ::waitpid(*pid, &st, 0);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    std::string cmd;
-    for (const auto& a : argv) cmd += a + " ";
-    throw std::runtime_error("failed: " + cmd + "\n" + text);
-  }
-  return text;
-}
-
-git_server::git_server(const std::string& dir) : dir_(dir) {
-  sfs::create_directories(dir_ + "/repos");
-}
-
-git_server::~git_server() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-}
-
-void git_server::start(const std::string& token) {
-  if (token.empty()) return launch(false);
-  grant(token, "*");
-  launch(true);
-}
-
-void git_server::start_with_grants() {
-  launch(true);
-}
-
-void git_server::grant(const std::string& token, const std::string& name,
-                       std::int64_t expires_unix) {
-  std::lock_guard lock(mu_);
-  grants_[token] = {name, expires_unix};
-  write_grants_locked();
-}
-
-void git_server::revoke(const std::string& token) {
-  std::lock_guard lock(mu_);
-  grants_.erase(token);
-  write_grants_locked();
-}
-
-// Replaced in one rename: a request never reads a half-written file.
-void git_server::write_grants_locked() {
-  std::string text;
-  for (const auto& [t, g] : grants_)
-    text += t + " " + g.first + " " + std::to_string(g.second) + "\n";
-  write_file(dir_ + "/tokens.tmp", text);
-  sfs::rename(dir_ + "/tokens.tmp", dir_ + "/tokens");
-}
-
-std::size_t git_server::requests() const {
-  std::ifstream in(dir_ + "/access.log");
-  std::size_t n = 0;
-  for (std::string line; std::getline(in, line);) ++n;
-  return n;
-}
-
-npm_registry::npm_registry(const std::string& dir, const json::value& packages) : dir_(dir) {
-  sfs::create_directories(dir_);
-  write_file(dir_ + "/packages.json", packages.dump());
-}
-
-npm_registry::~npm_registry() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-}
-
-void npm_registry::start() {
-  auto ports = dir_ + "/port";
-  sfs::remove(ports);
-  process::spawn_options so;
-  int fd =
-      ::open((dir_ + "/registry.out").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  so.stdout_fd = fd;
-  so.stderr_fd = fd;
-  auto pid = process::spawn(
-      {"node", std::string(BERTH_SUPPORT_DIR) + "/npm_registry.mjs", "--packages",
-       dir_ + "/packages.json", "--ports-file", ports, "--log", dir_ + "/requests.log"},
-      so);
-  ::close(fd);
-  if (!pid) throw std::runtime_error("npm registry: " + pid.err().message);
-  pid_ = *pid;
-  for (int i = 0; i < 500; ++i) {
-    if (auto text = fs::read_file(ports); text && !text->empty()) {
-      port_ = std::stoi(*text);
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  auto out = fs::read_file(dir_ + "/registry.out");
-  throw std::runtime_error("npm registry did not start: " + (out ? *out : std::string()));
-}
-
-std::string npm_registry::url() const {
-  return "http://127.0.0.1:" + std::to_string(port_) + "/";
-}
-
-std::size_t npm_registry::tarballs() const {
-  auto text = fs::read_file(dir_ + "/requests.log");
-  if (!text) return 0;
-  std::size_t n = 0;
-  std::istringstream in(*text);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.find("/-/") != std::string::npos && line.size() > 4 &&
-        line.compare(line.size() - 4, 4, " 200") == 0)
-      n++;
-  return n;
-}
-
-void npm_registry::lock(const std::string& project) const {
-  // An empty user config: the lockfile is what npm writes by default, whatever ~/.npmrc says.
-  write_file(dir_ + "/npmrc", "");
-  run_checked(
-      {"npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund",
-       "--userconfig", dir_ + "/npmrc", "--cache", dir_ + "/host-cache", "--registry", url()},
-      project);
-}
-
-void git_server::launch(bool grants) {
-  port_ = net::free_loopback_port();  // handed to lighttpd, which cannot report its own
-  // With grants, a small CGI in front of git-http-backend checks the basic-auth token against
-  // <dir>/tokens ("token repo expires" per line) for the repository the path names, as a forge
-  // checks an installation token's repository scope.
-  std::string backend = "/usr/lib/git-core/git-http-backend/";
-  if (grants) {
-    if (!sfs::exists(dir_ + "/tokens")) write_file(dir_ + "/tokens", "");
-    write_file(
-        dir_ + "/auth.cgi",
-        "#!/bin/sh\n"
-        "cred=$(printf '%s' \"${HTTP_AUTHORIZATION#Basic }\" | base64 -d 2>/dev/null)\n"
-        "tok=${cred#*:}\n"
-        "repo=$(printf '%s' \"$PATH_INFO\" | sed -n 's#^/\\(.*\\)\\.git/.*#\\1#p')\n"
-        "now=$(date +%s)\n"
-        "if [ -n \"$HTTP_AUTHORIZATION\" ] && [ -n \"$tok\" ] && awk -v t=\"$tok\" -v r=\"$repo\" "
-        "-v n=\"$now\" '$1==t && ($2==r || $2==\"*\") && ($3==0 || $3>n) {f=1} END {exit "
-        "!f}' \"" +
-            dir_ +
-            "/tokens\"; then\n"
-            "  exec /usr/lib/git-core/git-http-backend\n"
-            "fi\n"
-            "printf 'Status: 401 Unauthorized\\r\\nWWW-Authenticate: Basic realm=\"git\"\\r\\n"
-            "Content-Type: text/plain\\r\\n\\r\\nunauthorized\\n'\n");
-    ::chmod((dir_ + "/auth.cgi").c_str(), 0755);
-    backend = dir_ + "/auth.cgi/";
-  }
-  auto conf = dir_ + "/lighttpd.conf";
-  write_file(conf,
-             "server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_cgi\", \"mod_accesslog\")\n"
-             "server.document-root = \"" +
-                 dir_ +
-                 "/repos\"\n"
-                 "server.bind = \"127.0.0.1\"\n"
-                 "server.port = " +
-                 std::to_string(port_) +
-                 "\n"
-                 "server.errorlog = \"" +
-                 dir_ +
-                 "/lighttpd.log\"\n"
-                 "accesslog.filename = \"" +
-                 dir_ +
-                 "/access.log\"\n"
-                 "alias.url = (\"/git/\" => \"" +
-                 backend +
-                 "\")\n"
-                 // After the alias splits off PATH_INFO the URI is "/git": match it too.
-                 "$HTTP[\"url\"] =~ \"^/git\" {\n"
-                 "  cgi.assign = (\"\" => \"\")\n"
-                 "  setenv.add-environment = (\"GIT_PROJECT_ROOT\" => \"" +
-                 dir_ +
-                 "/repos\", "
-                 "\"GIT_HTTP_EXPORT_ALL\" => \"1\", \"GIT_CONFIG_NOSYSTEM\" => \"1\")\n"
-                 "}\n");
-  process::spawn_options so;
-  auto pid = process::spawn({"lighttpd", "-D", "-f", conf}, so);
-  if (!pid) throw std::runtime_error("lighttpd: " + pid.err().message);
-  pid_ = *pid;
-  if (net::wait_listening(port_, millis(5000))) return;
-  throw std::runtime_error("lighttpd did not listen on port " + std::to_string(port_));
-}
-
-void git_server::repo(const std::string& name, const std::map<std::string, std::string>& files) {
-  auto bare = repo_dir(name);
-  run_checked({"git", "init", "-q", "--bare", "-b", "main", bare});
-  run_checked({"git", "-C", bare, "config", "http.receivepack", "true"});
-  auto work = dir_ + "/seed-" + name;
-  run_checked({"git", "init", "-q", "-b", "main", work});
-  for (const auto& [path, content] : files) {
-    sfs::create_directories(sfs::path(work + "/" + path).parent_path());
-    write_file(work + "/" + path, content);
-  }
-  run_checked({"git", "-C", work, "add", "-A"});
-  run_checked({"git", "-C", work, "commit", "-q", "-m", "initial"});
-  run_checked({"git", "-C", work, "push", "-q", bare, "main"});
-}
-
-std::string git_server::url(const std::string& name) const {
-  return "http://127.0.0.1:" + std::to_string(port_) + "/git/" + name + ".git";
-}
-
-std::string git_server::repo_dir(const std::string& name) const {
-  return dir_ + "/repos/" + name + ".git";
+  auto out = fixtures::run(argv, cwd);
+  if (!out) throw std::runtime_error(out.err().message);
+  return *out;
 }
 
 // --- running the CLI -----------------------------------------------------------------------------
@@ -410,103 +174,6 @@ run_result run_berth(const std::vector<std::string>& args,
   ::waitpid(*pid, &status, 0);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
-}
-
-// --- node_process --------------------------------------------------------------------------------
-
-node_process::node_process(std::string data_dir, std::vector<std::string> extra_args,
-                           std::map<std::string, std::string> env)
-    : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)), env_(std::move(env)) {}
-
-node_process::~node_process() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  kill_embedded_server();
-}
-
-void node_process::start() {
-  sfs::create_directories(data_dir_);
-  std::error_code ec;
-  sfs::remove(data_dir_ + "/node.json", ec);
-  std::vector<std::string> argv = {BERTH_BINARY, "node", "--data-dir", data_dir_};
-  argv.insert(argv.end(), extra_.begin(), extra_.end());
-  std::string log = data_dir_ + "/node-" + std::to_string(log_no_++) + ".log";
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  process::spawn_options so;
-  so.stdout_fd = fd;
-  so.stderr_fd = fd;
-  so.search_path = false;
-  auto full = process::current_env();
-  full["XDG_STATE_HOME"] = data_dir_ + "/state";  // keep the user's last-node pointer alone
-  for (const auto& [k, v] : env_) full[k] = v;
-  so.env = full;
-  auto pid = process::spawn(argv, so);
-  ::close(fd);
-  if (!pid) throw std::runtime_error("spawn node: " + pid.err().message);
-  pid_ = *pid;
-  for (int i = 0; i < 600; ++i) {
-    if (fs::read_file(data_dir_ + "/node.json").ok()) return;
-    int st = 0;
-    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("node exited during start-up:\n" + this->log());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  throw std::runtime_error("node did not become ready:\n" + this->log());
-}
-
-void node_process::signal(int sig) {
-  if (pid_ > 0) ::kill(pid_, sig);
-}
-
-int node_process::wait_exit(std::chrono::seconds timeout) {
-  if (pid_ <= 0) return -1;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    int st = 0;
-    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-      pid_ = -1;
-      return st;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return -1;
-}
-
-bool node_process::running() {
-  if (pid_ <= 0) return false;
-  int st = 0;
-  if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
-
-std::string node_process::log() const {
-  std::string all;
-  for (int i = 0; i < log_no_; ++i) {
-    auto text = fs::read_file(data_dir_ + "/node-" + std::to_string(i) + ".log");
-    if (text) all += *text;
-  }
-  return all;
-}
-
-void node_process::kill_embedded_server() {
-  auto text = fs::read_file(data_dir_ + "/nats/nats-server.pid");
-  if (!text) return;
-  try {
-    pid_t p = static_cast<pid_t>(std::stol(*text));
-    if (process::alive(p)) {
-      ::kill(p, SIGKILL);
-      for (int i = 0; i < 100 && process::alive(p); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  } catch (const std::exception&) {
-  }
 }
 
 run_result cli(const node_process& node, const std::vector<std::string>& args) {

@@ -1,6 +1,11 @@
 #pragma once
 
+#include "berth/base/error.hpp"
 #include "berth/base/json.hpp"
+#include "berth/fixtures/git_server.hpp"
+#include "berth/fixtures/node_process.hpp"
+#include "berth/fixtures/npm_registry.hpp"
+#include "berth/fixtures/scratch_dir.hpp"
 
 #include <sys/types.h>
 
@@ -8,24 +13,20 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace berth::test {
 
-/// A fresh directory under $TMPDIR (or /tmp) for one test, removed by the destructor.
-class temp_dir {
- public:
-  temp_dir();
-  ~temp_dir();
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+/// Throw std::runtime_error with the message of a failed status (test set-up fails loudly).
+void check(const status& st);
 
- private:
-  std::string path_;
+/// A fresh directory under $TMPDIR (or /tmp) for one test, removed by the destructor.
+class temp_dir : public fixtures::scratch_dir {
+ public:
+  temp_dir() { check(make("berth-test")); }
 };
 
 /// A real `nats-server -js` on a random loopback port with its own store dir.
@@ -47,61 +48,28 @@ class nats_server {
   int port_ = -1;
 };
 
-/// A smart-HTTP git server like a forge's: lighttpd running `git http-backend` (both from
-/// Debian) on a free loopback port, serving the bare repositories under `<dir>/repos`, with
-/// push enabled. `repo(name)` creates one with an initial commit on `main`.
-class git_server {
+/// The fixtures' git server (lighttpd + git http-backend, see berth/fixtures/git_server.hpp);
+/// set-up failures throw.
+class git_server : public fixtures::git_server {
  public:
-  explicit git_server(const std::string& dir);
-  ~git_server();  ///< stops lighttpd
-  /// `token` non-empty: every request needs HTTP basic auth as x-access-token:<token>, as a
-  /// forge's installation token (the token is granted for every repository).
-  void start(const std::string& token = {});
-  /// Start with per-repository tokens: a request needs a token grant()ed for its repository.
-  void start_with_grants();
-  /// Allow `token` for repository `name` ("acme/app"; "*" for all) until `expires_unix` (0:
-  /// no expiry). The server reads the grants at every request.
-  void grant(const std::string& token, const std::string& name, std::int64_t expires_unix = 0);
-  /// Make `token` invalid from the next request on.
-  void revoke(const std::string& token);
-  /// Create `<name>.git` with one commit on main holding `files` (path -> content).
-  void repo(const std::string& name, const std::map<std::string, std::string>& files);
-  /// The clone URL of `<name>.git`.
-  [[nodiscard]] std::string url(const std::string& name) const;
-  [[nodiscard]] std::string repo_dir(const std::string& name) const;
-  /// Requests the server has answered (its access log), e.g. to prove nothing reached it.
-  [[nodiscard]] std::size_t requests() const;
-
- private:
-  void launch(bool grants);
-  void write_grants_locked();
-  std::string dir_;
-  pid_t pid_ = -1;
-  int port_ = -1;
-  std::mutex mu_;
-  std::map<std::string, std::pair<std::string, std::int64_t>> grants_;
+  using fixtures::git_server::git_server;
+  void start(const std::string& token = {}) { check(fixtures::git_server::start(token)); }
+  void start_with_grants() { check(fixtures::git_server::start_with_grants()); }
+  void grant(const std::string& token, const std::string& name, std::int64_t expires_unix = 0) {
+    check(fixtures::git_server::grant(token, name, expires_unix));
+  }
+  void revoke(const std::string& token) { check(fixtures::git_server::revoke(token)); }
+  void repo(const std::string& name, const std::map<std::string, std::string>& files) {
+    check(fixtures::git_server::repo(name, files));
+  }
 };
 
-/// A local npm registry (tests/support/npm_registry.mjs under Debian's node) on a loopback
-/// port the kernel picks, serving the packages of `packages` (the script's JSON spec), each
-/// packed in npm's format. Every request is logged, so a test can count tarball downloads.
-class npm_registry {
+/// The fixtures' npm registry (berth/fixtures/npm_registry.hpp); set-up failures throw.
+class npm_registry : public fixtures::npm_registry {
  public:
-  npm_registry(const std::string& dir, const json::value& packages);
-  ~npm_registry();
-  void start();
-  /// "http://127.0.0.1:<port>/"
-  [[nodiscard]] std::string url() const;
-  /// Tarballs served so far (GET .../-/<file>.tgz answered 200).
-  [[nodiscard]] std::size_t tarballs() const;
-  /// Write a package-lock.json for the package.json in `project` (host npm, this registry,
-  /// `resolved` URLs recorded as npm records them by default).
-  void lock(const std::string& project) const;
-
- private:
-  std::string dir_;
-  pid_t pid_ = -1;
-  int port_ = -1;
+  using fixtures::npm_registry::npm_registry;
+  void start() { check(fixtures::npm_registry::start()); }
+  void lock(const std::string& project) const { check(fixtures::npm_registry::lock(project)); }
 };
 
 /// Write the module zip of example.com/lib v1.0.0 (its go.mod `go_mod` and a lib.go whose
@@ -127,33 +95,20 @@ run_result run_berth(const std::vector<std::string>& args,
 /// Write a file.
 void write_file(const std::string& path, const std::string& content);
 
-/// A real `berth node` process.
-class node_process {
+/// A real `berth node` process (berth/fixtures/node_process.hpp) of the berth binary under
+/// test; a failed start throws with every log the node wrote.
+class node_process : public fixtures::node_process {
  public:
   node_process(std::string data_dir, std::vector<std::string> extra_args = {},
-               std::map<std::string, std::string> env = {});
-  ~node_process();  ///< SIGKILL if still running, and its embedded nats-server too
-  /// Start and wait until node.json appears (the node is ready).
-  void start();
-  /// Send a signal; with SIGKILL the embedded nats-server keeps running (as after a crash).
-  void signal(int sig);
-  /// Wait for exit; returns the exit status as from waitpid, or -1 on timeout.
-  int wait_exit(std::chrono::seconds timeout = std::chrono::seconds(60));
-  [[nodiscard]] bool running();
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] const std::string& data_dir() const { return data_dir_; }
-  [[nodiscard]] std::string log() const;
-  /// Kill the embedded nats-server this node left behind (after a SIGKILL of the node).
-  void kill_embedded_server();
+               std::map<std::string, std::string> env = {})
+      : fixtures::node_process(
+            {BERTH_BINARY, std::move(data_dir), std::move(extra_args), std::move(env)}) {}
+  void start() {
+    if (auto st = fixtures::node_process::start(); !st)
+      throw std::runtime_error(st.err().message + "\n--- every start's log:\n" + log());
+  }
   /// CLI arguments that point at this node.
-  [[nodiscard]] std::vector<std::string> target() const { return {"--data-dir", data_dir_}; }
-
- private:
-  std::string data_dir_;
-  std::vector<std::string> extra_;
-  std::map<std::string, std::string> env_;
-  pid_t pid_ = -1;
-  int log_no_ = 0;
+  [[nodiscard]] std::vector<std::string> target() const { return {"--data-dir", data_dir()}; }
 };
 
 /// Poll `pred` until it holds or `timeout` passes.

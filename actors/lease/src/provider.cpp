@@ -200,11 +200,13 @@ class github_app_provider final : public provider {
         narrow = n == repo->second;
       }
       if (!narrow) {
-        (void)revoke(g);
+        auto revoked = revoke(g);
         return error{errc::unavailable,
-                     "credentials.github_app: the installation token covers "
-                     "more than " +
-                         repo->first + "/" + repo->second + "; it was revoked and not used"};
+                     "credentials.github_app: the installation token covers more than " +
+                         repo->first + "/" + repo->second +
+                         (revoked ? "; it was revoked and not used"
+                                  : "; it was not used, and revoking it failed (" +
+                                        revoked.err().message + "): it lives until it expires")};
       }
     }
     return g;

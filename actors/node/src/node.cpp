@@ -55,6 +55,14 @@ struct node_state {
 
 using node_actor_t = caf::stateful_actor<node_state>;
 
+// An ack, nak or term the server did not take leaves the placement message to be redelivered
+// after its ack wait; placement of a redelivered message is idempotent (the owner check).
+void settle(const status& st, const std::string& id, std::string_view what) {
+  if (!st)
+    logger()->warn("{}: {} of its placement message failed: {}; it will be redelivered", id, what,
+                   st.err().message);
+}
+
 // Fetch placement messages, highest priority first, and claim each session (io thread).
 void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placement> place,
                    std::shared_ptr<std::atomic<std::int64_t>> pending, caf::actor node) {
@@ -82,7 +90,7 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
       std::string id = body ? body->get_string("session") : std::string();
       if (!validate_id(id, "session").ok()) {
         logger()->error("dropping malformed placement message on {}", fm.msg().subject);
-        (void)fm.term();
+        settle(fm.term(), id, "term");
         continue;
       }
       std::uint64_t epoch = 0;
@@ -96,13 +104,13 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
         } else {
           logger()->info("{}: owned by {}; not placing it here", id,
                          owner && owner->has_value() ? (*owner)->value : std::string("?"));
-          (void)fm.ack();
+          settle(fm.ack(), id, "ack");
           continue;
         }
       } else {
         logger()->warn("{}: claiming ownership failed: {}; retrying later", id,
                        claim.err().message);
-        (void)fm.nak(millis(1000));
+        settle(fm.nak(millis(1000)), id, "nak");
         continue;
       }
       auto existing = rt->store->get_session(id);
@@ -112,7 +120,7 @@ void placement_job(std::shared_ptr<session::runtime> rt, std::shared_ptr<placeme
         auto st = rt->store->commit(w);
         if (!st) {
           logger()->error("{}: cannot record placement: {}", id, st.err().message);
-          (void)fm.nak(millis(1000));
+          settle(fm.nak(millis(1000)), id, "nak");
           continue;
         }
       }
@@ -263,6 +271,7 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         // Periodic sweep: placements whose wake-up was missed, and capacity freed by
         // finished sessions.
         if (self->state.stopping) return;
+        // The barrier's on_open callback reports the sessions that had not settled.
         (void)self->state.rt->resume.expire(now_unix_ms());
         self->send(self, place_atom::value, false);
         self->state.place_again = true;
@@ -538,7 +547,10 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
                             std::chrono::duration_cast<std::chrono::microseconds>(
                                 std::chrono::steady_clock::now() - t0)
                                 .count());
-            if (!m.reply.empty()) (void)rt->bus->publish_core(m.reply, reply);
+            if (!m.reply.empty()) {
+              if (auto sent = rt->bus->publish_core(m.reply, reply); !sent)
+                logger()->warn("api {}: the reply was not sent: {}", verb, sent.err().message);
+            }
           });
         });
     // Inputs go straight to their session actor, with their stream sequence. Started before
@@ -598,7 +610,9 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
       auto pointer = last_node_pointer_path();
       std::error_code ec;
       std::filesystem::create_directories(std::filesystem::path(pointer).parent_path(), ec);
-      (void)fs::write_file_atomic(pointer, node_json + "\n");
+      if (auto wrote = fs::write_file_atomic(pointer, node_json + "\n"); !wrote)
+        lg->warn("cannot write {} (the CLI finds this node through it): {}", pointer,
+                 wrote.err().message);
       lg->info("node {} ready: NATS {}, data dir {}", rt->node_id, bus::redact_url(servers.front()),
                dir);
 

@@ -141,7 +141,7 @@ class helper {
     r.set("ok", false);
     r.set("code", std::string(errc_name(e.code)));
     r.set("error", e.message);
-    (void)wire::send(sock_, r);
+    send(r);
   }
 
   void handle(wire::message m) {
@@ -163,7 +163,7 @@ class helper {
       }
       res->body.set("id", id);
       res->body.set("ok", true);
-      (void)wire::send(sock_, res->body, res->fds);
+      send(res->body, res->fds);
       for (int fd : res->fds) ::close(fd);
       return;
     }
@@ -248,7 +248,7 @@ class helper {
     r.set("ok", true);
     r.set("event", "started");
     r.set("pid", static_cast<std::int64_t>(pid));
-    (void)wire::send(sock_, r);
+    send(r);
   }
 
   void reap() {
@@ -277,7 +277,7 @@ class helper {
             static_cast<std::int64_t>(ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec));
       r.set("stime_us",
             static_cast<std::int64_t>(ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec));
-      (void)wire::send(sock_, r);
+      send(r);
     }
   }
 
@@ -296,6 +296,12 @@ class helper {
       ::kill(static_cast<pid_t>(pid), SIGKILL);
     }
     ::closedir(d);
+  }
+
+  // A reply the node cannot take means its socket is gone: the loop's next read sees that and
+  // the helper exits, killing what it runs; there is no one left to tell.
+  void send(const json::value& body, const std::vector<int>& fds = {}) {
+    (void)wire::send(sock_, body, fds);
   }
 
   int sock_;

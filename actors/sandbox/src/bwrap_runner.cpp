@@ -42,6 +42,7 @@ class bwrap_runner final : public step_runner {
     command probe;
     probe.session = session;
     probe.network = network;
+    // Only a warm-up: a sandbox that cannot start fails the first command, which reports why.
     (void)sandbox_for(probe);
   }
 

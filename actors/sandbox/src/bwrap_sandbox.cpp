@@ -446,6 +446,8 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     req.set("target", id);
     req.set("signal", sig);
     std::lock_guard lock(send_mu_);
+    // A helper that cannot be reached is gone: the reader sees its socket close and reports
+    // every command in it lost (killed), which is what the signal asked for.
     (void)wire::send(sock_, req);
   }
 
@@ -528,6 +530,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
           slot->status = std::move(m->body);
         }
         std::uint64_t one = 1;
+        // An eventfd write fails only when its counter would overflow: it is already signalled.
         (void)!::write(slot->event_fd, &one, sizeof(one));
       }
       return true;
@@ -577,6 +580,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
         }
       }
       std::uint64_t one = 1;
+      // An eventfd write fails only when its counter would overflow: it is already signalled.
       (void)!::write(slot->event_fd, &one, sizeof(one));
     }
   }
@@ -621,6 +625,7 @@ outcome sandbox_command::wait() {
       out_fd_, err_fd_, slot_->event_fd, cmd_, fn_, out,
       [&] {
         std::uint64_t v;
+        // Only drains the wake-up; the state under the lock is what counts.
         (void)!::read(slot_->event_fd, &v, sizeof(v));
         std::lock_guard lock(slot_->mu);
         return slot_->exited;

@@ -112,7 +112,8 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
   auto v2 = v2_root();
   if (!v2.empty()) {
     cg.v2_ = true;
-    // Controllers must be enabled for the children of every level we create.
+    // Controllers must be enabled for the children of every level we create. Enabling one the
+    // kernel lacks fails; the limit writes below then fail and name the missing file.
     auto parent = v2 + "/berth";
     BERTH_TRY(make_dir(parent + "/" + group));
     (void)write_value(v2 + "/cgroup.subtree_control", "+memory +pids +cpu");
@@ -124,6 +125,7 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
     cg.procs_.push_back(dir + "/cgroup.procs");
     if (lim.memory_bytes > 0) {
       BERTH_TRY(write_value(dir + "/memory.max", std::to_string(lim.memory_bytes)));
+      // Absent without swap accounting (no swap to hide in then).
       (void)write_value(dir + "/memory.swap.max", "0");
     }
     if (lim.pids > 0) BERTH_TRY(write_value(dir + "/pids.max", std::to_string(lim.pids)));
@@ -142,7 +144,7 @@ result<cgroup> cgroup::create(const std::string& group, const std::string& name,
   const auto& mem = cg.dirs_[0];
   if (lim.memory_bytes > 0) {
     BERTH_TRY(write_value(mem + "/memory.limit_in_bytes", std::to_string(lim.memory_bytes)));
-    // No swap to hide in, where the kernel offers the knob.
+    // No swap to hide in, where the kernel offers the knob (best effort: memory.limit holds).
     if (::access((mem + "/memory.memsw.limit_in_bytes").c_str(), W_OK) == 0)
       (void)write_value(mem + "/memory.memsw.limit_in_bytes", std::to_string(lim.memory_bytes));
   }
@@ -174,6 +176,7 @@ usage cgroup::read_usage() const {
 }
 
 void cgroup::kill_all(int tries) const {
+  // cgroup.kill is a fast path on kernels that have it; the loop below signals each process.
   if (v2_ && !dirs_.empty()) (void)write_value(dirs_[0] + "/cgroup.kill", "1");
   for (int i = 0; i < tries; ++i) {
     bool any = false;

@@ -421,7 +421,10 @@ setup_job plan_setup(const runtime& rt, const std::string& id, const std::vector
   job.plan = run.empty() ? setup::detect(job.workspace, tool_dirs)
                          : setup::explicit_plan(job.workspace, tool_dirs, run);
   job.argv = setup::script(job.plan, run);
-  setup::exclude_setup_outputs(job.workspace);
+  if (auto st = setup::exclude_setup_outputs(job.workspace); !st)
+    logger()->warn(
+        "{}: setup outputs (.venv/, node_modules/, ...) are not excluded from commits: {}", id,
+        st.err().message);
   return job;
 }
 
@@ -462,6 +465,7 @@ void begin_setup(const runtime& rt, setup_job& job) {
   std::error_code ec;
   if (!sfs::exists(job.home, ec)) {
     sfs::create_directories(job.home, ec);
+    // A home the sandbox user cannot own is unwritable to it: its tools' caches then miss.
     if (rt.ws_uid >= 0)
       (void)::chown(job.home.c_str(), static_cast<uid_t>(rt.ws_uid),
                     static_cast<gid_t>(rt.ws_gid >= 0 ? rt.ws_gid : rt.ws_uid));

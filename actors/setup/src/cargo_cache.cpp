@@ -165,7 +165,9 @@ void cache_store::promote_cargo(const std::vector<crate_pin>& pins, const std::s
       all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(max_registries));
     std::string text;
     for (const auto& d : all) text += d + "\n";
-    (void)fs::write_file_atomic(root_ + "/" + cargo + "/registries", text);
+    // The list only saves the next seed a directory scan; without it the crates still count.
+    if (auto wrote = fs::write_file_atomic(root_ + "/" + cargo + "/registries", text); !wrote)
+      report.set("registries_error", wrote.err().message);
   }
   finish_promotion(root_, max_bytes_, report, static_cast<std::uint64_t>(added), bytes,
                    static_cast<std::uint64_t>(refused));

@@ -71,6 +71,7 @@ fd_t open_dirs(int base, const std::vector<std::string>& parts, bool create, int
     if (next < 0 && errno == ENOENT && create) {
       if (::mkdirat(cur.fd, p.c_str(), 0755) != 0 && errno != EEXIST) return fd_t();
       next = ::openat(cur.fd, p.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      // A directory left root's is still walkable (0755); only writes into it by the user fail.
       if (next >= 0 && uid >= 0)
         (void)::fchown(next, static_cast<uid_t>(uid), static_cast<gid_t>(gid >= 0 ? gid : uid));
     }
@@ -190,6 +191,7 @@ void remove_at(int dir, const std::string& name) {
   fd_t sub(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (sub)
     for (const auto& n : names_in(sub.fd)) remove_at(sub.fd, n);
+  // Best effort by contract: a directory that is not empty now is the caller's to report.
   (void)::unlinkat(dir, name.c_str(), AT_REMOVEDIR);
 }
 

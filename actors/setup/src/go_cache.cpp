@@ -279,7 +279,12 @@ json::value cache_store::seed_go(const std::vector<go_pin>& pins, const std::str
     fd_t f(
         ::openat(dir.fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444));
     if (f) {
-      (void)!::write(f.fd, info.data(), info.size());
+      // A short .info would make go refuse the version: without one it downloads it instead.
+      if (::write(f.fd, info.data(), info.size()) != static_cast<ssize_t>(info.size())) {
+        ::unlinkat(dir.fd, name.c_str(), 0);
+        continue;
+      }
+      // Owned by root it is still readable (0444): the sandbox user only cannot replace it.
       if (uid_ >= 0)
         (void)::fchown(f.fd, static_cast<uid_t>(uid_), static_cast<gid_t>(gid_ >= 0 ? gid_ : uid_));
     }
@@ -318,7 +323,7 @@ void cache_store::promote_go(const std::vector<go_pin>& pins, const std::string&
         continue;
       }
       struct stat st {};
-      (void)::fstat(in.fd, &st);
+      if (::fstat(in.fd, &st) != 0) st.st_size = 0;  // only the byte count in the report
       if (!add_file(in.fd, bucket, store_name(hex, ext))) continue;
       added++;
       bytes += static_cast<std::uint64_t>(st.st_size);

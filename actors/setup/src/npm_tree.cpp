@@ -490,6 +490,7 @@ struct tree_copy {
         fd_t src(::openat(from, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         fd_t dst(::openat(to, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!src || !dst) return fail(where + name);
+        // Not owned by the user, a copied directory is read-only to it: npm then rebuilds it.
         if (uid >= 0) (void)::fchown(dst.fd, static_cast<uid_t>(uid), static_cast<gid_t>(gid));
         if (!copy(src.fd, dst.fd, where + name + "/")) return false;
       } else if (S_ISLNK(st.st_mode)) {
@@ -498,7 +499,7 @@ struct tree_copy {
         if (n <= 0) return fail(where + name);
         target.resize(static_cast<std::size_t>(n));
         if (::symlinkat(target.c_str(), to, name.c_str()) != 0) return fail(where + name);
-        if (uid >= 0)
+        if (uid >= 0)  // a link's owner matters only to who may remove it
           (void)::fchownat(to, name.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid),
                            AT_SYMLINK_NOFOLLOW);
       } else if (S_ISREG(st.st_mode)) {
@@ -583,6 +584,8 @@ tree_use cache_store::build_npm_tree_later(const npm_tree& t) const {
           auto next = std::move(raw->queue.front());
           raw->queue.pop_front();
           lock.unlock();
+          // A background build that fails leaves no tree: the next session runs npm ci and
+          // reports that in its setup.done, where a user sees it.
           (void)build_npm_tree(next, &raw->stop);
           lock.lock();
           raw->pending.erase(next.key);
@@ -639,6 +642,7 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
   }
   fd_t dst(::openat(ws.fd, "node_modules", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   tree_copy c{::geteuid() == 0 && uid_ > 0, uid_, gid_ >= 0 ? gid_ : uid_};
+  // Left root's, node_modules is read-only to the user: npm then replaces it (slower, correct).
   if (dst && uid_ >= 0) (void)::fchown(dst.fd, static_cast<uid_t>(uid_), static_cast<gid_t>(c.gid));
   if (!dst || !c.copy(src.fd, dst.fd, "node_modules/")) {
     if (c.failed.empty()) c.failed = std::string("node_modules: ") + std::strerror(errno);
@@ -652,6 +656,7 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
     // Not what was built (files lost in a crash): dropped, and npm ci runs.
     remove_at(ws.fd, "node_modules");
     store_lock guard(root_);
+    // A tree that cannot be removed now is damaged either way; eviction retries it later.
     (void)remove_entry({dir, 0, 0, npm_tree_dir, true});
     u.state = "failed";
     u.reason = "the stored tree is damaged (" + std::to_string(c.files) + " files, " +
@@ -661,6 +666,7 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
     return u;
   }
   // Used now: the least recently used trees are evicted first.
+  // Only an eviction hint: a failed touch makes this tree look older, nothing more.
   (void)::utimensat(AT_FDCWD, (dir + "/" + tree_complete).c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
   u.state = "restored";
   u.packages = static_cast<std::uint64_t>(rec->get_int("packages"));
@@ -766,6 +772,7 @@ tree_use cache_store::build_npm_tree(const npm_tree& t, const std::atomic<bool>*
     u.state = "present";
     return u;
   }
+  // Over the cap, the store shrinks on the next promotion or prune; the tree stands.
   (void)evict(root_, max_bytes_);
   u.state = "built";
   u.packages = t.packages.size();

@@ -250,17 +250,17 @@ std::optional<std::string> failure_reason(const plan& p, const std::vector<ran>&
   return std::nullopt;
 }
 
-void exclude_setup_outputs(const std::string& dir) {
+status exclude_setup_outputs(const std::string& dir) {
   std::error_code ec;
-  if (!sfs::exists(dir + "/.git", ec)) return;
+  if (!sfs::exists(dir + "/.git", ec)) return {};
   auto exclude = dir + "/.git/info/exclude";
   auto existing = fs::read_file(exclude);
   std::string text = existing ? *existing : std::string();
-  if (text.find("# berth setup") != std::string::npos) return;
+  if (text.find("# berth setup") != std::string::npos) return {};
   sfs::create_directories(dir + "/.git/info", ec);
-  (void)fs::write_file_atomic(exclude, text +
-                                           "\n# berth setup\n.venv/\nnode_modules/\n"
-                                           ".cache/\n__pycache__/\ntarget/\nbuild/\n");
+  return fs::write_file_atomic(exclude, text +
+                                            "\n# berth setup\n.venv/\nnode_modules/\n"
+                                            ".cache/\n__pycache__/\ntarget/\nbuild/\n");
 }
 
 }  // namespace berth::setup

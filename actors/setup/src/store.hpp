@@ -63,7 +63,7 @@ struct store_lock {
   fd_t f;
   explicit store_lock(const std::string& root)
       : f(::open((root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-    if (f) (void)::flock(f.fd, LOCK_EX);
+    if (f) (void)::flock(f.fd, LOCK_EX);  // EINTR/ENOLCK only: the rename-based writes stay safe
   }
 };
 

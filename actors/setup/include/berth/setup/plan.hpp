@@ -4,6 +4,7 @@
 // their dependencies, the script that runs them one by one in the sandbox, and the journal
 // entry that says what ran and for how long.
 
+#include "berth/base/error.hpp"
 #include "berth/base/json.hpp"
 
 #include <cstdint>
@@ -71,6 +72,6 @@ void clear_report(const std::string& home);
 
 /// Lines added to the workspace's .git/info/exclude so that what setup creates (.venv/,
 /// node_modules/, target/, ...) stays out of commits and checkpoints. Idempotent.
-void exclude_setup_outputs(const std::string& dir);
+[[nodiscard]] status exclude_setup_outputs(const std::string& dir);
 
 }  // namespace berth::setup
