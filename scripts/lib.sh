@@ -12,8 +12,9 @@ BERTH_PACKAGES=(
 
 # What only the tests need: the tool chains the setup tests run in the sandbox (Python venvs,
 # the go command, cargo) and the browser the console's tests drive (chromium); installed by
-# scripts/test, not by scripts/quickstart.
-BERTH_TEST_PACKAGES=(python3-venv golang-go cargo chromium)
+# scripts/test, not by scripts/quickstart; and what scripts/lint runs (clang-format,
+# clang-tidy, python3).
+BERTH_TEST_PACKAGES=(python3-venv golang-go cargo chromium clang-format clang-tidy python3)
 
 berth_missing_packages() {
   local missing=()

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace berth {
 namespace {
@@ -74,6 +75,12 @@ void assert_failed(const char* cond, const std::string& what, const char* file, 
                cond);
   std::fflush(stderr);
   std::abort();
+}
+
+std::string errno_text(int err) {
+  char buf[256];
+  // The GNU strerror_r: returns the text, in buf or a static string.
+  return ::strerror_r(err, buf, sizeof buf);
 }
 
 }  // namespace berth

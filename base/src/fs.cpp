@@ -14,7 +14,7 @@ namespace berth::fs {
 
 result<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return error{errc::not_found, path + ": cannot open: " + std::strerror(errno)};
+  if (!in) return error{errc::not_found, path + ": cannot open: " + errno_text(errno)};
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -22,7 +22,7 @@ result<std::string> read_file(const std::string& path) {
 
 status write_existing(const std::string& path, const std::string& content) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return error{errc::io_error, path + ": cannot open: " + std::strerror(errno)};
+  if (fd < 0) return error{errc::io_error, path + ": cannot open: " + errno_text(errno)};
   ssize_t n;
   do {
     n = ::write(fd, content.data(), content.size());
@@ -30,8 +30,7 @@ status write_existing(const std::string& path, const std::string& content) {
   int e = errno;
   ::close(fd);
   if (n < 0)
-    return error{errc::io_error,
-                 path + ": write of \"" + content + "\" refused: " + std::strerror(e)};
+    return error{errc::io_error, path + ": write of \"" + content + "\" refused: " + errno_text(e)};
   return {};
 }
 
@@ -52,11 +51,11 @@ status write_file_atomic(const std::string& path, const std::string& content, un
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
-  if (fd < 0) return error{errc::io_error, tmp + ": cannot create: " + std::strerror(errno)};
+  if (fd < 0) return error{errc::io_error, tmp + ": cannot create: " + errno_text(errno)};
   if (int e = write_all(fd, content)) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    return error{errc::io_error, tmp + ": write failed: " + std::strerror(e)};
+    return error{errc::io_error, tmp + ": write failed: " + errno_text(e)};
   }
   ::fchmod(fd, static_cast<mode_t>(mode));  // exact mode, whatever the umask
   ::fsync(fd);
@@ -64,7 +63,7 @@ status write_file_atomic(const std::string& path, const std::string& content, un
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
-    return error{errc::io_error, path + ": rename failed: " + std::strerror(e)};
+    return error{errc::io_error, path + ": rename failed: " + errno_text(e)};
   }
   return {};
 }
@@ -79,7 +78,7 @@ status ensure_writable_dir(const std::string& path, const std::string& what) {
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return error{errc::permission_denied, what + ": directory " + path +
-                                              " is not writable: " + std::strerror(errno) +
+                                              " is not writable: " + errno_text(errno) +
                                               "; choose another directory or fix its permissions"};
   ::close(fd);
   ::unlink(probe.c_str());

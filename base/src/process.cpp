@@ -47,8 +47,7 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
       for (int m : moved) ::close(m);
       posix_spawn_file_actions_destroy(&fa);
       posix_spawnattr_destroy(&attr);
-      return error{errc::io_error,
-                   std::string("cannot pass a descriptor: ") + std::strerror(errno)};
+      return error{errc::io_error, std::string("cannot pass a descriptor: ") + errno_text(errno)};
     }
     moved.push_back(high);
   }
@@ -72,6 +71,7 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
   posix_spawnattr_setflags(&attr, flags);
 
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   std::vector<std::string> env_storage;
@@ -92,7 +92,7 @@ result<pid_t> spawn(const std::vector<std::string>& argv, const spawn_options& o
   if (rc != 0) {
     if (rc == ENOENT) return error{errc::not_found, "no such file or directory: " + argv[0]};
     if (rc == EACCES) return error{errc::permission_denied, "permission denied: " + argv[0]};
-    return error{errc::io_error, "cannot start " + argv[0] + ": " + std::strerror(rc)};
+    return error{errc::io_error, "cannot start " + argv[0] + ": " + errno_text(rc)};
   }
   return pid;
 }
@@ -164,15 +164,15 @@ result<captured> run_capture(const std::vector<std::string>& argv, const std::st
                              const spawn_options& base) {
   int in[2], out[2], err[2];
   if (::pipe2(in, O_CLOEXEC) != 0)
-    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+    return error{errc::io_error, "pipe: " + std::string(errno_text(errno))};
   if (::pipe2(out, O_CLOEXEC) != 0) {
     ::close(in[0]);
     ::close(in[1]);
-    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+    return error{errc::io_error, "pipe: " + std::string(errno_text(errno))};
   }
   if (::pipe2(err, O_CLOEXEC) != 0) {
     for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
-    return error{errc::io_error, "pipe: " + std::string(std::strerror(errno))};
+    return error{errc::io_error, "pipe: " + std::string(errno_text(errno))};
   }
   spawn_options so = base;
   so.stdin_fd = in[0];

@@ -134,11 +134,11 @@ int bench_gateway(const options& g, int n) {
   peer_reset();
   for (int i = 0; i < 200; ++i) {
     if (auto st = c.publish(subject, event(i)); !st) return report(st.err());
-    if (!(*fleet)->wait_items(static_cast<std::size_t>(i + 1), millis(30'000)))
+    if (!(*fleet)->wait_items(static_cast<std::size_t>(i) + 1, millis(30'000)))
       return report(error{errc::timeout, "gateway latency round"});
     if (auto st = (*peer_conn)->publish_core("bench.fanout", event(i)); !st)
       return report(st.err());
-    if (!peer_wait(static_cast<std::size_t>(i + 1)))
+    if (!peer_wait(static_cast<std::size_t>(i) + 1))
       return report(error{errc::timeout, "NATS latency round"});
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -163,8 +163,8 @@ int bench_gateway(const options& g, int n) {
       r.set("repo", "https://git.example.com/acme/app" + std::to_string(i % 13) + ".git");
       r.set("branch", "berth/b" + std::to_string(i));
       r.set("goal", "bench session " + std::to_string(i));
-      r.set("created_at", format_timestamp(now_unix_ms() - i * 1000));
-      r.set("updated_at", format_timestamp(now_unix_ms() - i * 1000 + 500));
+      r.set("created_at", format_timestamp(now_unix_ms() - std::int64_t{i} * 1000));
+      r.set("updated_at", format_timestamp(now_unix_ms() - std::int64_t{i} * 1000 + 500));
       if (auto st = c.kv_put(env.names.bucket_sessions(), "bench-" + new_ulid(), r.dump()); !st)
         return report(st.err());
     }

@@ -74,7 +74,7 @@ int bench_sandbox(const options& g, int n) {
   for (int round = 0; round < rounds; ++round) {
     for (bool big : {false, true}) {
       char* m = grow(big ? (2048u << 20) : (100u << 20));
-      (big ? rss_big : rss_small) = rss_bytes(::getpid()) / 1048576.0;
+      (big ? rss_big : rss_small) = static_cast<double>(rss_bytes(::getpid())) / 1048576.0;
       if (auto st = warm(n / rounds, big ? big_w : small_w); !st) return report(st.err());
       if (auto st = cold(5, big ? big_c : small_c); !st) return report(st.err());
       std::free(m);

@@ -41,7 +41,7 @@ int bench_sessions(const options& g, int n) {
   }
   if (!feed.wait(
           [&](auto& evs) {
-            return count_type(evs, ev::step_retrying) >= static_cast<std::size_t>(n + 20);
+            return count_type(evs, ev::step_retrying) >= static_cast<std::size_t>(n) + 20;
           },
           std::chrono::seconds(300)))
     return report(error{errc::timeout, "not every idle session reached its retry wait"});
@@ -57,6 +57,7 @@ int bench_sessions(const options& g, int n) {
   auto publish_all =
       [&](const std::function<std::string(int)>& subject_of) -> std::optional<error> {
     std::vector<std::thread> ts;
+    ts.reserve(static_cast<std::size_t>(publishers));
     std::mutex emu;
     std::optional<error> failure;
     for (int t = 0; t < publishers; ++t)

@@ -48,6 +48,7 @@ status make_repo(const std::string& path, int files, int commits, int per_commit
           "M 100644 inline " + path + "\ndata " + std::to_string(data.size()) + "\n" + data + "\n";
   };
   std::vector<std::pair<std::string, std::string>> first;
+  first.reserve(static_cast<std::size_t>(files));
   for (int f = 0; f < files; ++f) first.emplace_back(name(f), content(f, 0));
   commit(0, first);
   for (int c = 1; c <= commits; ++c) {

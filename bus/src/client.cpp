@@ -395,6 +395,7 @@ result<pub_ack> client::publish(const std::string& subject, const std::string& d
     return st;
   });
   if (s != NATS_OK) return translate(s, jerr, "publish to " + subject);
+  if (!pa) return error{errc::internal, "publish to " + subject + ": no acknowledgement"};
   pub_ack out{pa->Sequence, pa->Duplicate};
   jsPubAck_Destroy(pa);
   return out;

@@ -170,7 +170,9 @@ status parse_rules(credentials_section& out, const std::string& provider, const 
       allowed.push_back("installation_id");
       allowed.push_back("private_key_file");
     }
-    for (auto&& [k, v] : *t.as_table()) {
+    for (auto&& [k, node] : *t.as_table()) {
+      // A plain reference: lambdas below use it (clang before 16 cannot capture a binding).
+      const toml::node& v = node;
       std::string kat = where(source, k.source()) + ": " + field + "." + std::string(k.str());
       bool ok = false;
       for (const auto& a : allowed) ok = ok || k.str() == a;

@@ -71,9 +71,11 @@ void machine::attempt_failed(step_state& st, json::value d, const std::string& r
   for (std::int64_t i = 1; i < st.failures && delay < sp->retry.max_backoff.count(); ++i)
     delay *= 2;
   delay = std::min(delay, static_cast<std::int64_t>(sp->retry.max_backoff.count()));
-  if (sp->retry.jitter)
-    delay = delay / 2 + static_cast<std::int64_t>(static_cast<double>(delay - delay / 2) *
-                                                  jitter_draw(state_.id, st.id, st.attempt));
+  if (sp->retry.jitter) {
+    const auto half = delay / 2;  // at least half the delay, the rest drawn
+    delay = half + static_cast<std::int64_t>(static_cast<double>(delay - half) *
+                                             jitter_draw(state_.id, st.id, st.attempt));
+  }
   json::value rd = json::value::make_object();
   rd.set("step", st.id);
   rd.set("attempt", st.attempt + 1);

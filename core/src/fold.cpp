@@ -43,9 +43,17 @@ status machine::apply(const event& e) {
   const auto& d = e.data;
   const std::string step_id = d.get_string("step");
   step_state* st = step_id.empty() ? nullptr : s.step(step_id);
-  if (!step_id.empty() && !st && e.type.rfind("step.", 0) == 0)
-    return error{errc::corrupt, "session " + s.id + ": event " + std::to_string(e.n) +
-                                    " names unknown step " + step_id};
+  if (!st && e.type.rfind("step.", 0) == 0)
+    return error{
+        errc::corrupt,
+        "session " + s.id + ": event " + std::to_string(e.n) + " (" + e.type + ") " +
+            (step_id.empty() ? std::string("names no step") : "names unknown step " + step_id)};
+
+  // A step.* event has its step from here on (refused above otherwise).
+  auto step = [&]() -> step_state& {
+    BERTH_ASSERT(st, "step event " + e.type + " without its step");
+    return *st;
+  };
 
   if (e.type == ev::session_accepted) {
     const auto* spec = d.find("spec");
@@ -68,51 +76,51 @@ status machine::apply(const event& e) {
     s.node = d.get_string("node");
     s.epoch = static_cast<std::uint64_t>(d.get_int("epoch"));
   } else if (e.type == ev::step_started) {
-    st->status = step_status::running;
-    st->attempt = d.get_int("attempt");
-    st->started_ms = e.ts_ms;
-    st->exit_code.reset();
-    st->reason.clear();
-    st->skip.clear();
-    st->retry_due_ms = 0;
-    st->turn_due_ms = 0;
+    step().status = step_status::running;
+    step().attempt = d.get_int("attempt");
+    step().started_ms = e.ts_ms;
+    step().exit_code.reset();
+    step().reason.clear();
+    step().skip.clear();
+    step().retry_due_ms = 0;
+    step().turn_due_ms = 0;
   } else if (e.type == ev::agent_waiting) {
     if (st) st->turn_due_ms = e.ts_ms + d.get_int("turn_timeout_ms");
   } else if (e.type == ev::step_finished) {
-    st->status = step_status::succeeded;
-    if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
-    st->finished_ms = e.ts_ms;
-    st->reason.clear();
-    st->turn_due_ms = 0;
+    step().status = step_status::succeeded;
+    if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) step().exit_code = ec->as_int();
+    step().finished_ms = e.ts_ms;
+    step().reason.clear();
+    step().turn_due_ms = 0;
   } else if (e.type == ev::step_failed) {
-    st->status = step_status::failed;
-    if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) st->exit_code = ec->as_int();
-    st->reason = d.get_string("reason");
-    st->finished_ms = e.ts_ms;
-    st->turn_due_ms = 0;
-    st->failures += 1;
+    step().status = step_status::failed;
+    if (const auto* ec = d.find("exit_code"); ec && ec->is_int()) step().exit_code = ec->as_int();
+    step().reason = d.get_string("reason");
+    step().finished_ms = e.ts_ms;
+    step().turn_due_ms = 0;
+    step().failures += 1;
   } else if (e.type == ev::step_retrying) {
-    st->status = step_status::pending;
-    st->retry_due_ms = e.ts_ms + d.get_int("delay_ms");
+    step().status = step_status::pending;
+    step().retry_due_ms = e.ts_ms + d.get_int("delay_ms");
   } else if (e.type == ev::step_interrupted) {
-    st->status = step_status::pending;
-    st->reason = d.get_string("reason");
-    st->retry_due_ms = 0;
-    st->turn_due_ms = 0;
-    st->failures += 1;
+    step().status = step_status::pending;
+    step().reason = d.get_string("reason");
+    step().retry_due_ms = 0;
+    step().turn_due_ms = 0;
+    step().failures += 1;
   } else if (e.type == ev::step_skipped) {
-    st->status = step_status::skipped;
-    st->reason = d.get_string("reason");
-    st->skip = d.get_string("skip", skips::blocked);
+    step().status = step_status::skipped;
+    step().reason = d.get_string("reason");
+    step().skip = d.get_string("skip", skips::blocked);
   } else if (e.type == ev::step_rejected) {
     // Work goes back to `goto`: it and every step that needs it (this one included) run again,
     // each with a fresh retry budget.
-    st->loops += 1;
+    step().loops += 1;
     auto from = s.spec.index_of(d.get_string("goto"));
     if (from < 0)
       return error{errc::corrupt, "session " + s.id + ": step.rejected names unknown step " +
                                       d.get_string("goto")};
-    auto why = "sent back by " + step_id + " (loop " + std::to_string(st->loops) + ")";
+    auto why = "sent back by " + step_id + " (loop " + std::to_string(step().loops) + ")";
     for (int i : descendants(s.spec, from)) {
       auto& r = s.steps[static_cast<std::size_t>(i)];
       r.status = step_status::pending;

@@ -64,7 +64,7 @@ status server::impl::load_console() {
   char root[PATH_MAX];
   if (!::realpath(opts.console_dir.c_str(), root))
     return error{errc::invalid_argument,
-                 "gateway.console_dir: " + opts.console_dir + ": " + std::strerror(errno)};
+                 "gateway.console_dir: " + opts.console_dir + ": " + errno_text(errno)};
   std::error_code ec;
   if (!std::filesystem::exists(std::string(root) + "/index.html", ec))
     return error{errc::invalid_argument,

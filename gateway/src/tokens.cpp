@@ -142,7 +142,7 @@ result<std::vector<token_record>> token_store::load() const {
   struct stat st {};
   if (::stat(path_.c_str(), &st) != 0) {
     if (errno == ENOENT) return std::vector<token_record>{};
-    return error{errc::io_error, "tokens file " + path_ + ": " + std::strerror(errno)};
+    return error{errc::io_error, "tokens file " + path_ + ": " + errno_text(errno)};
   }
   auto mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   if (mtime == cached_mtime_ns_ && st.st_size == cached_size_ &&

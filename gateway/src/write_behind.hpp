@@ -153,7 +153,7 @@ class write_behind {
     if (drained_) std::exchange(drained_, {})();
   }
 
-  static constexpr std::size_t keep_capacity = 64 * 1024;
+  static constexpr std::size_t keep_capacity = std::size_t{64} << 10;
 
   next_layer_type next_;
   std::string pending_;  ///< queued, not yet handed to the socket

@@ -69,6 +69,26 @@ TEST(machine, event_numbers_are_contiguous_and_gaps_are_refused) {
   EXPECT_FALSE(m.apply(gap).ok());
 }
 
+TEST(machine, a_step_event_without_a_step_or_with_an_unknown_one_is_corrupt_not_a_crash) {
+  // A journal damaged by hand or by a foreign writer: step.* events must name a known step.
+  for (const char* data : {R"({})", R"({"step":""})", R"({"step":"ghost"})"}) {
+    for (const char* type : {"step.started", "step.finished", "step.failed", "step.retrying",
+                             "step.interrupted", "step.skipped", "step.rejected"}) {
+      machine m("s1");
+      ASSERT_TRUE(m.apply(accepted("s1", R"([{"id":"a","run":["x"]}])")).ok());
+      event e;
+      e.session = "s1";
+      e.n = m.state().n + 1;
+      e.type = type;
+      e.data = *json::parse(data);
+      auto st = m.apply(e);
+      ASSERT_FALSE(st.ok()) << type << " " << data;
+      EXPECT_TRUE(st.err().is(errc::corrupt)) << st.err().message;
+      EXPECT_NE(st.err().message.find(type), std::string::npos) << st.err().message;
+    }
+  }
+}
+
 TEST(machine, retries_with_exponential_backoff_then_fails) {
   machine m("s1");
   ASSERT_TRUE(

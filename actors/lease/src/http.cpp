@@ -57,7 +57,7 @@ result<http_response> exchange(
   std::string stage = "connect";
   beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(16 * 1024 * 1024);
+  parser.body_limit(std::uint64_t{16} << 20);
   bool done = false;
   connect([&](beast::error_code ec) {
     if (ec) {

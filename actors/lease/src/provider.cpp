@@ -90,7 +90,7 @@ class command_provider final : public provider {
     const std::string what = "credentials.command " + rule_.run[0];
     process::spawn_options so;
     so.search_path = false;
-    auto c = process::run_capture(argv, {}, std::chrono::seconds(30), 64 * 1024, so);
+    auto c = process::run_capture(argv, {}, std::chrono::seconds(30), std::size_t{64} << 10, so);
     if (!c) return error{c.err().code, what + ": " + c.err().message};
     // The helper's output may hold the token: never quote it in an error.
     if (c->timed_out) return error{errc::timeout, what + ": did not finish within 30s"};
@@ -125,7 +125,8 @@ class command_provider final : public provider {
     argv.push_back(g.url);
     process::spawn_options so;
     so.search_path = false;
-    auto c = process::run_capture(argv, g.token + "\n", std::chrono::seconds(30), 64 * 1024, so);
+    auto c = process::run_capture(argv, g.token + "\n", std::chrono::seconds(30),
+                                  std::size_t{64} << 10, so);
     const std::string what = "credentials.command revoke " + rule_.revoke[0];
     if (!c) return error{c.err().code, what + ": " + c.err().message};
     if (c->timed_out || c->signal || c->exit_code != 0)
@@ -278,7 +279,7 @@ result<std::string> read_secret_file(const std::string& path, const std::string&
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return error{errno == ENOENT ? errc::not_found : errc::io_error,
-                 field + " " + path + ": cannot be opened: " + std::strerror(errno)};
+                 field + " " + path + ": cannot be opened: " + errno_text(errno)};
   struct stat st {};
   ::fstat(fd, &st);
   ::close(fd);
@@ -382,8 +383,7 @@ status vault::write(const std::string& session, const std::vector<grant>& gs) {
   auto path = dir_ + "/" + session + ".json";
   if (gs.empty()) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return error{errc::io_error,
-                   "lease vault: cannot remove " + path + ": " + std::strerror(errno)};
+      return error{errc::io_error, "lease vault: cannot remove " + path + ": " + errno_text(errno)};
     return {};
   }
   json::value arr = json::value::make_array();

@@ -327,8 +327,10 @@ std::shared_ptr<sandbox::step_runner> make_runner(session::runtime& rt, const st
     return std::shared_ptr<sandbox::step_runner>(sandbox::make_failing_runner(e));
   };
   if (::geteuid() == 0) {
-    auto* pw = ::getpwnam(sc.user.c_str());
-    if (!pw)
+    struct passwd entry {};
+    struct passwd* pw = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwnam_r(sc.user.c_str(), &entry, buf.data(), buf.size(), &pw) != 0 || !pw)
       return fail(error{errc::invalid_argument,
                         "sandbox.user: no such user \"" + sc.user + "\" on this host"});
     o.uid = pw->pw_uid;
@@ -384,8 +386,10 @@ std::string last_node_pointer_path() {
   std::string base;
   if (state && *state)
     base = state;
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    base = std::string(home) + "/.local/state";
   else
-    base = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.local/state";
+    base = "/root/.local/state";
   return base + "/berth/last-node";
 }
 

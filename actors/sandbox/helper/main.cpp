@@ -41,7 +41,7 @@ namespace {
 
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "berth-sandbox: %s\n", what.c_str());
-  std::exit(125);
+  std::_Exit(125);  // stderr is unbuffered; nothing else needs flushing
 }
 
 // --- launch ------------------------------------------------------------------------------------
@@ -71,23 +71,23 @@ int launch(int argc, char** argv) {
   for (const auto& p : procs) {
     int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0 || ::write(fd, self.data(), self.size()) < 0)
-      die("cannot join cgroup " + p + ": " + std::strerror(errno));
+      die("cannot join cgroup " + p + ": " + errno_text(errno));
     ::close(fd);
   }
   if (gid >= 0 && ::geteuid() == 0) {
-    if (::setgroups(0, nullptr) != 0) die(std::string("setgroups: ") + std::strerror(errno));
+    if (::setgroups(0, nullptr) != 0) die(std::string("setgroups: ") + errno_text(errno));
     if (::setresgid(static_cast<gid_t>(gid), static_cast<gid_t>(gid), static_cast<gid_t>(gid)) != 0)
-      die(std::string("setgid: ") + std::strerror(errno));
+      die(std::string("setgid: ") + errno_text(errno));
   }
   if (uid >= 0 && ::geteuid() == 0) {
     if (::setresuid(static_cast<uid_t>(uid), static_cast<uid_t>(uid), static_cast<uid_t>(uid)) != 0)
-      die(std::string("setuid: ") + std::strerror(errno));
+      die(std::string("setuid: ") + errno_text(errno));
   }
   // Changing credentials made this process non-dumpable, which hides /proc/self/fd from its
   // new user; bwrap needs it for --bind-fd. Nothing secret is in this process's memory.
   ::prctl(PR_SET_DUMPABLE, 1);
   ::execvp(argv[i], argv + i);
-  die(std::string("cannot run ") + argv[i] + ": " + std::strerror(errno));
+  die(std::string("cannot run ") + argv[i] + ": " + errno_text(errno));
 }
 
 // --- init --------------------------------------------------------------------------------------
@@ -105,9 +105,9 @@ class helper {
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, nullptr);
+    pthread_sigmask(SIG_BLOCK, &chld, nullptr);
     int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0) die(std::string("signalfd: ") + std::strerror(errno));
+    if (sfd < 0) die(std::string("signalfd: ") + errno_text(errno));
     json::value ready = json::value::make_object();
     ready.set("event", "ready");
     ready.set("pid", static_cast<std::int64_t>(::getpid()));
@@ -116,7 +116,7 @@ class helper {
       pollfd fds[2] = {{sock_, POLLIN, 0}, {sfd, POLLIN, 0}};
       if (::poll(fds, 2, -1) < 0) {
         if (errno == EINTR) continue;
-        die(std::string("poll: ") + std::strerror(errno));
+        die(std::string("poll: ") + errno_text(errno));
       }
       if (fds[1].revents & POLLIN) {
         signalfd_siginfo si;
@@ -204,8 +204,8 @@ class helper {
       }
       program = found;
     } else if (::access(program.c_str(), X_OK) != 0) {
-      reply_error(
-          id, error{errc::not_found, "cannot execute " + program + ": " + std::strerror(errno)});
+      reply_error(id,
+                  error{errc::not_found, "cannot execute " + program + ": " + errno_text(errno)});
       return;
     }
     posix_spawn_file_actions_t fa;
@@ -227,10 +227,12 @@ class helper {
     posix_spawnattr_setflags(
         &attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     argv[0] = program;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
     std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
     pid_t pid = -1;
@@ -239,7 +241,7 @@ class helper {
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
       reply_error(id, error{rc == ENOENT ? errc::not_found : errc::io_error,
-                            "cannot start " + program + ": " + std::strerror(rc)});
+                            "cannot start " + program + ": " + errno_text(rc)});
       return;
     }
     children_[pid] = running{id, pid};
@@ -344,7 +346,7 @@ int init(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   int rootfd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) die("init: cannot open " + root + ": " + std::strerror(errno));
+  if (rootfd < 0) die("init: cannot open " + root + ": " + errno_text(errno));
   return helper(sock, rootfd).run();
 }
 

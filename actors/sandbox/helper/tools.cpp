@@ -43,11 +43,11 @@ error sys_error(const std::string& what, int e) {
     case EACCES:
     case EPERM:
     case EROFS:
-      return error{errc::permission_denied, what + ": " + std::strerror(e)};
+      return error{errc::permission_denied, what + ": " + errno_text(e)};
     case EFBIG:
       return error{errc::too_large, what + ": file size limit reached"};
     default:
-      return error{errc::io_error, what + ": " + std::strerror(e)};
+      return error{errc::io_error, what + ": " + errno_text(e)};
   }
 }
 

@@ -124,7 +124,7 @@ class bwrap_runner final : public step_runner {
         ::chown(path.c_str(), static_cast<uid_t>(opts_.uid),
                 static_cast<gid_t>(opts_.gid >= 0 ? opts_.gid : opts_.uid)) != 0)
       return error{errc::io_error,
-                   std::string(what) + " " + path + ": chown: " + std::strerror(errno)};
+                   std::string(what) + " " + path + ": chown: " + errno_text(errno)};
     ::chmod(path.c_str(), 0700);
     return {};
   }

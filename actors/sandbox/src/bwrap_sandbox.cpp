@@ -210,7 +210,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
     cg_ = std::move(*cg);
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-      return error{errc::io_error, std::string("socketpair: ") + std::strerror(errno)};
+      return error{errc::io_error, std::string("socketpair: ") + errno_text(errno)};
     sock_ = sv[0];
     auto filter = wire::memfd_with(seccomp, "berth-seccomp");
     if (!filter) {
@@ -261,7 +261,7 @@ class bwrap_sandbox final : public sandbox, public std::enable_shared_from_this<
                         : helper < 0 ? "helper " + opts_.helper
                         : home == -1 ? "home " + opts_.home
                                      : std::string("pipe")) +
-                       ": " + std::strerror(e)};
+                       ": " + errno_text(e)};
     }
     process::spawn_options so;
     so.env = std::map<std::string, std::string>{{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}};
@@ -686,7 +686,7 @@ status check_host(const std::string& bwrap, const std::string& helper) {
                                         "\"bubblewrap\" or set sandbox.mode = \"none\""};
   if (::access(helper.c_str(), X_OK) != 0)
     return error{errc::unsupported,
-                 "sandbox: the helper " + helper + " is missing: " + std::strerror(errno)};
+                 "sandbox: the helper " + helper + " is missing: " + errno_text(errno)};
   auto cg = cgroup::describe();
   if (!cg) return cg.err();
   std::ifstream in("/proc/sys/user/max_user_namespaces");

@@ -135,7 +135,8 @@ class process_runner final : public step_runner {
     std::string program = cmd.argv[0];
     if (program.find('/') == std::string::npos) {
       auto it = cmd.env.find("PATH");
-      std::string saved = std::getenv("PATH") ? std::getenv("PATH") : "";
+      const char* host_path = std::getenv("PATH");
+      std::string saved = host_path ? host_path : "";
       // find_executable reads the process PATH; look up with the command's PATH instead.
       std::string path = it != cmd.env.end() ? it->second : saved;
       std::optional<std::string> found;
@@ -152,7 +153,7 @@ class process_runner final : public step_runner {
       if (!found) return error{errc::not_found, "no such program in PATH: " + program};
       program = *found;
     } else if (::access(program.c_str(), X_OK) != 0) {
-      return error{errc::not_found, "cannot execute " + program + ": " + std::strerror(errno)};
+      return error{errc::not_found, "cannot execute " + program + ": " + errno_text(errno)};
     }
     auto io = make_stdio(cmd);
     if (!io) return io.err();

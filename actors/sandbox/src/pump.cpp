@@ -101,13 +101,13 @@ result<stdio_fds> make_stdio(const command& cmd) {
   stdio_fds f;
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
-    return error{errc::io_error, std::string("pipe: ") + std::strerror(errno)};
+    return error{errc::io_error, std::string("pipe: ") + errno_text(errno)};
   f.out_r = out[0];
   f.out_w = out[1];
   if (::pipe2(err, O_CLOEXEC) != 0) {
     int e = errno;
     f.close_all();
-    return error{errc::io_error, std::string("pipe: ") + std::strerror(e)};
+    return error{errc::io_error, std::string("pipe: ") + errno_text(e)};
   }
   f.err_r = err[0];
   f.err_w = err[1];
@@ -116,7 +116,7 @@ result<stdio_fds> make_stdio(const command& cmd) {
     if (f.in < 0 || fs::write_all(f.in, *cmd.stdin_data) != 0) {
       int e = errno;
       f.close_all();
-      return error{errc::io_error, std::string("stdin: ") + std::strerror(e)};
+      return error{errc::io_error, std::string("stdin: ") + errno_text(e)};
     }
     ::lseek(f.in, 0, SEEK_SET);
   } else {

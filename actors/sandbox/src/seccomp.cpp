@@ -107,7 +107,7 @@ result<std::string> seccomp_program() {
   // Only the native ABI: 32-bit or x32 system calls would bypass every rule above.
   seccomp_attr_set(g.ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
   int fd = ::memfd_create("berth-seccomp", MFD_CLOEXEC);
-  if (fd < 0) return error{errc::io_error, std::string("memfd_create: ") + std::strerror(errno)};
+  if (fd < 0) return error{errc::io_error, std::string("memfd_create: ") + errno_text(errno)};
   int rc = seccomp_export_bpf(g.ctx, fd);
   if (rc != 0) {
     ::close(fd);

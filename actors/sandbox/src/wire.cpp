@@ -35,7 +35,7 @@ status send_raw(int sock, std::string_view data, const std::vector<int>& fds) {
     if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET)
       return error{errc::unavailable, "the sandbox helper is gone"};
-    return error{errc::io_error, std::string("sandbox socket: ") + std::strerror(errno)};
+    return error{errc::io_error, std::string("sandbox socket: ") + errno_text(errno)};
   }
 }
 
@@ -67,7 +67,7 @@ result<message> receive(int sock) {
   do {
     n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return error{errc::io_error, std::string("sandbox socket: ") + std::strerror(errno)};
+  if (n < 0) return error{errc::io_error, std::string("sandbox socket: ") + errno_text(errno)};
   message out;
   for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -117,10 +117,10 @@ result<message> receive(int sock) {
 
 result<int> memfd_with(std::string_view data, const char* name) {
   int fd = ::memfd_create(name, MFD_CLOEXEC);
-  if (fd < 0) return error{errc::io_error, std::string("memfd_create: ") + std::strerror(errno)};
+  if (fd < 0) return error{errc::io_error, std::string("memfd_create: ") + errno_text(errno)};
   if (int e = fs::write_all(fd, data)) {
     ::close(fd);
-    return error{errc::io_error, std::string("memfd write: ") + std::strerror(e)};
+    return error{errc::io_error, std::string("memfd write: ") + errno_text(e)};
   }
   ::lseek(fd, 0, SEEK_SET);
   return fd;
@@ -133,7 +133,7 @@ result<std::string> read_all(int fd, std::size_t limit, const std::string& what)
     auto r = ::read(fd, buf, sizeof(buf));
     if (r < 0) {
       if (errno == EINTR) continue;
-      return error{errc::io_error, what + ": " + std::strerror(errno)};
+      return error{errc::io_error, what + ": " + errno_text(errno)};
     }
     if (r == 0) return out;
     if (out.size() + static_cast<std::size_t>(r) > limit)

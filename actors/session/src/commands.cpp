@@ -292,7 +292,8 @@ std::optional<step_end> take_step_end(actor_t* self, const std::string& step,
 // --- exec tool calls ----------------------------------------------------------------------------
 
 namespace {
-constexpr std::size_t inline_output_bytes = 16 * 1024;  // of exec's stdout/stderr, in the result
+constexpr std::size_t inline_output_bytes = std::size_t{16}
+                                            << 10;  // of exec's stdout/stderr, in the result
 }  // namespace
 
 // `exec`: a command in the session's sandbox, output streamed to berth.log.<id>.tool-<call>.

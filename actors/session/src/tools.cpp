@@ -10,7 +10,8 @@ namespace berth::session {
 using namespace core;  // NOLINT(google-build-using-namespace): the session runs the core
 
 namespace {
-constexpr std::size_t inline_result_bytes = 64 * 1024;  // larger results go to BERTH_LOG
+constexpr std::size_t inline_result_bytes = std::size_t{64}
+                                            << 10;  // larger results go to BERTH_LOG
 }  // namespace
 
 json::value tool_error(const error& e) {

@@ -34,7 +34,7 @@ namespace {
 std::vector<std::string> npm_content_dirs(const pin& p) {
   std::string base = npm_cache_dir;
   std::vector<std::string> parts;
-  for (auto part : sfs::path(base)) parts.push_back(part.string());
+  for (const auto& part : sfs::path(base)) parts.push_back(part.string());
   for (const char* s : {"_cacache", "content-v2"}) parts.emplace_back(s);
   parts.push_back(p.algorithm);
   parts.push_back(p.hex.substr(0, 2));
@@ -158,7 +158,7 @@ void cache_store::promote(const std::string& home, json::value& report) const {
   auto hm = open_root(home);
   if (!hm) return;
   std::vector<std::string> base;
-  for (auto part : sfs::path(npm_cache_dir)) base.push_back(part.string());
+  for (const auto& part : sfs::path(npm_cache_dir)) base.push_back(part.string());
   base.emplace_back("_cacache");
   base.emplace_back("content-v2");
   auto content = open_dirs(hm.fd, base, false, -1, -1);

@@ -235,6 +235,7 @@ std::vector<go_pin> parse_go_sum(std::string_view text) {
     (mod_only ? p.mod_hex : p.zip_hex) = to_hex(*raw);
   }
   std::vector<go_pin> out;
+  out.reserve(by.size());
   for (auto& [k, v] : by) out.push_back(std::move(v));
   return out;
 }

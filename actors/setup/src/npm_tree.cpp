@@ -254,7 +254,7 @@ class gz_reader {
     while (z_.avail_out > 0) {
       if (z_.avail_in == 0) {
         auto got = ::pread(fd_, in_.data(), in_.size(), off_);
-        if (got < 0) return std::strerror(errno);
+        if (got < 0) return errno_text(errno);
         if (got == 0) return "the tarball ends early";
         off_ += got;
         z_.next_in = in_.data();
@@ -436,14 +436,14 @@ status unpack_npm_tarball(int tarball, int dir, std::uint64_t max_bytes, std::ui
     if (!out && errno == EEXIST && ::unlinkat(parent.fd, leaf.c_str(), 0) == 0)
       out = fd_t(::openat(parent.fd, leaf.c_str(),
                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!out) return bad("cannot write " + name + ": " + std::strerror(errno));
+    if (!out) return bad("cannot write " + name + ": " + errno_text(errno));
     for (std::uint64_t left = n; left > 0;) {
       auto k = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
       if (auto e = gz.read(reinterpret_cast<unsigned char*>(buf.data()), k); !e.empty())
         return bad(e);
       for (std::size_t w = 0; w < k;) {
         auto got = ::write(out.fd, buf.data() + w, k - w);
-        if (got <= 0) return bad("cannot write " + name + ": " + std::strerror(errno));
+        if (got <= 0) return bad("cannot write " + name + ": " + errno_text(errno));
         w += static_cast<std::size_t>(got);
       }
       left -= k;
@@ -519,7 +519,7 @@ struct tree_copy {
   }
 
   bool fail(const std::string& what) {
-    failed = what + ": " + std::strerror(errno);
+    failed = what + ": " + errno_text(errno);
     return false;
   }
 };
@@ -630,14 +630,14 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
   auto ws = open_root(workspace);
   if (!ws) {
     u.state = "failed";
-    u.reason = workspace + ": " + std::strerror(errno);
+    u.reason = workspace + ": " + errno_text(errno);
     return u;
   }
   // A repository that ships node_modules, or a step that made one: npm ci decides.
   if (::mkdirat(ws.fd, "node_modules", 0755) != 0) {
     u.state = "ineligible";
     u.reason = errno == EEXIST ? "the workspace has a node_modules already"
-                               : std::string("node_modules: ") + std::strerror(errno);
+                               : std::string("node_modules: ") + errno_text(errno);
     return u;
   }
   fd_t dst(::openat(ws.fd, "node_modules", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -645,7 +645,7 @@ tree_use cache_store::restore_npm_tree(const npm_tree& t, const std::string& wor
   // Left root's, node_modules is read-only to the user: npm then replaces it (slower, correct).
   if (dst && uid_ >= 0) (void)::fchown(dst.fd, static_cast<uid_t>(uid_), static_cast<gid_t>(c.gid));
   if (!dst || !c.copy(src.fd, dst.fd, "node_modules/")) {
-    if (c.failed.empty()) c.failed = std::string("node_modules: ") + std::strerror(errno);
+    if (c.failed.empty()) c.failed = std::string("node_modules: ") + errno_text(errno);
     remove_at(ws.fd, "node_modules");
     u.state = "failed";
     u.reason = "restoring " + c.failed;
@@ -700,7 +700,7 @@ tree_use cache_store::build_npm_tree(const npm_tree& t, const std::atomic<bool>*
   sfs::create_directories(tmp + "/node_modules", ec);
   if (ec) return failed(tmp + ": " + ec.message());
   auto top = open_root(tmp);
-  if (!top) return failed(tmp + ": " + std::strerror(errno));
+  if (!top) return failed(tmp + ": " + errno_text(errno));
   unpacked used;
   for (const auto& p : t.packages) {
     if (cancel && cancel->load()) return failed("cancelled: the node is stopping");
@@ -708,7 +708,7 @@ tree_use cache_store::build_npm_tree(const npm_tree& t, const std::atomic<bool>*
     fd_t in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!in) return failed("the store has no tarball for " + p.path);
     std::vector<std::string> parts;
-    for (auto part : sfs::path(p.path)) parts.push_back(part.string());
+    for (const auto& part : sfs::path(p.path)) parts.push_back(part.string());
     auto into = open_dirs(top.fd, parts, true, -1, -1);
     if (!into) return failed("cannot make " + p.path);
     if (auto st2 = unpack_npm_tarball(in.fd, into.fd, max_tree_bytes, max_tree_files, used); !st2)
@@ -725,7 +725,7 @@ tree_use cache_store::build_npm_tree(const npm_tree& t, const std::atomic<bool>*
       nm = nm.parent_path();
     }
     std::vector<std::string> bin_dir;
-    for (auto part : nm) bin_dir.push_back(part.string());
+    for (const auto& part : nm) bin_dir.push_back(part.string());
     bin_dir.emplace_back(".bin");
     auto bins = open_dirs(top.fd, bin_dir, true, -1, -1);
     if (!bins) return failed("cannot make " + nm.string() + "/.bin");

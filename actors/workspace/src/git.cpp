@@ -465,6 +465,7 @@ status push_refs(const std::string& dest, const std::string& url,
   watch_cancel(po.callbacks);
   std::vector<char*> specs;
   std::vector<std::string> copies = refspecs;
+  specs.reserve(copies.size());
   for (auto& sp : copies) specs.push_back(sp.data());
   git_strarray arr{specs.data(), specs.size()};
   rc = git_remote_push(remote.get(), &arr, &po);

@@ -105,6 +105,10 @@ class [[nodiscard]] result<void> {
 
 using status = result<void>;
 
+/// The system's text for an errno value, e.g. "No such file or directory" (strerror_r: safe
+/// from any thread, unlike strerror).
+[[nodiscard]] std::string errno_text(int err);
+
 }  // namespace berth
 
 /// Propagate an error from a result-returning expression.

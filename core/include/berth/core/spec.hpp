@@ -95,7 +95,7 @@ struct session_spec {
 
 /// Limits applied at validation.
 struct spec_limits {
-  std::int64_t max_spec_bytes = 256 * 1024;
+  std::int64_t max_spec_bytes = std::int64_t{256} << 10;
   std::size_t max_steps = 1000;
   std::size_t max_argv = 4096;
   std::int64_t max_loops = 100;

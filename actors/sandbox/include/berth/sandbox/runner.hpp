@@ -24,7 +24,7 @@ struct command {
   std::string cwd;                             ///< the session's working directory
   std::map<std::string, std::string> env;      ///< the complete environment of the command
   std::int64_t max_output_bytes = 64LL << 20;  ///< per stream; the rest is dropped and marked
-  std::size_t chunk_bytes = 16 * 1024;
+  std::size_t chunk_bytes = std::size_t{16} << 10;
   std::optional<std::string> stdin_data;  ///< nullopt: /dev/null
   bool network = false;  ///< sandboxed runners: the host's network (else loopback only)
 };

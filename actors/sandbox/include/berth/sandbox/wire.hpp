@@ -17,7 +17,7 @@ struct message {
 };
 
 /// Largest JSON sent inline; anything bigger goes through a memfd.
-inline constexpr std::size_t max_inline = 48 * 1024;
+inline constexpr std::size_t max_inline = std::size_t{48} << 10;
 /// Most descriptors one message may carry.
 inline constexpr std::size_t max_fds = 4;
 
