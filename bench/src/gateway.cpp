@@ -118,7 +118,7 @@ int bench_gateway(const options& g, int n) {
     if (!(*fleet)->wait_items(static_cast<std::size_t>(n), millis(300'000)))
       return report(error{errc::timeout, "gateway fan-out: not every client got every event"});
     gw_rate.push_back(static_cast<double>(clients) * n / (us_since(t0) / 1e6));
-    (void)(*fleet)->take_latencies();
+    (void)(*fleet)->take_latencies();  // the throughput round's latencies are not measured
     peer_reset();
     t0 = clock::now();
     for (int i = 1; i <= n; ++i)
@@ -158,7 +158,7 @@ int bench_gateway(const options& g, int n) {
       std::filesystem::exists("/usr/bin/chromium")) {
     for (int i = 0; i < 1000; ++i) {
       json::value r = json::value::make_object();
-      r.set("status", i % 7 == 0 ? "failed" : "succeeded");
+      r.set("status", i % 7 == 0 ? core::states::failed : core::states::succeeded);
       r.set("priority", 5);
       r.set("repo", "https://git.example.com/acme/app" + std::to_string(i % 13) + ".git");
       r.set("branch", "berth/b" + std::to_string(i));

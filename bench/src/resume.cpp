@@ -48,7 +48,9 @@ int bench_resume(const options& g, int n) {
     auto store = persistence::snapshot_store::open(env.node->data_dir() + "/snapshots");
     if (!store) return report(store.err());
     std::size_t count = 0;
-    (void)(*store)->for_each_session([&](std::string_view, std::string_view) { ++count; });
+    if (auto st = (*store)->for_each_session([&](std::string_view, std::string_view) { ++count; });
+        !st)
+      return report(st.err());
     if (auto st = env.connect(); !st) return report(st.err());
     auto m = env.client->last_message(env.names.stream_ev(), env.names.journal_wildcard());
     if (!m) return report(m.err());

@@ -164,11 +164,6 @@ std::string event_line(const json::value& ev, bool color) {
 
 namespace {
 
-bool terminal_type(const std::string& type) {
-  return type == ev::session_succeeded || type == ev::session_failed ||
-         type == ev::session_cancelled || type == ev::session_timed_out;
-}
-
 // Messages from one or more follow subscriptions, consumed on the main thread.
 struct feed {
   std::mutex mu;
@@ -269,13 +264,13 @@ int follow_session(const globals& g, api_client& api, const std::string& id, std
     if (!ev) continue;
     if (!quiet) print_event(g, *ev, m.seq);
     auto type = ev->get_string("type");
-    if (terminal_type(type)) {
+    if (core::is_terminal_event(type)) {
       status = type.substr(8);
       if (!with_logs) break;
     }
   }
   if (final_status) *final_status = status;
-  return status == "succeeded" ? ok : failure;
+  return status == core::states::succeeded ? ok : failure;
 }
 
 int cmd_session_events(const globals& g, const std::string& id, bool follow, std::uint64_t since) {
@@ -333,7 +328,7 @@ int cmd_session_logs(const globals& g, const std::string& id, bool follow,
       print_log(g, item->second, false);
     } else {
       auto ev = json::parse(item->second.data);
-      if (ev && terminal_type(ev->get_string("type"))) done = true;
+      if (ev && core::is_terminal_event(ev->get_string("type"))) done = true;
     }
   }
   return ok;
