@@ -75,9 +75,11 @@ struct embedded_server::impl {
     conf += "authorization {\n  token: \"" + token + "\"\n}\n";
     conf += "jetstream {\n  store_dir: \"" + opts.dir + "/store\"\n}\n";
     if (!opts.routes.empty()) {
-      conf += "cluster {\n  name: \"" + opts.cluster_name +
-              "\"\n  listen: \"127.0.0.1:-1\"\n  routes: [\n";
-      for (const auto& r : opts.routes) conf += "    \"" + r + "\"\n";
+      conf += "cluster {\n  name: \"" + opts.cluster_name + "\"\n  listen: \"" +
+              (opts.cluster_listen.empty() ? std::string("127.0.0.1:-1") : opts.cluster_listen) +
+              "\"\n  routes: [\n";
+      for (const auto& r : opts.routes)
+        conf += "    \"" + (r.rfind("nats-route://", 0) == 0 ? r : "nats-route://" + r) + "\"\n";
       conf += "  ]\n}\n";
     }
     return fs::write_file_atomic(opts.dir + "/nats-server.conf", conf, 0600);

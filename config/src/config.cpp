@@ -260,6 +260,59 @@ config defaults() {
   return d;
 }
 
+std::int64_t effective_replicas(const config& c) {
+  if (c.nats.replicas > 0) return c.nats.replicas;
+  if (!c.nats.servers.empty() || c.cluster.peers.empty()) return 1;
+  return std::min<std::int64_t>(3, 1 + static_cast<std::int64_t>(c.cluster.peers.size()));
+}
+
+namespace {
+
+// "host:port" (IPv4, a name, or [IPv6]), port 1..65535; peers may carry nats-route://.
+status check_address(const std::string& text, const std::string& field, bool route_scheme) {
+  std::string a = text;
+  if (route_scheme && a.rfind("nats-route://", 0) == 0) a = a.substr(13);
+  auto colon = a.rfind(':');
+  auto bad = [&] {
+    return error{errc::invalid_argument,
+                 field + ": \"" + text + "\" is not host:port (e.g. \"10.0.0.2:6222\")"};
+  };
+  if (colon == std::string::npos || colon == 0 || colon + 1 == a.size()) return bad();
+  for (char ch : a.substr(colon + 1))
+    if (ch < '0' || ch > '9') return bad();
+  if (a.size() - colon - 1 > 5) return bad();
+  auto port = std::stoi(a.substr(colon + 1));
+  if (port < 1 || port > 65535) return bad();
+  if (a.find_first_of(" /@") != std::string::npos) return bad();
+  return {};
+}
+
+}  // namespace
+
+status check_cluster(const config& c, const std::string& where) {
+  auto at = where.empty() ? std::string() : where + ": ";
+  if (!c.cluster.listen.empty())
+    BERTH_TRY(check_address(c.cluster.listen, at + "cluster.listen", false));
+  for (std::size_t i = 0; i < c.cluster.peers.size(); ++i)
+    BERTH_TRY(
+        check_address(c.cluster.peers[i], at + "cluster.peers[" + std::to_string(i) + "]", true));
+  if (!c.cluster.peers.empty() && !c.nats.servers.empty())
+    return error{errc::invalid_argument,
+                 at + "cluster.peers: routes of the embedded nats-server; with nats.servers (an "
+                      "external NATS cluster) leave it empty"};
+  if (!c.cluster.peers.empty() && c.cluster.listen.empty())
+    return error{errc::invalid_argument,
+                 at + "cluster.peers: needs cluster.listen, the address this node's peers name "
+                      "for it"};
+  if (c.nats.servers.empty() &&
+      c.nats.replicas > 1 + static_cast<std::int64_t>(c.cluster.peers.size()))
+    return error{errc::invalid_argument, at + "nats.replicas: " + std::to_string(c.nats.replicas) +
+                                             " needs " + std::to_string(c.nats.replicas) +
+                                             " servers; this node and cluster.peers " + "make " +
+                                             std::to_string(1 + c.cluster.peers.size())};
+  return {};
+}
+
 result<config> parse(const std::string& text, const std::string& source) {
   toml::table root;
   try {
@@ -301,6 +354,7 @@ result<config> parse(const std::string& text, const std::string& source) {
       spec->apply(c, *v);
     }
   }
+  BERTH_TRY(check_cluster(c, source));
   return c;
 }
 
@@ -364,7 +418,7 @@ status apply_env(config& cfg, const std::map<std::string, std::string>& env) {
     BERTH_TRY(check_value(k, v, at));
     k.apply(cfg, v);
   }
-  return {};
+  return check_cluster(cfg, "configuration with the environment");
 }
 
 std::map<std::string, std::string> process_env() {

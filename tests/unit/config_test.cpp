@@ -101,3 +101,53 @@ TEST(config, docs_configuration_md_is_generated_from_the_schema) {
       << "docs/configuration.md is stale: run `berth config print --markdown > "
          "docs/configuration.md`";
 }
+
+TEST(config, a_cluster_is_joined_by_listen_and_peers_and_replicas_follow_it) {
+  auto one = config::parse("", "t.toml");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(config::effective_replicas(*one), 1);
+  auto three = config::parse(
+      "[cluster]\nlisten = \"127.0.0.1:6222\"\npeers = [\"10.0.0.2:6222\", "
+      "\"nats-route://node-c.internal:6222\"]\n",
+      "t.toml");
+  ASSERT_TRUE(three.ok()) << three.err().message;
+  EXPECT_EQ(config::effective_replicas(*three), 3);
+  auto two = config::parse("[cluster]\nlisten = \"127.0.0.1:6222\"\npeers = [\"10.0.0.2:6222\"]\n",
+                           "t.toml");
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(config::effective_replicas(*two), 2);
+  auto pinned = config::parse(
+      "[cluster]\nlisten = \"127.0.0.1:6222\"\npeers = [\"a:1\", \"b:2\"]\n[nats]\nreplicas = 1\n",
+      "t.toml");
+  ASSERT_TRUE(pinned.ok());
+  EXPECT_EQ(config::effective_replicas(*pinned), 1);
+}
+
+TEST(config, hostile_cluster_settings_are_refused_naming_the_key) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[cluster]\npeers = [\"10.0.0.2:6222\"]\n", "cluster.peers: needs cluster.listen"},
+      {"[cluster]\nlisten = \"6222\"\n", "cluster.listen: \"6222\" is not host:port"},
+      {"[cluster]\nlisten = \"host:99999\"\n", "cluster.listen: \"host:99999\" is not host:port"},
+      {"[cluster]\nlisten = \"h:1\"\npeers = [\"h:\"]\n",
+       "cluster.peers[0]: \"h:\" is not host:port"},
+      {"[cluster]\nlisten = \"h:1\"\npeers = [\"u:p@h:2\"]\n", "cluster.peers[0]"},
+      {"[cluster]\nlisten = \"h:1\"\npeers = [\"h:2\"]\n[nats]\nservers = [\"nats://x:4222\"]\n",
+       "cluster.peers: routes of the embedded nats-server"},
+      {"[nats]\nreplicas = 3\n", "nats.replicas: 3 needs 3 servers"},
+      {"[cluster]\nlisten = \"h:1\"\npeers = [\"h:2\"]\n[nats]\nreplicas = 3\n",
+       "nats.replicas: 3 needs 3 servers; this node and cluster.peers make 2"},
+  };
+  for (const auto& [text, want] : cases) {
+    auto c = config::parse(text, "t.toml");
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_NE(c.err().message.find(want), std::string::npos) << c.err().message;
+    EXPECT_EQ(c.err().message.rfind("t.toml: ", 0), 0u) << c.err().message;
+  }
+  // The same rules hold for the environment.
+  auto base = config::parse("", "t.toml");
+  ASSERT_TRUE(base.ok());
+  auto st = config::apply_env(*base, {{"BERTH_CLUSTER_PEERS", "10.0.0.2:6222"}});
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.err().message.find("cluster.peers: needs cluster.listen"), std::string::npos)
+      << st.err().message;
+}

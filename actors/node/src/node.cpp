@@ -453,6 +453,7 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
     eo.server_name = rt->node_id;
     eo.cluster_name = cfg.cluster.name;
     eo.routes = cfg.cluster.peers;
+    eo.cluster_listen = cfg.cluster.listen;
     auto es = bus::embedded_server::start(eo);
     if (!es) {
       lg->error("{}", es.err().message);
@@ -491,11 +492,28 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
   }
   rt->bus = std::shared_ptr<bus::client>(std::move(*client));
   bus::provision_options po;
-  po.replicas = cfg.nats.replicas;
+  po.replicas = config::effective_replicas(cfg);
   po.duplicate_window = cfg.nats.duplicate_window;
-  if (auto st = rt->bus->provision(rt->names, po); !st) {
-    lg->error("{}", st.err().message);
-    return 1;
+  // In a cluster that is still forming, replicated streams cannot be placed yet (too few
+  // servers, or no JetStream meta leader): wait for the peers, up to cluster.join_timeout.
+  {
+    const bool clustered = !cfg.cluster.peers.empty() || po.replicas > 1;
+    const auto deadline = std::chrono::steady_clock::now() + cfg.cluster.join_timeout;
+    auto next_note = std::chrono::steady_clock::now();
+    for (;;) {
+      auto st = rt->bus->provision(rt->names, po);
+      if (st) break;
+      if (!clustered || std::chrono::steady_clock::now() >= deadline) {
+        lg->error("{}{}", st.err().message,
+                  clustered ? "; the cluster did not form within cluster.join_timeout" : "");
+        return 1;
+      }
+      if (std::chrono::steady_clock::now() >= next_note) {
+        lg->info("waiting for the cluster ({} replicas): {}", po.replicas, st.err().message);
+        next_note = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
   }
   auto place = std::make_shared<placement>();
   for (int p = 0; p <= 9; ++p) {

@@ -27,7 +27,9 @@ class embedded_server {
     std::string dir;          ///< <data-dir>/nats: config, store, pid and ports files, log
     std::string server_name;  ///< unique per node
     std::string cluster_name;
-    std::vector<std::string> routes;  ///< peers (nodes joined by config)
+    std::vector<std::string>
+        routes;                  ///< peers' cluster addresses, host:port (nodes joined by config)
+    std::string cluster_listen;  ///< host:port this server takes routes on (with routes)
   };
 
   /// The client URL with the access token, e.g. nats://<token>@127.0.0.1:<port>. Secret: only

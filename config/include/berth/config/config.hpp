@@ -24,14 +24,16 @@ struct node_section {
 struct cluster_section {
   std::string name;
   std::string subject_prefix;
-  std::vector<std::string> peers;
+  std::vector<std::string> peers;  ///< "host:port" of the other nodes' cluster.listen
+  std::string listen;              ///< this node's route address, "host:port"
+  millis join_timeout{0};
 };
 
 /// `[nats]`: an external NATS, or the embedded nats-server.
 struct nats_section {
   std::vector<std::string> servers;  ///< empty: start an embedded nats-server -js
   std::string creds;
-  std::int64_t replicas = 1;
+  std::int64_t replicas = 0;  ///< 0: effective_replicas() decides
   std::string server_binary;
   millis connect_timeout{0};
   millis request_timeout{0};
@@ -140,6 +142,15 @@ struct config {
 
 /// Every key with its default.
 [[nodiscard]] config defaults();
+
+/// Replicas of streams and buckets: nats.replicas, or when it is 0, 1 for a single node and
+/// min(3, 1 + peers) for a cluster of embedded servers.
+[[nodiscard]] std::int64_t effective_replicas(const config& c);
+
+/// The cross-key rules of [cluster] and [nats]: addresses are host:port, peers need listen,
+/// peers and external servers exclude each other, replicas fit the servers named. `where`
+/// prefixes messages (a file, or "environment").
+[[nodiscard]] status check_cluster(const config& c, const std::string& where);
 
 /// Parse and validate TOML text. `source` names the file in errors ("berth.toml:3:15: ...").
 /// Unknown sections and keys, wrong types and out-of-range values are errors.

@@ -1,0 +1,102 @@
+// Nodes joined by config (label `cluster`): real `berth node` processes on loopback, each with
+// its embedded nats-server routed to the others' cluster.listen.
+#include "harness.hpp"
+
+#include "berth/base/fs.hpp"
+#include "berth/base/net.hpp"
+#include "berth/bus/client.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+#include <set>
+
+using namespace berth;
+
+namespace {
+
+struct three_nodes {
+  test::temp_dir dir;
+  std::vector<std::unique_ptr<test::node_process>> nodes;
+
+  three_nodes() {
+    std::vector<int> ports;
+    for (int i = 0; i < 3; ++i) ports.push_back(net::free_loopback_port());
+    for (int i = 0; i < 3; ++i) {
+      std::string peers;
+      for (int j = 0; j < 3; ++j)
+        if (j != i)
+          peers += (peers.empty() ? "" : ", ") + std::string("\"127.0.0.1:") +
+                   std::to_string(ports[static_cast<std::size_t>(j)]) + "\"";
+      auto conf = dir / ("node" + std::to_string(i) + ".toml");
+      test::write_file(conf, "[cluster]\nlisten = \"127.0.0.1:" +
+                                 std::to_string(ports[static_cast<std::size_t>(i)]) +
+                                 "\"\npeers = [" + peers + "]\n");
+      nodes.push_back(std::make_unique<test::node_process>(
+          dir / ("node" + std::to_string(i)), std::vector<std::string>{"--config", conf}));
+    }
+    // The first nodes of a cluster become ready together: each waits for the replicated
+    // streams, which need all three servers.
+    for (auto& n : nodes) test::check(n->launch());
+    for (auto& n : nodes) {
+      auto st = n->wait_ready(std::chrono::seconds(120));
+      if (!st) throw std::runtime_error(st.err().message + "\n" + n->log());
+    }
+  }
+};
+
+json::value stream_info(const test::node_process& node, const std::string& stream) {
+  auto nj = json::parse(*fs::read_file(node.data_dir() + "/node.json"));
+  bus::client::options o;
+  o.servers = {nj->get_string("nats_url")};
+  auto c = bus::client::connect(o);
+  if (!c) throw std::runtime_error(c.err().message);
+  auto r = (*c)->request("$JS.API.STREAM.INFO." + stream, "", millis(5000));
+  if (!r) throw std::runtime_error(r.err().message);
+  auto v = json::parse(r->data);
+  if (!v) throw std::runtime_error("stream info: " + r->data);
+  return *v;
+}
+
+}  // namespace
+
+TEST(cluster, three_nodes_joined_by_config_replicate_every_stream_and_share_the_sessions) {
+  three_nodes c;
+  // Every stream is held by all three servers (replicas default to 3 with two peers).
+  for (const char* stream : {"BERTH_IN", "BERTH_EV", "BERTH_LOG", "BERTH_WORK"}) {
+    auto info = stream_info(*c.nodes[1], stream);
+    ASSERT_TRUE(info.find("config")) << info.dump();
+    EXPECT_EQ(info.find("config")->get_int("num_replicas"), 3) << stream << " " << info.dump();
+    const auto* cl = info.find("cluster");
+    ASSERT_TRUE(cl && cl->find("replicas")) << info.dump();
+    EXPECT_EQ(cl->find("replicas")->as_array().size(), 2u) << stream << " " << info.dump();
+  }
+  // Sessions submitted to one node are placed by whichever node has capacity, and every node
+  // answers for every session.
+  auto wf = c.dir / "wf.toml";
+  test::write_file(wf, "[[steps]]\nid = \"a\"\nrun = [\"true\"]\n[[steps]]\nid = \"b\"\n"
+                       "run = [\"sh\", \"-c\", \"exit 0\"]\n");
+  std::vector<std::string> ids;
+  std::set<std::string> owners;
+  for (int i = 0; i < 6; ++i) {
+    std::string err;
+    auto id = test::start_session(*c.nodes[0], wf, {}, &err);
+    ASSERT_FALSE(id.empty()) << err;
+    ids.push_back(id);
+  }
+  for (const auto& id : ids) {
+    ASSERT_TRUE(test::eventually(
+        [&] { return test::session_field(*c.nodes[2], id, "status") == "succeeded"; },
+        std::chrono::seconds(90)))
+        << id << " is " << test::session_field(*c.nodes[2], id, "status");
+    auto evs = test::journal(*c.nodes[1], id);
+    EXPECT_EQ(test::journal_problems(evs), "") << id;
+    for (const auto& e : evs)
+      if (e.get_string("type") == "session.started") owners.insert(e.find("data")->get_string("node"));
+  }
+  // Which nodes ran them (placement is first come, so not asserted beyond "some node").
+  EXPECT_GE(owners.size(), 1u);
+  RecordProperty("owner_nodes", static_cast<int>(owners.size()));
+  std::printf("sessions ran on %zu node(s)\n", owners.size());
+}
