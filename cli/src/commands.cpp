@@ -554,6 +554,20 @@ int cmd_simple(const globals& g, const std::string& verb, const json::value& bod
                     row.get_string("updated_at").c_str(),
                     row.get_string("failed_step", "-").c_str(), row.get_string("reason").c_str());
     }
+  } else if (verb == "node.list" && g.output == "text") {
+    std::printf("%-20s %-21s %-8s %8s %8s  %-20s %-24s %s\n", "ID", "ADDRESS", "VERSION",
+                "SESSIONS", "CAPACITY", "LABELS", "LAST HEARTBEAT", "STATE");
+    for (const auto& n : r->find("nodes")->as_array()) {
+      std::string labels;
+      if (const auto* ls = n.find("labels"); ls && ls->is_array())
+        for (const auto& l : ls->as_array()) labels += (labels.empty() ? "" : ",") + l.as_string();
+      std::printf("%-20s %-21s %-8s %8lld %8lld  %-20s %-24s %s\n", n.get_string("id").c_str(),
+                  n.get_string("address", "-").c_str(), n.get_string("version").c_str(),
+                  static_cast<long long>(n.get_int("sessions")),
+                  static_cast<long long>(n.get_int("max_sessions")),
+                  labels.empty() ? "-" : labels.c_str(), n.get_string("last_heartbeat").c_str(),
+                  n.get_string("state").c_str());
+    }
   } else if (g.output == "text") {
     for (const auto& [k, v] : r->as_object())
       std::printf("%-20s %s\n", k.c_str(),

@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
   auto* node_cmd =
       app.add_subcommand("node", "run a node (embedded nats-server when [nats] servers is empty)");
   node_cmd->add_option("--config", config_file, "TOML config file");
+  auto* node_list = node_cmd->add_subcommand(
+      "list",
+      "the cluster's nodes: id, address, version, sessions, capacity, labels, last "
+      "heartbeat, state (ready, suspect, dead)");
 
   auto* demo_cmd =
       app.add_subcommand("demo", "start a local node and run one sample session, live");
@@ -251,6 +255,7 @@ int main(int argc, char** argv) {
     return usage;
   }
 
+  if (*node_list) return cmd_simple(g, "node.list", json::value::make_object());
   if (*node_cmd) return cmd_node(g, config_file);
   if (*demo_cmd) return run_demo(g, demo_keep);
   if (*version) {

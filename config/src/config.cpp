@@ -296,6 +296,11 @@ status check_cluster(const config& c, const std::string& where) {
   for (std::size_t i = 0; i < c.cluster.peers.size(); ++i)
     BERTH_TRY(
         check_address(c.cluster.peers[i], at + "cluster.peers[" + std::to_string(i) + "]", true));
+  if (c.cluster.node_ttl <= 3 * c.cluster.heartbeat)
+    return error{errc::invalid_argument,
+                 at + "cluster.node_ttl: " + format_duration(c.cluster.node_ttl) +
+                     " must be more than three heartbeats (cluster.heartbeat = " +
+                     format_duration(c.cluster.heartbeat) + ")"};
   if (!c.cluster.peers.empty() && !c.nats.servers.empty())
     return error{errc::invalid_argument,
                  at + "cluster.peers: routes of the embedded nats-server; with nats.servers (an "

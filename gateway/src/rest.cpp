@@ -124,7 +124,8 @@ std::optional<reply> server::impl::check_origin(const request& req) const {
 }
 
 std::optional<scope> server::impl::scope_of(const std::string& verb) {
-  if (verb == "session.get" || verb == "session.list" || verb == "session.diff" || verb == "stats")
+  if (verb == "session.get" || verb == "session.list" || verb == "session.diff" ||
+      verb == "stats" || verb == "node.list")
     return scope::read;
   if (verb == "session.start" || verb == "session.cancel" || verb == "session.input" ||
       verb == "session.retry")
@@ -350,6 +351,11 @@ reply server::impl::handle(const std::shared_ptr<request>& rp) {
     if (method != http::verb::get) return method_not_allowed("GET");
     if (auto r = only({})) return *r;
     return api("stats", json::value::make_object(), *who);
+  }
+  if (parts.size() == 2 && parts[1] == "nodes") {
+    if (method != http::verb::get) return method_not_allowed("GET");
+    if (auto r = only({})) return *r;
+    return api("node.list", json::value::make_object(), *who);
   }
   if (parts.size() >= 2 && parts[1] == "sessions") {
     if (parts.size() == 2) {

@@ -299,7 +299,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                 error_member("not_found", "verb: unknown \"" + verb.substr(0, 64) +
                                               "\" (session.start, session.get, session.list, "
                                               "session.cancel, session.input, session.retry, "
-                                              "session.diff, stats)")));
+                                              "session.diff, stats, node.list)")));
     if (!who_->may(*need))
       return send(frame("reply", id,
                         error_member("permission_denied",

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -75,8 +76,9 @@ TEST(cluster, three_nodes_joined_by_config_replicate_every_stream_and_share_the_
   // Sessions submitted to one node are placed by whichever node has capacity, and every node
   // answers for every session.
   auto wf = c.dir / "wf.toml";
-  test::write_file(wf, "[[steps]]\nid = \"a\"\nrun = [\"true\"]\n[[steps]]\nid = \"b\"\n"
-                       "run = [\"sh\", \"-c\", \"exit 0\"]\n");
+  test::write_file(wf,
+                   "[[steps]]\nid = \"a\"\nrun = [\"true\"]\n[[steps]]\nid = \"b\"\n"
+                   "run = [\"sh\", \"-c\", \"exit 0\"]\n");
   std::vector<std::string> ids;
   std::set<std::string> owners;
   for (int i = 0; i < 6; ++i) {
@@ -93,10 +95,59 @@ TEST(cluster, three_nodes_joined_by_config_replicate_every_stream_and_share_the_
     auto evs = test::journal(*c.nodes[1], id);
     EXPECT_EQ(test::journal_problems(evs), "") << id;
     for (const auto& e : evs)
-      if (e.get_string("type") == "session.started") owners.insert(e.find("data")->get_string("node"));
+      if (e.get_string("type") == "session.started")
+        owners.insert(e.find("data")->get_string("node"));
   }
   // Which nodes ran them (placement is first come, so not asserted beyond "some node").
   EXPECT_GE(owners.size(), 1u);
   RecordProperty("owner_nodes", static_cast<int>(owners.size()));
   std::printf("sessions ran on %zu node(s)\n", owners.size());
+}
+
+TEST(cluster, every_node_is_listed_with_its_state_and_a_killed_one_turns_suspect_then_dead) {
+  three_nodes c;
+  auto list = [&](const test::node_process& from) {
+    std::map<std::string, json::value> by_id;
+    auto r = test::cli(from, {"node", "list", "-o", "json"});
+    auto v = r.json();
+    if (r.code != 0 || !v) return by_id;
+    for (const auto& n : v->find("nodes")->as_array()) by_id[n.get_string("id")] = n;
+    return by_id;
+  };
+  auto id_of = [](const test::node_process& n) {
+    return json::parse(*fs::read_file(n.data_dir() + "/node.json"))->get_string("node");
+  };
+  ASSERT_TRUE(test::eventually([&] {
+    auto l = list(*c.nodes[0]);
+    if (l.size() != 3) return false;
+    for (const auto& [_, n] : l)
+      if (n.get_string("state") != "ready") return false;
+    return true;
+  })) << test::cli(*c.nodes[0], {"node", "list"}).out;
+  auto l = list(*c.nodes[1]);
+  for (const auto& node : c.nodes) {
+    const auto& n = l[id_of(*node)];
+    EXPECT_FALSE(n.get_string("version").empty()) << n.dump();
+    EXPECT_EQ(n.get_string("address").rfind("127.0.0.1:", 0), 0u) << n.dump();
+    EXPECT_GT(n.get_int("max_sessions"), 0) << n.dump();
+    EXPECT_FALSE(n.get_string("last_heartbeat").empty()) << n.dump();
+  }
+  auto text = test::cli(*c.nodes[0], {"node", "list"});
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("LAST HEARTBEAT"), std::string::npos) << text.out;
+  // kill -9 of a node (its nats-server stays, as after a crash of the node process alone):
+  // three missed heartbeats make it suspect, the TTL (10 s) dead.
+  auto gone = id_of(*c.nodes[2]);
+  c.nodes[2]->kill9();
+  std::set<std::string> seen;
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        auto s = list(*c.nodes[0])[gone].get_string("state");
+        seen.insert(s);
+        return s == "dead";
+      },
+      std::chrono::seconds(40)))
+      << list(*c.nodes[0])[gone].dump();
+  EXPECT_TRUE(seen.count("suspect")) << "suspect was never reported before dead";
+  EXPECT_EQ(list(*c.nodes[1])[id_of(*c.nodes[0])].get_string("state"), "ready");
 }

@@ -38,6 +38,14 @@ TEST_F(gateway_fixture, rest_starts_lists_shows_and_cancels_sessions_with_a_toke
   auto listed = http(url, "GET", "/v1/sessions?limit=10", bearer(w));
   EXPECT_NE(listed.body.find(id), std::string::npos) << listed.body;
   EXPECT_EQ(http(url, "GET", "/v1/stats", bearer(w)).status, 200);
+  // This node, from its own heartbeat (a single node is a cluster of one).
+  auto nodes = http(url, "GET", "/v1/nodes", bearer(w));
+  ASSERT_EQ(nodes.status, 200) << nodes.body;
+  auto nv = json::parse(nodes.body);
+  ASSERT_TRUE(nv && nv->find("nodes")) << nodes.body;
+  ASSERT_EQ(nv->find("nodes")->as_array().size(), 1u) << nodes.body;
+  EXPECT_EQ(nv->find("nodes")->as_array()[0].get_string("state"), "ready") << nodes.body;
+  EXPECT_EQ(http(url, "POST", "/v1/nodes", h, "{}").status, 405);
   auto cancelled = http(url, "POST", "/v1/sessions/" + id + "/cancel", h, "{}");
   EXPECT_EQ(cancelled.status, 200) << cancelled.body;
   EXPECT_TRUE(

@@ -134,6 +134,8 @@ TEST(config, hostile_cluster_settings_are_refused_naming_the_key) {
       {"[cluster]\nlisten = \"h:1\"\npeers = [\"h:2\"]\n[nats]\nservers = [\"nats://x:4222\"]\n",
        "cluster.peers: routes of the embedded nats-server"},
       {"[nats]\nreplicas = 3\n", "nats.replicas: 3 needs 3 servers"},
+      {"[cluster]\nheartbeat = \"5s\"\nnode_ttl = \"10s\"\n",
+       "cluster.node_ttl: 10s must be more than three heartbeats (cluster.heartbeat = 5s)"},
       {"[cluster]\nlisten = \"h:1\"\npeers = [\"h:2\"]\n[nats]\nreplicas = 3\n",
        "nats.replicas: 3 needs 3 servers; this node and cluster.peers make 2"},
   };

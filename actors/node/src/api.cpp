@@ -101,7 +101,7 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
       error{errc::not_found, "unknown API verb \"" + verb +
                                  "\"; known: session.start, "
                                  "session.get, session.list, session.cancel, session.input, "
-                                 "session.retry, session.diff, stats"};
+                                 "session.retry, session.diff, stats, node.list"};
   if (verb == "session.start")
     r = start(req);
   else if (verb == "session.get")
@@ -114,6 +114,8 @@ std::string api_service::handle(const std::string& verb, const std::string& payl
     r = cancel_or_input(req, false);
   else if (verb == "stats")
     r = stats(req);
+  else if (verb == "node.list")
+    r = nodes(req);
   else if (verb == "session.retry")
     r = retry(req);
   else if (verb == "session.diff")
@@ -393,6 +395,34 @@ result<json::value> api_service::cancel_or_input(const json::value& req, bool ca
   if (!ack) return ack.err();
   v.set("status", cancel ? "cancelling" : "accepted");
   v.set("input_seq", ack->seq);
+  return v;
+}
+
+result<json::value> api_service::nodes(const json::value& req) {
+  BERTH_TRY(only_fields(req, {}));
+  auto entries = rt_->bus->kv_entries(rt_->names.bucket_nodes());
+  if (!entries) return entries.err();
+  auto now = now_unix_ms();
+  json::value list = json::value::make_array();
+  for (const auto& [id, e] : *entries) {
+    auto rec = json::parse(e.value);
+    if (!rec || !rec->is_object()) continue;  // not a heartbeat of ours
+    auto ts = rec->get_int("ts_ms");
+    if (ts == 0) ts = parse_timestamp(rec->get_string("ts"));  // records of older nodes
+    auto beat = rec->get_int("heartbeat_ms", rt_->cfg.cluster.heartbeat.count());
+    auto age = now - ts;
+    const char* state = age <= 3 * beat                            ? "ready"
+                        : age <= rt_->cfg.cluster.node_ttl.count() ? "suspect"
+                                                                   : "dead";
+    json::value n = *rec;
+    n.set("id", id);
+    n.set("last_heartbeat", format_timestamp(ts));
+    n.set("age_ms", age);
+    n.set("state", state);
+    list.push(std::move(n));
+  }
+  json::value v = json::value::make_object();
+  v.set("nodes", std::move(list));
   return v;
 }
 

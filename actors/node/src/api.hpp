@@ -23,6 +23,9 @@ class api_service {
   result<json::value> list(const json::value& req);
   result<json::value> cancel_or_input(const json::value& req, bool cancel);
   result<json::value> stats(const json::value& req);
+  /// Every node's last heartbeat with its state: ready, suspect (three missed), dead (past
+  /// cluster.node_ttl).
+  result<json::value> nodes(const json::value& req);
   result<json::value> retry(const json::value& req);
   result<json::value> diff(const json::value& req);
   result<json::value> summary_of(const std::string& id);

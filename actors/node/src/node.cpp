@@ -207,9 +207,17 @@ void heartbeat_job(std::shared_ptr<session::runtime> rt) {
   json::value v = json::value::make_object();
   v.set("node", rt->node_id);
   v.set("pid", static_cast<std::int64_t>(::getpid()));
+  v.set("version", BERTH_VERSION);
+  v.set("address", rt->cfg.cluster.listen);
+  json::value labels = json::value::make_array();
+  for (const auto& l : rt->cfg.node.labels) labels.push(l);
+  v.set("labels", std::move(labels));
   v.set("sessions", rt->counters.sessions.load());
   v.set("max_sessions", rt->cfg.node.max_sessions);
-  v.set("ts", now_timestamp());
+  v.set("heartbeat_ms", rt->cfg.cluster.heartbeat.count());
+  auto now = now_unix_ms();
+  v.set("ts", format_timestamp(now));
+  v.set("ts_ms", now);
   auto st = rt->bus->kv_put(rt->names.bucket_nodes(), rt->node_id, v.dump());
   if (!st) logger()->debug("heartbeat failed: {}", st.err().message);
 }
@@ -281,7 +289,7 @@ caf::behavior node_behavior(node_actor_t* self, std::shared_ptr<session::runtime
         auto& st = self->state;
         if (st.stopping) return;
         st.rt->io->post([rt = st.rt] { heartbeat_job(rt); });
-        self->delayed_send(self, std::chrono::seconds(5), beat_atom::value);
+        self->delayed_send(self, st.rt->cfg.cluster.heartbeat, beat_atom::value);
       },
       [=](stop_atom) {
         auto& st = self->state;

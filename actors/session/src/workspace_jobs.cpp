@@ -50,7 +50,13 @@ void ws_job(actor_t* self, Job job, Then then) {
 void take_lease_answer(actor_t* self, const lease_answer& a) {
   auto& s = self->state;
   auto now = now_unix_ms();
-  for (const auto& [type, data] : a.notes) s.m->note(type, data, now);
+  // After the session's end only its clean-up is journaled (leases revoked, workspace
+  // removed). A renewal that was already under way when the session ended is not: the lease
+  // actor holds the new grant, and the revocation asked for at the end revokes it with the
+  // rest, journaling lease.revoked for it.
+  const bool ended = core::is_terminal(s.m->state().status);
+  for (const auto& [type, data] : a.notes)
+    if (!ended || type != core::ev::lease_renewed) s.m->note(type, data, now);
   if (a.error.empty() || !a.grants.empty()) s.ws.grants = a.grants;
 }
 

@@ -27,6 +27,8 @@ struct cluster_section {
   std::vector<std::string> peers;  ///< "host:port" of the other nodes' cluster.listen
   std::string listen;              ///< this node's route address, "host:port"
   millis join_timeout{0};
+  millis heartbeat{0};  ///< interval of the node's record in berth-nodes
+  millis node_ttl{0};   ///< older than this: dead; older than 3 heartbeats: suspect
 };
 
 /// `[nats]`: an external NATS, or the embedded nats-server.
