@@ -117,17 +117,11 @@ int bench_graph(const options& g, int n) {
     auto t0 = clock::now();
     auto ack = c.publish(env.names.input(*agent), call.dump());
     if (!ack) return report(ack.err());
-    bool got = feed.wait(
-        [&](auto& evs) {
-          for (; seen < evs.size(); ++seen) {
-            const auto& e = evs[seen];
-            if (e.get_string("type") == ev::tool_result &&
-                e.find("data")->get_string("call_id") == call_id) {
-              ++seen;
-              return true;
-            }
-          }
-          return false;
+    bool got = feed.wait_next(
+        seen,
+        [&](const json::value& e) {
+          return e.get_string("type") == ev::tool_result &&
+                 e.find("data")->get_string("call_id") == call_id;
         },
         std::chrono::seconds(30));
     if (!got) return report(error{errc::timeout, "no tool.result for " + call_id});

@@ -205,17 +205,11 @@ status input_round_trips(bench_env& env, event_feed& feed, const std::string& id
     auto ack = c.publish(input_subject, payload(i));
     if (!ack) return ack.err();
     auto seq = static_cast<std::int64_t>(ack->seq);
-    bool got = feed.wait(
-        [&](auto& evs) {
-          for (; seen < evs.size(); ++seen) {
-            const auto& e = evs[seen];
-            if (e.get_string("type") == ev::input_applied &&
-                e.find("data")->get_int("input_seq") == seq) {
-              ++seen;
-              return true;
-            }
-          }
-          return false;
+    bool got = feed.wait_next(
+        seen,
+        [&](const json::value& e) {
+          return e.get_string("type") == ev::input_applied &&
+                 e.find("data")->get_int("input_seq") == seq;
         },
         std::chrono::seconds(30));
     if (!got) return error{errc::timeout, "input " + std::to_string(seq) + " was not applied"};

@@ -60,6 +60,20 @@ struct event_feed {
   std::unique_ptr<bus::subscription> sub;
 
   status follow(bus::client& c, const bus::subjects& names, std::uint64_t from);
+  /// Wait for the first event from index `seen` on that `match`es; `seen` moves past it.
+  template <class Match>
+  bool wait_next(std::size_t& seen, Match match, std::chrono::seconds timeout) {
+    return wait(
+        [&](auto& evs) {
+          for (; seen < evs.size(); ++seen)
+            if (match(evs[seen])) {
+              ++seen;
+              return true;
+            }
+          return false;
+        },
+        timeout);
+  }
   /// Wait until `pred(events)` holds.
   template <class Pred>
   bool wait(Pred pred, std::chrono::seconds timeout) {

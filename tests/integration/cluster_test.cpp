@@ -7,8 +7,10 @@
 #include "berth/bus/client.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -150,4 +152,27 @@ TEST(cluster, every_node_is_listed_with_its_state_and_a_killed_one_turns_suspect
       << list(*c.nodes[0])[gone].dump();
   EXPECT_TRUE(seen.count("suspect")) << "suspect was never reported before dead";
   EXPECT_EQ(list(*c.nodes[1])[id_of(*c.nodes[0])].get_string("state"), "ready");
+}
+
+TEST(cluster, a_node_whose_peers_never_come_stops_after_join_timeout_saying_why) {
+  test::temp_dir dir;
+  auto conf = dir / "lonely.toml";
+  // Two peers nobody runs: the three replicas the streams need can never be placed.
+  test::write_file(conf,
+                   "[cluster]\nlisten = \"127.0.0.1:" + std::to_string(net::free_loopback_port()) +
+                       "\"\npeers = [\"127.0.0.1:" + std::to_string(net::free_loopback_port()) +
+                       "\", \"127.0.0.1:" + std::to_string(net::free_loopback_port()) +
+                       "\"]\njoin_timeout = \"3s\"\n");
+  test::node_process node(dir / "node", {"--config", conf});
+  test::check(node.launch());
+  int st = node.wait_exit(std::chrono::seconds(90));
+  ASSERT_NE(st, -1) << "the node still waits:\n" << node.log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0) << st;
+  EXPECT_NE(node.log().find("the cluster did not form within cluster.join_timeout"),
+            std::string::npos)
+      << node.log();
+  EXPECT_NE(node.log().find("waiting for the cluster (3 replicas, 2 peer(s)) up to 3s"),
+            std::string::npos)
+      << node.log();
+  EXPECT_FALSE(std::filesystem::exists(dir / "node/node.json"));
 }

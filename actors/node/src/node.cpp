@@ -479,11 +479,25 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
       if (!up && server) server->stop();
     }
   } started_server{embedded.get()};
+  // In a cluster that is still forming, JetStream has no meta leader and replicated streams
+  // cannot be placed (too few servers): connecting and provisioning wait for the peers, up to
+  // cluster.join_timeout.
+  bus::provision_options po;
+  po.replicas = config::effective_replicas(cfg);
+  po.duplicate_window = cfg.nats.duplicate_window;
+  const bool clustered = !cfg.cluster.peers.empty() || po.replicas > 1;
+  const auto join_deadline = std::chrono::steady_clock::now() + cfg.cluster.join_timeout;
+  const char* not_formed =
+      clustered ? "; the cluster did not form within cluster.join_timeout" : "";
+  if (clustered)
+    lg->info("waiting for the cluster ({} replicas, {} peer(s)) up to {}", po.replicas,
+             cfg.cluster.peers.size(), format_duration(cfg.cluster.join_timeout));
   bus::client::options co;
   co.servers = servers;
   co.creds = cfg.nats.creds;
   co.name = "berth-node " + rt->node_id;
-  co.connect_timeout = cfg.nats.connect_timeout;
+  co.connect_timeout = clustered ? std::max(cfg.nats.connect_timeout, cfg.cluster.join_timeout)
+                                 : cfg.nats.connect_timeout;
   co.request_timeout = cfg.nats.request_timeout;
   co.send_asap = true;
   // After a reconnect the input push consumer may have been re-created: every session re-reads
@@ -495,25 +509,17 @@ int run_node(const config::config& cfg, const std::vector<companion>& companions
   };
   auto client = bus::client::connect(co);
   if (!client) {
-    lg->error("{}", client.err().message);
+    lg->error("{}{}", client.err().message, not_formed);
     return 1;
   }
   rt->bus = std::shared_ptr<bus::client>(std::move(*client));
-  bus::provision_options po;
-  po.replicas = config::effective_replicas(cfg);
-  po.duplicate_window = cfg.nats.duplicate_window;
-  // In a cluster that is still forming, replicated streams cannot be placed yet (too few
-  // servers, or no JetStream meta leader): wait for the peers, up to cluster.join_timeout.
   {
-    const bool clustered = !cfg.cluster.peers.empty() || po.replicas > 1;
-    const auto deadline = std::chrono::steady_clock::now() + cfg.cluster.join_timeout;
     auto next_note = std::chrono::steady_clock::now();
     for (;;) {
       auto st = rt->bus->provision(rt->names, po);
       if (st) break;
-      if (!clustered || std::chrono::steady_clock::now() >= deadline) {
-        lg->error("{}{}", st.err().message,
-                  clustered ? "; the cluster did not form within cluster.join_timeout" : "");
+      if (!clustered || std::chrono::steady_clock::now() >= join_deadline) {
+        lg->error("{}{}", st.err().message, not_formed);
         return 1;
       }
       if (std::chrono::steady_clock::now() >= next_note) {
